@@ -1,0 +1,340 @@
+//! The process lifecycle: mount, background or foreground, readiness, signals, unmount.
+//!
+//! `npzfs ARCHIVE DIR` returns only once the mount answers: the daemon forks before mounting
+//! (no thread exists yet, so the fork is safe), the child mounts and serves, and a pipe carries
+//! "ready" or the failure back to the parent, which exits 0 or prints it with its exit code.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
+
+use crate::archive::Archive;
+use crate::error::{Error, Result, cause};
+use crate::fs::{NpzFs, Ownership};
+use crate::fuse::Fuse;
+use crate::options::Options;
+use crate::{index, logging, mountpoint};
+
+/// How long the mount may take to answer its first `stat` before we give up on it.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Validates everything, mounts, and serves until unmounted (with `-f`) or until the mount
+/// is live (without).
+pub fn run(opts: &Options) -> Result<()> {
+    let (mountpoint, under_dev) = mountpoint::check(&opts.mountpoint)?;
+    let archive = Archive::open(&opts.archive)?;
+    let members = index::read_index(&archive)?;
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let owner = Ownership {
+        uid: opts.uid.unwrap_or(uid),
+        gid: opts.gid.unwrap_or(gid),
+        umask: opts.umask,
+    };
+    let count = members.len();
+    let fs = NpzFs::new(archive, members, owner);
+    let config = fuser_config(opts);
+    let ready = Readiness {
+        mountpoint,
+        under_dev,
+        read_ahead_kb: opts.read_ahead_kb,
+        pipe: None,
+    };
+    log::info!(
+        "mounting {} ({count} members) on {}",
+        opts.archive.display(),
+        opts.mountpoint.display()
+    );
+    if opts.foreground {
+        serve(fs, &config, ready)
+    } else {
+        background(fs, &config, ready)
+    }
+}
+
+fn fuser_config(opts: &Options) -> Config {
+    let fsname = opts.fsname.clone().unwrap_or_else(|| {
+        let path = opts
+            .archive
+            .canonicalize()
+            .unwrap_or_else(|_| opts.archive.clone());
+        // fusermount3 splits its -o list on commas.
+        path.display().to_string().replace(',', "_")
+    });
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::FSName(fsname),
+        MountOption::Subtype("npzfs".into()),
+        // The kernel checks uid=/gid=/umask= permissions itself.
+        MountOption::DefaultPermissions,
+    ];
+    if opts.auto_unmount {
+        config.mount_options.push(MountOption::AutoUnmount);
+    }
+    config.acl = match (opts.allow_other, opts.allow_root) {
+        (true, _) => SessionACL::All,
+        (false, true) => SessionACL::RootAndOwner,
+        (false, false) => SessionACL::Owner,
+    };
+    config.n_threads = Some(opts.threads);
+    config.clone_fd = opts.threads > 1;
+    config
+}
+
+/// What the serving process does once the mount exists.
+struct Readiness {
+    mountpoint: PathBuf,
+    /// Device of the directory before the mount: the mount has arrived when it changes.
+    under_dev: u64,
+    read_ahead_kb: u32,
+    /// The parent waiting for our status, in background mode.
+    pipe: Option<std::io::PipeWriter>,
+}
+
+fn background(fs: NpzFs, config: &Config, mut ready: Readiness) -> Result<()> {
+    let fork_err = |e: std::io::Error| Error::Mount {
+        path: ready.mountpoint.clone(),
+        cause: format!("cannot start the daemon: {}", cause(&e)),
+    };
+    let (mut reader, writer) = std::io::pipe().map_err(fork_err)?;
+    // SAFETY: no other thread exists yet (the session threads start after the fork), so the
+    // child is a full copy of a single-threaded process.
+    match unsafe { libc::fork() } {
+        -1 => Err(fork_err(std::io::Error::last_os_error())),
+        0 => {
+            drop(reader);
+            detach();
+            let status = writer.try_clone().ok();
+            ready.pipe = Some(writer);
+            let code = match serve(fs, config, ready) {
+                Ok(()) => 0,
+                Err(e) => {
+                    // Before readiness the parent prints this; after it, the log has it.
+                    if let Some(mut pipe) = status {
+                        report(&mut pipe, &format!("{}\t{e}", e.exit_code()));
+                    }
+                    log::error!("{e}");
+                    e.exit_code()
+                }
+            };
+            std::process::exit(code)
+        }
+        _child => {
+            drop(writer);
+            // One read: each report is a single write shorter than PIPE_BUF, and the child
+            // keeps its end open while it serves, so there is no EOF to wait for.
+            let mut buf = [0u8; 4096];
+            let n = loop {
+                match reader.read(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    other => break other.unwrap_or(0),
+                }
+            };
+            parent_outcome(&String::from_utf8_lossy(&buf[..n]), &ready.mountpoint)
+        }
+    }
+}
+
+/// Sends one status message to the waiting parent in a single write (atomic below PIPE_BUF).
+fn report(pipe: &mut std::io::PipeWriter, msg: &str) {
+    let bytes = &msg.as_bytes()[..msg.len().min(4000)];
+    if let Err(e) = pipe.write_all(bytes) {
+        log::debug!("cannot report to the parent: {}", cause(&e));
+    }
+}
+
+/// Turns the child's report ("ready", or "CODE\tmessage", or nothing if it died) into ours.
+fn parent_outcome(status: &str, mountpoint: &Path) -> Result<()> {
+    if status.starts_with("ready") {
+        return Ok(());
+    }
+    match status
+        .split_once('\t')
+        .and_then(|(c, m)| Some((c.parse().ok()?, m)))
+    {
+        Some((code, message)) => Err(Error::Daemon {
+            code,
+            message: message.to_string(),
+        }),
+        None => Err(Error::Mount {
+            path: mountpoint.to_path_buf(),
+            cause: "the daemon exited before the mount was live".into(),
+        }),
+    }
+}
+
+/// Leaves the caller's session and working directory; stdin and stdout go to /dev/null.
+/// stderr stays until the mount is live, so early failures still reach the log.
+fn detach() {
+    // SAFETY: plain syscalls on our own process; the paths are static C strings.
+    unsafe {
+        libc::setsid();
+        libc::chdir(c"/".as_ptr());
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+    }
+}
+
+fn serve(fs: NpzFs, config: &Config, ready: Readiness) -> Result<()> {
+    let signals = block_signals();
+    let path = ready.mountpoint.clone();
+    let mount_err = |e: std::io::Error| Error::Mount {
+        path: path.clone(),
+        cause: cause(&e),
+    };
+    let mut session = Session::new(Fuse::new(fs), &path, config).map_err(mount_err)?;
+    let unmounter = session.unmount_callable();
+    let signal_path = path.clone();
+    spawn("npzfs-signals", move || {
+        handle_signals(signals, unmounter, &signal_path)
+    })?;
+    spawn("npzfs-ready", move || announce_ready(ready))?;
+    session.run().map_err(mount_err)?;
+    log::info!("unmounted {}", path.display());
+    Ok(())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| Error::Mount {
+            path: PathBuf::from(name),
+            cause: format!("cannot start a thread: {}", cause(&e)),
+        })
+}
+
+/// Waits for the mount to answer, raises its readahead, then tells whoever waits.
+fn announce_ready(mut r: Readiness) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let dev = loop {
+        match fs::metadata(&r.mountpoint) {
+            Ok(m) if m.dev() != r.under_dev => break Some(m.dev()),
+            _ if Instant::now() > deadline => break None,
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let Some(dev) = dev else {
+        if let Some(pipe) = &mut r.pipe {
+            let _ = write!(
+                pipe,
+                "7\tcannot mount on {}: the mount did not answer",
+                r.mountpoint.display()
+            );
+        }
+        return;
+    };
+    mountpoint::set_read_ahead(dev, r.read_ahead_kb);
+    sd_notify("READY=1");
+    log::info!("mounted on {}", r.mountpoint.display());
+    if let Some(mut pipe) = r.pipe.take() {
+        report(&mut pipe, "ready");
+        drop(pipe);
+        // The parent has returned: a terminal is no place for a daemon's log any more.
+        // SAFETY: isatty and dup2 on our own descriptors.
+        unsafe {
+            if libc::isatty(2) == 1 {
+                logging::use_syslog();
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+                if null >= 0 {
+                    libc::dup2(null, 2);
+                    libc::close(null);
+                }
+            }
+        }
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts, so that only
+/// the signal thread's `sigwait` sees them.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn handle_signals(set: libc::sigset_t, mut unmounter: SessionUnmounter, mountpoint: &Path) {
+    loop {
+        let mut sig = 0;
+        // SAFETY: `set` is an initialised signal set and `sig` a valid out pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            continue;
+        }
+        log::info!("signal {sig}: unmounting {}", mountpoint.display());
+        sd_notify("STOPPING=1");
+        match unmounter.unmount() {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                log::warn!(
+                    "{} is busy: detached it; the daemon exits when its last user leaves",
+                    mountpoint.display()
+                );
+                lazy_unmount(mountpoint);
+            }
+            Err(e) => log::warn!("cannot unmount {}: {}", mountpoint.display(), cause(&e)),
+        }
+    }
+}
+
+fn lazy_unmount(mountpoint: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return;
+    }
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(mountpoint)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        log::warn!("cannot detach {}", mountpoint.display());
+    }
+}
+
+/// Tells systemd (`Type=notify`) about our state, if it is listening.
+pub fn sd_notify(state: &str) {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = UnixDatagram::unbound() else {
+        return;
+    };
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = target.as_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        sock.send_to(state.as_bytes(), Path::new(&target))
+    };
+    if let Err(e) = sent {
+        log::warn!("cannot notify systemd ({state}): {}", cause(&e));
+    }
+}

@@ -1,0 +1,241 @@
+//! The filesystem core: plain Rust, no fuser types; every operation returns `Result`.
+//!
+//! `fuse.rs` is a thin adapter over this, so the filesystem can be tested without the kernel
+//! (the mountpoint-s3 split). The index and tree are immutable and lock-free; nothing here
+//! holds a lock, so any number of request threads can serve at once.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::archive::Archive;
+use crate::error::{Error, Result};
+use crate::index::{Member, Method, Problem};
+use crate::tree::{Ino, NodeKind, Tree};
+
+/// Preferred I/O size reported in `st_blksize`: the kernel's largest FUSE request (1 MiB), so
+/// stdio-style readers ask for whole requests.
+pub const BLOCK_SIZE: u32 = 1 << 20;
+
+/// Who owns the mounted files and which permission bits they show.
+#[derive(Clone, Copy, Debug)]
+pub struct Ownership {
+    /// Owner of every node.
+    pub uid: u32,
+    /// Group of every node.
+    pub gid: u32,
+    /// Bits removed from 0444 (files) and 0555 (directories).
+    pub umask: u16,
+}
+
+/// File or directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory.
+    Dir,
+    /// A regular file (a member).
+    File,
+}
+
+/// The attributes of one node, as `stat` shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: Ino,
+    /// File or directory.
+    pub kind: Kind,
+    /// Size in bytes (the member's uncompressed size; 0 for directories).
+    pub size: u64,
+    /// 512-byte blocks, as `du` counts them.
+    pub blocks: u64,
+    /// Permission bits.
+    pub perm: u16,
+    /// Link count: 1 for files, 2 + subdirectories for directories.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// The archive's modification time (members carry numpy's 1980-01-01).
+    pub mtime: SystemTime,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug)]
+pub struct DirEntry<'a> {
+    /// The entry's inode.
+    pub ino: Ino,
+    /// The offset to resume the listing after this entry.
+    pub next_offset: u64,
+    /// File or directory.
+    pub kind: Kind,
+    /// The entry's name.
+    pub name: &'a [u8],
+}
+
+/// Answers for `statfs`.
+#[derive(Clone, Copy, Debug)]
+pub struct FsStats {
+    /// Total size of all members, in `BLOCK_SIZE` blocks.
+    pub blocks: u64,
+    /// Number of nodes.
+    pub files: u64,
+}
+
+/// The mounted archive.
+pub struct NpzFs {
+    archive: Archive,
+    members: Vec<Member>,
+    tree: Tree,
+    owner: Ownership,
+    mtime: SystemTime,
+    stats: FsStats,
+}
+
+impl NpzFs {
+    /// Builds the filesystem over an opened archive and its index.
+    pub fn new(archive: Archive, members: Vec<Member>, owner: Ownership) -> NpzFs {
+        let tree = Tree::build(&members);
+        let id = archive.identity();
+        let mtime = match u64::try_from(id.mtime) {
+            Ok(secs) => {
+                UNIX_EPOCH + Duration::new(secs, id.mtime_nsec.clamp(0, 999_999_999) as u32)
+            }
+            Err(_) => UNIX_EPOCH,
+        };
+        let bytes: u64 = members.iter().map(|m| m.size).fold(0, u64::saturating_add);
+        let stats = FsStats {
+            blocks: bytes.div_ceil(u64::from(BLOCK_SIZE)),
+            files: tree.len() as u64,
+        };
+        NpzFs {
+            archive,
+            members,
+            tree,
+            owner,
+            mtime,
+            stats,
+        }
+    }
+
+    /// The opened archive.
+    pub fn archive(&self) -> &Archive {
+        &self.archive
+    }
+
+    /// The archive's members in central directory order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The child `name` of directory `parent`.
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
+        let ino = self.tree.lookup(parent, name)?;
+        self.getattr(ino)
+    }
+
+    /// The attributes of `ino`; the same size everywhere (lookup, getattr, readdirplus).
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        let node = self.tree.node(ino)?;
+        let (kind, size, perm, nlink) = match &node.kind {
+            NodeKind::Dir { subdirs, .. } => (Kind::Dir, 0, 0o555, 2 + subdirs),
+            NodeKind::File { member } => (Kind::File, self.member(*member)?.size, 0o444, 1),
+        };
+        Ok(Attr {
+            ino,
+            kind,
+            size,
+            blocks: size.div_ceil(512),
+            perm: perm & !self.owner.umask,
+            nlink,
+            uid: self.owner.uid,
+            gid: self.owner.gid,
+            mtime: self.mtime,
+        })
+    }
+
+    /// Entries of directory `ino` from `offset` on: `.` and `..` first, then the children.
+    pub fn readdir(&self, ino: Ino, offset: u64) -> Result<impl Iterator<Item = DirEntry<'_>>> {
+        let children = self.tree.children(ino)?;
+        let parent = self.tree.node(ino)?.parent;
+        let dots = [(ino, &b"."[..]), (parent, &b".."[..])]
+            .into_iter()
+            .map(|(i, n)| (i, n, Kind::Dir));
+        let rest = children.iter().filter_map(|&c| {
+            let node = self.tree.node(c).ok()?;
+            let kind = match node.kind {
+                NodeKind::Dir { .. } => Kind::Dir,
+                NodeKind::File { .. } => Kind::File,
+            };
+            Some((c, &node.name[..], kind))
+        });
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        Ok(dots
+            .chain(rest)
+            .enumerate()
+            .skip(skip)
+            .map(|(i, (ino, name, kind))| DirEntry {
+                ino,
+                next_offset: i as u64 + 1,
+                kind,
+                name,
+            }))
+    }
+
+    /// Checks that `ino` can be read: a file, opened read-only, whose member is servable.
+    pub fn open(&self, ino: Ino, write: bool) -> Result<()> {
+        if write {
+            return Err(Error::ReadOnly);
+        }
+        let member = self.file_member(ino)?;
+        if let Some(problem) = &member.problem {
+            return Err(match problem {
+                Problem::Unsupported(cause) => Error::Unsupported {
+                    what: member.name.clone(),
+                    cause: cause.clone(),
+                },
+                Problem::Corrupt(cause) => Error::Corrupt {
+                    what: member.name.clone(),
+                    cause: cause.clone(),
+                },
+            });
+        }
+        if member.method != Method::Stored {
+            return Err(Error::Unsupported {
+                what: member.name.clone(),
+                cause: "compressed members are not served yet".into(),
+            });
+        }
+        self.archive.check_unchanged()?;
+        member.data_start(&self.archive)?;
+        Ok(())
+    }
+
+    /// Up to `size` bytes of `ino` from `offset`: empty at or past the end, clamped to the
+    /// member's size, otherwise exactly the bytes asked for (a short read would give a mapping
+    /// client SIGBUS). The slice is of the archive mapping and must go only to the kernel.
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<&[u8]> {
+        let member = self.file_member(ino)?;
+        if offset >= member.size {
+            return Ok(&[]);
+        }
+        let len = u64::from(size).min(member.size - offset);
+        let start = member.data_start(&self.archive)?;
+        self.archive.check_unchanged()?;
+        self.archive.slice(start + offset, len)
+    }
+
+    /// Totals for `statfs`.
+    pub fn statfs(&self) -> FsStats {
+        self.stats
+    }
+
+    fn member(&self, i: usize) -> Result<&Member> {
+        self.members.get(i).ok_or(Error::NotFound)
+    }
+
+    fn file_member(&self, ino: Ino) -> Result<&Member> {
+        match self.tree.node(ino)?.kind {
+            NodeKind::File { member } => self.member(member),
+            NodeKind::Dir { .. } => Err(Error::IsDir),
+        }
+    }
+}

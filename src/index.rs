@@ -1,0 +1,282 @@
+//! Central directory -> `Vec<Member>`: validation at mount, local headers on first use, and the
+//! rule that turns a member name into safe path components.
+
+use std::io::BufReader;
+use std::sync::OnceLock;
+
+use zip::CompressionMethod;
+
+use crate::archive::Archive;
+use crate::error::{Error, Result};
+
+/// Signature of a ZIP local file header.
+const LOCAL_HEADER_SIGNATURE: u32 = 0x0403_4b50;
+/// Fixed part of a local file header; the name and extra field follow it.
+const LOCAL_HEADER_LEN: u64 = 30;
+/// Longest name component Linux accepts (NAME_MAX).
+const NAME_MAX: usize = 255;
+
+/// How a member's bytes are stored in the archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Stored as is (`np.savez`): served straight from the archive.
+    Stored,
+    /// Deflate (`np.savez_compressed`).
+    Deflated,
+    /// Anything else; the raw ZIP method number.
+    Other(u16),
+}
+
+/// Why a listed member cannot be served; found at mount, reported at open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// A method or feature npzfs does not decode (EOPNOTSUPP).
+    Unsupported(String),
+    /// The entry contradicts itself or the archive (EIO).
+    Corrupt(String),
+}
+
+/// One ZIP entry, validated once and never mutated afterwards (but for its lazily resolved
+/// `data_start`, which is written at most once).
+#[derive(Debug)]
+pub struct Member {
+    /// The name as the archive spells it, for messages.
+    pub name: String,
+    /// How the bytes are stored.
+    pub method: Method,
+    /// Offset of the local header within the archive.
+    pub header_start: u64,
+    /// Bytes the member occupies in the archive.
+    pub compressed_size: u64,
+    /// Uncompressed size: the file's `st_size`.
+    pub size: u64,
+    /// CRC-32 of the uncompressed bytes.
+    pub crc32: u32,
+    /// A directory entry (name ends in `/`): only creates a directory.
+    pub is_dir: bool,
+    /// Set when the member is listed but cannot be read.
+    pub problem: Option<Problem>,
+    data_start: OnceLock<u64>,
+}
+
+impl Member {
+    /// Offset of the member's first byte within the archive, from its *local* header: numpy
+    /// writes zip64 extras there that the central directory lacks, so the lengths differ.
+    /// Resolved on first use (reading 10^6 local headers at mount would stall it; see
+    /// ratarmount issue #121) and cached.
+    pub fn data_start(&self, archive: &Archive) -> Result<u64> {
+        if let Some(start) = self.data_start.get() {
+            return Ok(*start);
+        }
+        let corrupt = |cause: String| Error::Corrupt {
+            what: self.name.clone(),
+            cause,
+        };
+        let mut header = [0u8; LOCAL_HEADER_LEN as usize];
+        archive
+            .read_exact_at(&mut header, self.header_start)
+            .map_err(|_| {
+                corrupt(format!(
+                    "local header at offset {} is unreadable",
+                    self.header_start
+                ))
+            })?;
+        let u16_at = |i: usize| u64::from(u16::from_le_bytes([header[i], header[i + 1]]));
+        let signature = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        if signature != LOCAL_HEADER_SIGNATURE {
+            return Err(corrupt(format!(
+                "no local header at offset {}",
+                self.header_start
+            )));
+        }
+        if u16_at(8) != u64::from(self.method_number()) {
+            return Err(corrupt(
+                "local header and central directory disagree on method".into(),
+            ));
+        }
+        let start = self.header_start + LOCAL_HEADER_LEN + u16_at(26) + u16_at(28);
+        if start
+            .checked_add(self.compressed_size)
+            .is_none_or(|end| end > archive.size())
+        {
+            return Err(corrupt(
+                "member data runs past the end of the archive".into(),
+            ));
+        }
+        Ok(*self.data_start.get_or_init(|| start))
+    }
+
+    fn method_number(&self) -> u16 {
+        match self.method {
+            Method::Stored => 0,
+            Method::Deflated => 8,
+            Method::Other(n) => n,
+        }
+    }
+}
+
+/// Reads and validates the central directory of `archive`.
+pub fn read_index(archive: &Archive) -> Result<Vec<Member>> {
+    let format_err = |cause: String| Error::ArchiveFormat {
+        path: archive.path().to_path_buf(),
+        cause,
+    };
+    if archive.size() == 0 {
+        return Err(format_err("the file is empty".into()));
+    }
+    let reader = BufReader::with_capacity(64 * 1024, archive.file());
+    let zip = zip::ZipArchive::new(reader).map_err(|e| format_err(zip_cause(&e)))?;
+    let meta = zip.metadata();
+    if meta.has_duplicate_names() {
+        log::warn!(
+            "archive {} has duplicate member names: the last entry of each name wins",
+            archive.path().display()
+        );
+    }
+    let mut members = Vec::with_capacity(meta.len());
+    for i in 0..meta.len() {
+        let entry = meta.entry(i).map_err(|e| format_err(zip_cause(&e)))?;
+        let name = match entry.name() {
+            Ok(n) => n.into_owned(),
+            Err(_) => String::from_utf8_lossy(entry.name_raw()).into_owned(),
+        };
+        let method = match entry.compression() {
+            CompressionMethod::Stored => Method::Stored,
+            CompressionMethod::Deflated => Method::Deflated,
+            #[allow(deprecated)]
+            other => Method::Other(other.to_u16()),
+        };
+        let mut member = Member {
+            name,
+            method,
+            header_start: entry.header_start(),
+            compressed_size: entry.compressed_size(),
+            size: entry.size(),
+            crc32: entry.crc32(),
+            is_dir: entry.is_dir(),
+            problem: None,
+            data_start: OnceLock::new(),
+        };
+        member.problem = validate(&member, entry.encrypted(), archive.size());
+        if let Some(problem) = &member.problem {
+            log::debug!(
+                "member {} is listed but unreadable: {problem:?}",
+                member.name
+            );
+        }
+        members.push(member);
+    }
+    Ok(members)
+}
+
+fn validate(m: &Member, encrypted: bool, archive_size: u64) -> Option<Problem> {
+    if encrypted {
+        return Some(Problem::Unsupported("the member is encrypted".into()));
+    }
+    if let Method::Other(n) = m.method {
+        return Some(Problem::Unsupported(format!(
+            "unsupported compression method {n}"
+        )));
+    }
+    if m.method == Method::Stored && m.size != m.compressed_size {
+        return Some(Problem::Corrupt(format!(
+            "stored member declares {} bytes but occupies {}",
+            m.size, m.compressed_size
+        )));
+    }
+    let end = m
+        .header_start
+        .checked_add(LOCAL_HEADER_LEN + m.compressed_size);
+    if end.is_none_or(|end| end > archive_size) {
+        return Some(Problem::Corrupt(
+            "member data runs past the end of the archive".into(),
+        ));
+    }
+    None
+}
+
+fn zip_cause(err: &zip::result::ZipError) -> String {
+    match err {
+        zip::result::ZipError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the file is truncated".into()
+        }
+        zip::result::ZipError::InvalidArchive(why) => {
+            format!("not a ZIP archive or damaged ({why})")
+        }
+        other => format!("not a ZIP archive or damaged ({other})"),
+    }
+}
+
+/// The path components a member is mounted under. The rule, documented in the README:
+/// `/` and `\` separate components; empty, `.` and `..` components are dropped (so nothing
+/// can climb out of the mount); NUL bytes become `_`; a component longer than 255 bytes is cut
+/// to 246 bytes plus `~` and 8 hex digits of a hash of the whole component.
+pub fn sanitise(name: &str) -> Vec<Vec<u8>> {
+    name.split(['/', '\\'])
+        .filter(|c| !c.is_empty() && *c != "." && *c != "..")
+        .map(|c| {
+            let bytes: Vec<u8> = c.bytes().map(|b| if b == 0 { b'_' } else { b }).collect();
+            if bytes.len() <= NAME_MAX {
+                bytes
+            } else {
+                shorten(c, &bytes)
+            }
+        })
+        .collect()
+}
+
+fn shorten(component: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut cut = NAME_MAX - 9;
+    while !component.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut out = bytes[..cut].to_vec();
+    out.extend_from_slice(format!("~{:08x}", fnv1a(bytes)).as_bytes());
+    out
+}
+
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(name: &str) -> Vec<String> {
+        sanitise(name)
+            .into_iter()
+            .map(|c| String::from_utf8(c).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn plain_and_nested_names() {
+        assert_eq!(s("x.npy"), ["x.npy"]);
+        assert_eq!(s("a/b.npy"), ["a", "b.npy"]);
+        assert_eq!(s("a\\b.npy"), ["a", "b.npy"]);
+    }
+
+    #[test]
+    fn nothing_climbs_out() {
+        assert_eq!(s("../../etc/passwd"), ["etc", "passwd"]);
+        assert_eq!(s("/abs/x.npy"), ["abs", "x.npy"]);
+        assert_eq!(s("./a//./b/../c"), ["a", "b", "c"]);
+        assert!(s("..").is_empty());
+        assert!(s("/").is_empty());
+    }
+
+    #[test]
+    fn nul_and_long_components() {
+        assert_eq!(s("a\0b"), ["a_b"]);
+        let long = "é".repeat(200); // 400 bytes
+        let out = sanitise(&long);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].len() <= NAME_MAX);
+        assert!(std::str::from_utf8(&out[0]).is_ok());
+        let other = sanitise(&format!("{long}x"));
+        assert_ne!(out, other, "different long names stay different");
+    }
+}

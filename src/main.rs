@@ -1,0 +1,23 @@
+//! `npzfs [OPTIONS] ARCHIVE MOUNTPOINT`: parse, start logging, run, map errors to exit codes.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+use npzfs::options::{self, Parsed};
+use npzfs::{daemon, logging};
+
+fn main() {
+    let opts = match options::parse(std::env::args_os()) {
+        Ok(Parsed::Run(opts)) => opts,
+        Ok(Parsed::Exit(clap_says)) => clap_says.exit(),
+        Err(e) => fail(&e),
+    };
+    logging::init(opts.log_level);
+    if let Err(e) = daemon::run(&opts) {
+        fail(&e);
+    }
+}
+
+fn fail(e: &npzfs::error::Error) -> ! {
+    eprintln!("npzfs: {e}");
+    std::process::exit(e.exit_code())
+}

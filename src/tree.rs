@@ -1,0 +1,216 @@
+//! The immutable inode table: directories synthesised from member paths, files = members.
+//!
+//! Inode numbers are positions in a `Vec` plus one (the root is 1), assigned in central
+//! directory order, so the same archive always mounts with the same numbers. Built once at
+//! mount; lookups are a binary search over a directory's children sorted by name.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::index::{Member, sanitise};
+
+/// An inode number of the mounted tree.
+pub type Ino = u64;
+
+/// The root directory's inode number.
+pub const ROOT: Ino = 1;
+
+/// What a node is.
+#[derive(Debug)]
+pub enum NodeKind {
+    /// A directory; `children` sorted by name, `subdirs` counts the directories among them.
+    Dir { children: Box<[Ino]>, subdirs: u32 },
+    /// A file serving `members[member]`.
+    File { member: usize },
+}
+
+/// One entry of the mounted tree.
+#[derive(Debug)]
+pub struct Node {
+    /// Its name within its parent (the root's is empty).
+    pub name: Box<[u8]>,
+    /// The parent directory (the root is its own parent).
+    pub parent: Ino,
+    /// Directory or file.
+    pub kind: NodeKind,
+}
+
+/// The mounted tree of one archive.
+#[derive(Debug)]
+pub struct Tree {
+    nodes: Vec<Node>,
+}
+
+impl Tree {
+    /// Builds the tree. Names are made safe by [`sanitise`]; clashes follow the README rule:
+    /// for duplicate file paths the last entry wins (as in Python's `zipfile`); where a file
+    /// and a directory share a path the directory keeps the name and the file is shown as
+    /// `name (1)` (or the first free `name (N)`); a name with no usable component is skipped.
+    pub fn build(members: &[Member]) -> Tree {
+        let mut b = Builder::default();
+        b.nodes.push(Node {
+            name: Box::default(),
+            parent: ROOT,
+            kind: dir(),
+        });
+        for (i, member) in members.iter().enumerate() {
+            let comps = sanitise(&member.name);
+            let Some((last, dirs)) = comps.split_last() else {
+                log::warn!("member {:?} has no usable name: not shown", member.name);
+                continue;
+            };
+            let mut parent = ROOT;
+            for comp in dirs {
+                parent = b.ensure_dir(parent, comp);
+            }
+            if member.is_dir {
+                b.ensure_dir(parent, last);
+            } else {
+                b.add_file(parent, last, i, members);
+            }
+        }
+        b.finish()
+    }
+
+    /// The node with inode number `ino`.
+    pub fn node(&self, ino: Ino) -> Result<&Node> {
+        let i = usize::try_from(ino.wrapping_sub(1)).map_err(|_| Error::NotFound)?;
+        self.nodes.get(i).ok_or(Error::NotFound)
+    }
+
+    /// The children of directory `ino`, sorted by name.
+    pub fn children(&self, ino: Ino) -> Result<&[Ino]> {
+        match &self.node(ino)?.kind {
+            NodeKind::Dir { children, .. } => Ok(children),
+            NodeKind::File { .. } => Err(Error::NotDir),
+        }
+    }
+
+    /// The child of directory `parent` called `name`.
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Ino> {
+        let children = self.children(parent)?;
+        let found = children.binary_search_by(|&c| match self.node(c) {
+            Ok(node) => (*node.name).cmp(name),
+            Err(_) => std::cmp::Ordering::Less,
+        });
+        found
+            .ok()
+            .and_then(|i| children.get(i).copied())
+            .ok_or(Error::NotFound)
+    }
+
+    /// Number of nodes, the root included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the tree is only its root.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() <= 1
+    }
+}
+
+fn dir() -> NodeKind {
+    NodeKind::Dir {
+        children: Box::default(),
+        subdirs: 0,
+    }
+}
+
+/// Builds the node table. Its inos come from `push`, so indexing `nodes` by `ino - 1` is in
+/// range by construction; the builder runs before the mount exists.
+#[derive(Default)]
+struct Builder {
+    nodes: Vec<Node>,
+    by_name: HashMap<(Ino, Box<[u8]>), Ino>,
+}
+
+impl Builder {
+    fn push(&mut self, parent: Ino, name: &[u8], kind: NodeKind) -> Ino {
+        self.nodes.push(Node {
+            name: name.into(),
+            parent,
+            kind,
+        });
+        let ino = self.nodes.len() as Ino;
+        self.by_name.insert((parent, name.into()), ino);
+        ino
+    }
+
+    fn node_mut(&mut self, ino: Ino) -> &mut Node {
+        &mut self.nodes[(ino - 1) as usize]
+    }
+
+    fn ensure_dir(&mut self, parent: Ino, name: &[u8]) -> Ino {
+        if let Some(&ino) = self.by_name.get(&(parent, name.into())) {
+            if matches!(self.node_mut(ino).kind, NodeKind::Dir { .. }) {
+                return ino;
+            }
+            // A file holds the name the directory needs: the directory wins.
+            let aside = self.free_name(parent, name);
+            self.by_name.remove(&(parent, name.into()));
+            self.by_name.insert((parent, aside.clone()), ino);
+            self.node_mut(ino).name = aside;
+        }
+        self.push(parent, name, dir())
+    }
+
+    fn add_file(&mut self, parent: Ino, name: &[u8], member: usize, members: &[Member]) {
+        let Some(&ino) = self.by_name.get(&(parent, name.into())) else {
+            self.push(parent, name, NodeKind::File { member });
+            return;
+        };
+        if let NodeKind::File { member: old } = &mut self.node_mut(ino).kind {
+            log::warn!(
+                "duplicate member name {:?}: the last entry wins, as in Python's zipfile",
+                members[*old].name
+            );
+            *old = member;
+        } else {
+            let aside = self.free_name(parent, name);
+            self.push(parent, &aside, NodeKind::File { member });
+        }
+    }
+
+    /// The first `name (N)` free in `parent`, for a file that clashes with a directory.
+    fn free_name(&self, parent: Ino, name: &[u8]) -> Box<[u8]> {
+        let base = String::from_utf8_lossy(name);
+        let mut n = 1u64;
+        loop {
+            let candidate: Box<[u8]> = format!("{base} ({n})").into_bytes().into();
+            if !self.by_name.contains_key(&(parent, candidate.clone())) {
+                log::warn!(
+                    "{base:?} is both a file and a directory: the file is shown as {:?}",
+                    String::from_utf8_lossy(&candidate)
+                );
+                return candidate;
+            }
+            n += 1;
+        }
+    }
+
+    fn finish(mut self) -> Tree {
+        let mut children: Vec<Vec<Ino>> = (0..self.nodes.len()).map(|_| Vec::new()).collect();
+        for (i, node) in self.nodes.iter().enumerate().skip(1) {
+            children[(node.parent - 1) as usize].push(i as Ino + 1);
+        }
+        let nodes = &self.nodes;
+        let name = |ino: &Ino| &nodes[(ino - 1) as usize].name;
+        let is_dir = |ino: &&Ino| matches!(nodes[(**ino - 1) as usize].kind, NodeKind::Dir { .. });
+        let lists: Vec<(Box<[Ino]>, u32)> = children
+            .into_iter()
+            .map(|mut list| {
+                list.sort_unstable_by(|a, b| name(a).cmp(name(b)));
+                let subdirs = list.iter().filter(is_dir).count() as u32;
+                (list.into_boxed_slice(), subdirs)
+            })
+            .collect();
+        for (node, (list, count)) in self.nodes.iter_mut().zip(lists) {
+            if let NodeKind::Dir { children, subdirs } = &mut node.kind {
+                *children = list;
+                *subdirs = count;
+            }
+        }
+        Tree { nodes: self.nodes }
+    }
+}
