@@ -243,13 +243,13 @@ fn announce_ready(mut r: Readiness) {
     sd_notify("READY=1");
     log::info!("mounted on {}", r.mountpoint.display());
     if let Some(mut pipe) = r.pipe.take() {
-        report(&mut pipe, "ready");
-        drop(pipe);
-        // The parent has returned: a terminal is no place for a daemon's log any more.
-        // SAFETY: isatty and dup2 on our own descriptors.
-        unsafe {
-            if libc::isatty(2) == 1 {
-                logging::use_syslog();
+        // The parent returns now. Whoever started it may be waiting for its stderr to close
+        // (`$(npzfs ...)`, subprocess capture): let go of it, and log to syslog instead,
+        // unless stderr is systemd's journal stream.
+        if !logging::stderr_is_journal() {
+            logging::use_syslog();
+            // SAFETY: open and dup2 on our own descriptors.
+            unsafe {
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
                 if null >= 0 {
                     libc::dup2(null, 2);
@@ -257,6 +257,7 @@ fn announce_ready(mut r: Readiness) {
                 }
             }
         }
+        report(&mut pipe, "ready");
     }
 }
 

@@ -16,7 +16,7 @@ static SINK: AtomicU8 = AtomicU8::new(STDERR);
 
 /// Starts logging at `level`; `RUST_LOG` overrides it.
 pub fn init(level: log::LevelFilter) {
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
+    if stderr_is_journal() {
         SINK.store(JOURNAL, Ordering::Relaxed);
     }
     let mut builder = env_logger::Builder::new();
@@ -31,7 +31,25 @@ pub fn init(level: log::LevelFilter) {
         .ok();
 }
 
-/// Sends further lines to syslog(3): for a background daemon whose stderr was a terminal.
+/// Whether stderr is the journald stream systemd named in `$JOURNAL_STREAM` ("dev:ino"); a
+/// child that inherited the variable but not the stream must not use the prefixes.
+pub fn stderr_is_journal() -> bool {
+    let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = var.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    // SAFETY: fstat on fd 2 into a zeroed stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return false;
+    }
+    dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino)
+}
+
+/// Sends further lines to syslog(3): for a background daemon that has let go of the stderr
+/// of whoever started it.
 pub fn use_syslog() {
     // SAFETY: the identifier is a static NUL-terminated string, as openlog keeps the pointer.
     unsafe { libc::openlog(c"npzfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
