@@ -131,11 +131,11 @@ pub fn unmount(mnt: &Path) {
 impl Drop for Mounted {
     fn drop(&mut self) {
         unmount(&self.mnt);
-        if let Some(child) = &mut self.daemon {
-            if !wait_until(10, || child.try_wait().unwrap().is_some()) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if let Some(child) = &mut self.daemon
+            && !wait_until(10, || child.try_wait().unwrap().is_some())
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
