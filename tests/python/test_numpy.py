@@ -1,0 +1,119 @@
+"""numpy through the mount: np.load, with and without mmap_mode, equals np.load of the npz."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+RNG = np.random.default_rng(20261125)
+
+
+def arrays():
+    """One array per dtype and layout the core suite must carry."""
+    a = {
+        "bool": RNG.integers(0, 2, 1000).astype(bool),
+        "float16": RNG.standard_normal(1000).astype(np.float16),
+        "float32": RNG.standard_normal((100, 10)).astype(np.float32),
+        "float64": RNG.standard_normal(12345),
+        "complex64": (RNG.standard_normal(100) + 1j * RNG.standard_normal(100)).astype(np.complex64),
+        "complex128": RNG.standard_normal(100) + 1j * RNG.standard_normal(100),
+        "datetime64": np.arange("2020-01-01", "2020-03-01", dtype="datetime64[s]"),
+        "timedelta64": np.arange(100).astype("timedelta64[ms]"),
+        "unicode": np.array(["alpha", "béta", "γάμμα", ""] * 10),
+        "bytes": np.array([b"a", b"bc", b"\x00def"] * 10),
+        "structured": np.array(
+            [(i, i * 0.5, f"n{i}") for i in range(50)],
+            dtype=[("id", "<i4"), ("x", "<f8"), ("name", "U8")],
+        ),
+        "big_endian_i4": np.arange(1000, dtype=">i4"),
+        "big_endian_f8": RNG.standard_normal(100).astype(">f8"),
+        "fortran": np.asfortranarray(RNG.standard_normal((64, 33))),
+        "zero_d": np.array(3.25),
+        "empty": np.zeros(0, dtype=np.int32),
+        "empty_2d": np.zeros((0, 5)),
+        "nested/dir/deep": np.arange(10),
+    }
+    for bits in (8, 16, 32, 64):
+        a[f"int{bits}"] = RNG.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1, 777, dtype=f"int{bits}")
+        a[f"uint{bits}"] = RNG.integers(0, 2**bits - 1, 777, dtype=f"uint{bits}", endpoint=True)
+    return a
+
+
+ARRAYS = arrays()
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    path = tmp_path_factory.mktemp("npz") / "stored.npz"
+    np.savez(path, **ARRAYS)
+    return path
+
+
+def assert_same(got, want):
+    assert got.dtype == want.dtype
+    assert got.shape == want.shape
+    assert got.flags.f_contiguous == want.flags.f_contiguous
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("key", sorted(ARRAYS))
+def test_every_dtype_loads_with_and_without_mmap(stored, mount, key):
+    mnt = mount(stored)
+    want = np.load(stored)[key]
+    path = mnt / f"{key}.npy"
+    assert_same(np.load(path), want)
+    mapped = np.load(path, mmap_mode="r")
+    assert_same(mapped, want)
+    if want.size and want.dtype.kind != "O":
+        assert isinstance(mapped, np.memmap), type(mapped)
+
+
+def test_sizes_match_the_members(stored, mount):
+    import zipfile
+
+    mnt = mount(stored)
+    with zipfile.ZipFile(stored) as z:
+        for info in z.infolist():
+            assert os.stat(mnt / info.filename).st_size == info.file_size, info.filename
+
+
+def test_several_processes_map_the_same_member(tmp_path, mount):
+    data = RNG.standard_normal((2048, 1024))
+    npz = tmp_path / "shared.npz"
+    np.savez(npz, x=data)
+    mnt = mount(npz)
+    code = (
+        "import hashlib, sys, numpy as np;"
+        "a = np.load(sys.argv[1], mmap_mode='r');"
+        "print(hashlib.sha256(a.tobytes()).hexdigest(), a[1000, 7])"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(mnt / "x.npy")], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    want = hashlib.sha256(data.tobytes()).hexdigest()
+    assert {o[0] for o in outs} == {want}
+    assert {float(o[1]) for o in outs} == {data[1000, 7]}
+
+
+def test_a_member_over_4_gib_needs_zip64_and_maps(tmp_path, mount):
+    n = (4 << 30) // 8 + 12345  # int64 elements: just past 4 GiB
+    npz = tmp_path / "big.npz"
+    np.savez(npz, big=np.arange(n, dtype=np.int64))
+    mnt = mount(npz)
+    path = mnt / "big.npy"
+    assert os.stat(path).st_size > 4 << 30
+    a = np.load(path, mmap_mode="r")
+    assert a.shape == (n,)
+    for i in [0, 1, (1 << 29) - 1, 1 << 29, n // 2, n - 1] + list(RNG.integers(0, n, 100)):
+        assert a[i] == i
+    step = 1 << 26
+    for start in range(0, n, step):
+        chunk = np.asarray(a[start : start + step])
+        assert chunk[0] == start and chunk[-1] == start + len(chunk) - 1
+        assert np.array_equal(chunk, np.arange(start, start + len(chunk)))
