@@ -37,7 +37,7 @@ pub fn run(opts: &Options) -> Result<()> {
         umask: opts.umask,
     };
     let count = members.len();
-    let fs = NpzFs::new(archive, members, owner);
+    let fs = NpzFs::new(archive, members, owner, &opts.cache)?;
     let config = fuser_config(opts);
     let ready = Readiness {
         mountpoint,

@@ -4,9 +4,11 @@
 //! (the mountpoint-s3 split). The index and tree are immutable and lock-free; nothing here
 //! holds a lock, so any number of request threads can serve at once.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::archive::Archive;
+use crate::cache::{Cache, CacheConfig};
 use crate::error::{Error, Result};
 use crate::index::{Member, Method, Problem};
 use crate::tree::{Ino, NodeKind, Tree};
@@ -80,9 +82,13 @@ pub struct FsStats {
     pub files: u64,
 }
 
+pub use crate::cache::entry::ReadDone;
+
 /// The mounted archive.
 pub struct NpzFs {
-    archive: Archive,
+    archive: Arc<Archive>,
+    /// The decompression cache; only when the archive has compressed members.
+    cache: Option<Cache>,
     members: Vec<Member>,
     tree: Tree,
     owner: Ownership,
@@ -91,8 +97,22 @@ pub struct NpzFs {
 }
 
 impl NpzFs {
-    /// Builds the filesystem over an opened archive and its index.
-    pub fn new(archive: Archive, members: Vec<Member>, owner: Ownership) -> NpzFs {
+    /// Builds the filesystem over an opened archive and its index. The cache directory is
+    /// only touched when the archive has compressed members.
+    pub fn new(
+        archive: Archive,
+        members: Vec<Member>,
+        owner: Ownership,
+        cache: &CacheConfig,
+    ) -> Result<NpzFs> {
+        let archive = Arc::new(archive);
+        let compressed = members
+            .iter()
+            .any(|m| m.method == Method::Deflated && !m.is_dir);
+        let cache = match compressed {
+            true => Some(Cache::new(cache, archive.clone(), &members)?),
+            false => None,
+        };
         let tree = Tree::build(&members);
         let id = archive.identity();
         let mtime = match u64::try_from(id.mtime) {
@@ -106,14 +126,15 @@ impl NpzFs {
             blocks: bytes.div_ceil(u64::from(BLOCK_SIZE)),
             files: tree.len() as u64,
         };
-        NpzFs {
+        Ok(NpzFs {
             archive,
+            cache,
             members,
             tree,
             owner,
             mtime,
             stats,
-        }
+        })
     }
 
     /// The opened archive.
@@ -198,29 +219,58 @@ impl NpzFs {
                 },
             });
         }
-        if member.method != Method::Stored {
-            return Err(Error::Unsupported {
-                what: member.name.clone(),
-                cause: "compressed members are not served yet".into(),
-            });
-        }
         self.archive.check_unchanged()?;
-        member.data_start(&self.archive)?;
-        Ok(())
+        match (member.method, &self.cache) {
+            (Method::Deflated, Some(cache)) => cache.open(self.member_index(ino)?, member),
+            (Method::Stored, _) => member.data_start(&self.archive).map(drop),
+            _ => Err(Error::Unsupported {
+                what: member.name.clone(),
+                cause: "unsupported compression method".into(),
+            }),
+        }
     }
 
-    /// Up to `size` bytes of `ino` from `offset`: empty at or past the end, clamped to the
-    /// member's size, otherwise exactly the bytes asked for (a short read would give a mapping
-    /// client SIGBUS). The slice is of the archive mapping and must go only to the kernel.
-    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<&[u8]> {
-        let member = self.file_member(ino)?;
-        if offset >= member.size {
-            return Ok(&[]);
+    /// Lets go of one open handle of `ino`.
+    pub fn release(&self, ino: Ino) {
+        if let (Ok(i), Some(cache)) = (self.member_index(ino), &self.cache)
+            && self
+                .members
+                .get(i)
+                .is_some_and(|m| m.method == Method::Deflated)
+        {
+            cache.release(i);
         }
-        let len = u64::from(size).min(member.size - offset);
+    }
+
+    /// Up to `size` bytes of `ino` from `offset`, handed to `done`: empty at or past the end,
+    /// clamped to the member's size, otherwise exactly the bytes asked for (a short read would
+    /// give a mapping client SIGBUS). Stored members answer at once with a slice of the archive
+    /// mapping, which must go only to the kernel; compressed ones answer once the decoder has
+    /// reached the range, possibly from the decoder's thread.
+    pub fn read(&self, ino: Ino, offset: u64, size: u32, done: ReadDone) {
+        let member = match self.file_member(ino) {
+            Ok(m) => m,
+            Err(e) => return done(Err(e)),
+        };
+        if offset >= member.size {
+            return done(Ok(&[]));
+        }
+        let end = offset + u64::from(size).min(member.size - offset);
+        match (member.method, &self.cache, self.member_index(ino)) {
+            (Method::Deflated, Some(cache), Ok(i)) => cache.read(i, offset, end, done),
+            _ => done(self.read_stored(member, offset, end)),
+        }
+    }
+
+    fn read_stored(&self, member: &Member, offset: u64, end: u64) -> Result<&[u8]> {
         let start = member.data_start(&self.archive)?;
         self.archive.check_unchanged()?;
-        self.archive.slice(start + offset, len)
+        self.archive.slice(start + offset, end - offset)
+    }
+
+    /// A line about the cache for the log at unmount, if there is a cache.
+    pub fn summary(&self) -> Option<String> {
+        self.cache.as_ref().map(Cache::summary)
     }
 
     /// Totals for `statfs`.
@@ -232,10 +282,14 @@ impl NpzFs {
         self.members.get(i).ok_or(Error::NotFound)
     }
 
-    fn file_member(&self, ino: Ino) -> Result<&Member> {
+    fn member_index(&self, ino: Ino) -> Result<usize> {
         match self.tree.node(ino)?.kind {
-            NodeKind::File { member } => self.member(member),
+            NodeKind::File { member } => Ok(member),
             NodeKind::Dir { .. } => Err(Error::IsDir),
         }
+    }
+
+    fn file_member(&self, ino: Ino) -> Result<&Member> {
+        self.member(self.member_index(ino)?)
     }
 }

@@ -81,6 +81,12 @@ impl Filesystem for Fuse {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        if let Some(summary) = self.fs.summary() {
+            log::info!("{summary}");
+        }
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name.as_bytes()) {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
@@ -116,12 +122,33 @@ impl Filesystem for Fuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        // The slice of the archive mapping goes straight into the reply's writev: the kernel
-        // copies it, so a truncated archive gives the reader EIO instead of SIGBUS here.
-        match self.fs.read(ino.0, offset, size) {
-            Ok(bytes) => reply.data(bytes),
-            Err(e) => reply.error(fail("read", ino.0, &e)),
-        }
+        // Stored bytes are a slice of the archive mapping that goes straight into the reply's
+        // writev: the kernel copies it, so a truncated archive gives the reader EIO instead of
+        // SIGBUS here. Compressed ranges may be answered later, from the decoder's thread.
+        let ino = ino.0;
+        self.fs.read(
+            ino,
+            offset,
+            size,
+            Box::new(move |result| match result {
+                Ok(bytes) => reply.data(bytes),
+                Err(e) => reply.error(fail("read", ino, &e)),
+            }),
+        );
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(ino.0);
+        reply.ok();
     }
 
     fn flush(&self, _: &Request, _: INodeNo, _: FileHandle, _: LockOwner, reply: ReplyEmpty) {

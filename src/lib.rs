@@ -19,6 +19,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod archive;
+pub mod cache;
 pub mod daemon;
 pub mod error;
 pub mod fs;

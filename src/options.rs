@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
+use crate::cache::{CacheConfig, DEFAULT_CACHE_SIZE};
 use crate::error::{Error, Result};
 
 /// Request threads when `threads=` is not given: two with `clone_fd` cut cold page-fault
@@ -30,6 +31,10 @@ Mount options (-o, comma separated, repeatable):
   read_ahead_kb=N      kernel readahead set on the mount when root (default 1024;
                        0 leaves the kernel's default)
   fsname=NAME          source name shown in /proc/mounts (default: the archive path)
+  cache_dir=DIR        where compressed members are decoded to (default:
+                       $CACHE_DIRECTORY, else $XDG_CACHE_HOME/npzfs, else
+                       ~/.cache/npzfs, else /var/tmp/npzfs-UID)
+  cache_size=SIZE      disk budget of that cache, with K, M, G or T (default 4G)
   ro, rw, defaults, nofail, _netdev, auto, noauto, user, users, dev, nodev, suid, nosuid,
   exec, noexec, atime, noatime, relatime, sync, async, x-*, comment=...
                        accepted for mount(8) and fstab; the mount is always read-only,
@@ -95,6 +100,8 @@ pub struct Options {
     pub read_ahead_kb: u32,
     /// `fsname=`.
     pub fsname: Option<String>,
+    /// `cache_dir=` and `cache_size=`.
+    pub cache: CacheConfig,
 }
 
 /// The outcome of parsing: options, or text that clap already formatted (help, version,
@@ -137,6 +144,10 @@ where
         threads: DEFAULT_THREADS,
         read_ahead_kb: DEFAULT_READ_AHEAD_KB,
         fsname: None,
+        cache: CacheConfig {
+            dir: CacheConfig::default_dir(),
+            size: DEFAULT_CACHE_SIZE,
+        },
     };
     for opt in cli.options.iter().flat_map(|list| list.split(',')) {
         apply(&mut o, opt.trim())?;
@@ -170,6 +181,8 @@ fn apply(o: &mut Options, opt: &str) -> Result<()> {
         ("threads", Some(v)) => o.threads = number(key, v, 10, 64)?.max(1) as usize,
         ("read_ahead_kb", Some(v)) => o.read_ahead_kb = number(key, v, 10, 1 << 20)? as u32,
         ("fsname", Some(v)) if !v.is_empty() => o.fsname = Some(v.to_string()),
+        ("cache_dir", Some(v)) if !v.is_empty() => o.cache.dir = PathBuf::from(v),
+        ("cache_size", Some(v)) => o.cache.size = size(key, v)?,
         _ if is_generic(key, value) => log::debug!("ignoring mount option {opt}"),
         _ => {
             let why = match value {
@@ -197,6 +210,8 @@ fn is_known(key: &str) -> bool {
             | "threads"
             | "read_ahead_kb"
             | "fsname"
+            | "cache_dir"
+            | "cache_size"
     )
 }
 
@@ -240,6 +255,26 @@ fn is_generic(key: &str, value: Option<&str>) -> bool {
                 | "default_permissions"
         );
     flag || key.starts_with("x-") || key == "comment" || key == "subtype"
+}
+
+/// A byte count with an optional binary suffix: `512`, `64K`, `20G`, `1.5T`, `4GiB`.
+fn size(key: &str, value: &str) -> Result<u64> {
+    let v = value.trim_end_matches(['B', 'b']).trim_end_matches('i');
+    let (digits, shift) = match v.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&v[..v.len() - 1], 10),
+        Some('M') => (&v[..v.len() - 1], 20),
+        Some('G') => (&v[..v.len() - 1], 30),
+        Some('T') => (&v[..v.len() - 1], 40),
+        _ => (v, 0),
+    };
+    match digits.parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 && n * 2f64.powi(shift) < 2f64.powi(63) => {
+            Ok((n * 2f64.powi(shift)) as u64)
+        }
+        _ => Err(Error::Usage(format!(
+            "mount option '{key}={value}' needs a size such as 512M or 20G"
+        ))),
+    }
 }
 
 fn number(key: &str, value: &str, radix: u32, max: u64) -> Result<u64> {
@@ -324,6 +359,24 @@ mod tests {
             let err = run(&["-o", opt]).unwrap_err();
             assert_eq!(err.exit_code(), 2);
             assert!(err.to_string().contains(word), "{opt}: {err}");
+        }
+    }
+
+    #[test]
+    fn cache_options() {
+        let o = run(&["-o", "cache_dir=/var/cache/x,cache_size=20G"]).unwrap();
+        assert_eq!(o.cache.dir, PathBuf::from("/var/cache/x"));
+        assert_eq!(o.cache.size, 20 << 30);
+        for (text, bytes) in [
+            ("512", 512),
+            ("64k", 64 << 10),
+            ("1.5M", 3 << 19),
+            ("2GiB", 2 << 30),
+        ] {
+            assert_eq!(size("cache_size", text).unwrap(), bytes, "{text}");
+        }
+        for bad in ["", "G", "-1G", "12X", "1e300T"] {
+            assert!(size("cache_size", bad).is_err(), "{bad}");
         }
     }
 

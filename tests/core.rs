@@ -4,63 +4,12 @@ mod common;
 
 use std::path::Path;
 
+use common::fs::{OWNER, ino, mount, mount_bytes, names, read, read_all};
 use common::{Entry, build_zip, pattern};
 use npzfs::archive::Archive;
-use npzfs::fs::{Kind, NpzFs, Ownership};
+use npzfs::fs::{Kind, Ownership};
 use npzfs::index::read_index;
 use npzfs::tree::ROOT;
-
-const OWNER: Ownership = Ownership {
-    uid: 1234,
-    gid: 5678,
-    umask: 0,
-};
-
-struct Fixture {
-    fs: NpzFs,
-    _file: tempfile::NamedTempFile,
-}
-
-fn mount_bytes(bytes: &[u8], owner: Ownership) -> Fixture {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), bytes).unwrap();
-    let archive = Archive::open(file.path()).unwrap();
-    let members = read_index(&archive).unwrap();
-    Fixture {
-        fs: NpzFs::new(archive, members, owner),
-        _file: file,
-    }
-}
-
-fn mount(entries: &[Entry]) -> Fixture {
-    mount_bytes(&build_zip(b"", entries), OWNER)
-}
-
-/// The inode at `path` ("a/b.npy"), walking lookups from the root.
-fn ino(fs: &NpzFs, path: &str) -> u64 {
-    path.split('/').fold(ROOT, |dir, name| {
-        fs.lookup(dir, name.as_bytes()).unwrap().ino
-    })
-}
-
-fn read_all(fs: &NpzFs, ino: u64) -> Vec<u8> {
-    fs.open(ino, false).unwrap();
-    let mut out = Vec::new();
-    loop {
-        let chunk = fs.read(ino, out.len() as u64, 100_000).unwrap();
-        if chunk.is_empty() {
-            return out;
-        }
-        out.extend_from_slice(chunk);
-    }
-}
-
-fn names(fs: &NpzFs, dir: u64) -> Vec<String> {
-    fs.readdir(dir, 0)
-        .unwrap()
-        .map(|e| String::from_utf8_lossy(e.name).into_owned())
-        .collect()
-}
 
 #[test]
 fn stored_members_are_exact_at_every_offset() {
@@ -70,7 +19,7 @@ fn stored_members_are_exact_at_every_offset() {
     assert_eq!(f.fs.getattr(x).unwrap().size, 300_000);
     f.fs.open(x, false).unwrap();
     for (offset, size) in [(0u64, 10u32), (12_345, 4096), (299_990, 4096), (0, 1 << 20)] {
-        let got = f.fs.read(x, offset, size).unwrap();
+        let got = read(&f.fs, x, offset, size).unwrap();
         let end = (offset as usize + size as usize).min(data.len());
         assert_eq!(
             got,
@@ -78,9 +27,9 @@ fn stored_members_are_exact_at_every_offset() {
             "offset {offset} size {size}"
         );
     }
-    assert!(f.fs.read(x, 300_000, 10).unwrap().is_empty());
-    assert!(f.fs.read(x, u64::MAX, 10).unwrap().is_empty());
-    assert!(f.fs.read(x, 5, 0).unwrap().is_empty());
+    assert!(read(&f.fs, x, 300_000, 10).unwrap().is_empty());
+    assert!(read(&f.fs, x, u64::MAX, 10).unwrap().is_empty());
+    assert!(read(&f.fs, x, 5, 0).unwrap().is_empty());
 }
 
 #[test]
@@ -275,7 +224,7 @@ fn an_archive_changed_in_place_gives_eio_not_wrong_bytes() {
         .open(f._file.path())
         .unwrap();
     file.set_len(50).unwrap();
-    assert_eq!(f.fs.read(x, 0, 4096).unwrap_err().errno(), libc::EIO);
+    assert_eq!(read(&f.fs, x, 0, 4096).unwrap_err().errno(), libc::EIO);
     assert_eq!(f.fs.open(x, false).unwrap_err().errno(), libc::EIO);
 }
 

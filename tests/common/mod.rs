@@ -2,6 +2,7 @@
 //! that verifies itself at any offset (no golden files).
 #![allow(dead_code)]
 
+pub mod fs;
 pub mod mount;
 
 use std::path::Path;
@@ -34,6 +35,8 @@ pub struct Entry {
     pub declared_size: Option<u64>,
     /// Method written to the local header instead of `method`.
     pub local_method: Option<u16>,
+    /// CRC-32 written to both headers instead of the real one.
+    pub declared_crc: Option<u32>,
 }
 
 impl Entry {
@@ -47,6 +50,7 @@ impl Entry {
             encrypted: false,
             declared_size: None,
             local_method: None,
+            declared_crc: None,
         }
     }
 
@@ -64,7 +68,7 @@ pub fn build_zip(prefix: &[u8], entries: &[Entry]) -> Vec<u8> {
     let mut out = prefix.to_vec();
     let mut central = Vec::new();
     for e in entries {
-        let crc = crc32fast::hash(&e.data);
+        let crc = e.declared_crc.unwrap_or_else(|| crc32fast::hash(&e.data));
         let payload = match e.method {
             8 => deflate(&e.data),
             _ => e.data.clone(),
@@ -157,7 +161,26 @@ pub fn build_zip(prefix: &[u8], entries: &[Entry]) -> Vec<u8> {
     out
 }
 
-/// Builds an archive with stored members `name -> pattern(seed = index)` at `path`.
+/// Compressible bytes (runs and a slow ramp, like real arrays) for deflated members.
+pub fn compressible(seed: u64, len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| ((i / 64 + seed * 31) % 251) as u8 ^ byte_at(seed, i / 4096))
+        .collect()
+}
+
+/// Where member `i`'s payload starts in an archive `build_zip` made without a prefix.
+pub fn payload_offset(entries: &[Entry], i: usize) -> usize {
+    build_zip(b"", &entries[..i]).len() - eocd_and_central_len(&entries[..i])
+        + 30
+        + entries[i].name.len()
+        + if entries[i].zip64_local { 20 } else { 0 }
+}
+
+fn eocd_and_central_len(entries: &[Entry]) -> usize {
+    22 + entries.iter().map(|e| 46 + e.name.len()).sum::<usize>()
+}
+
+/// Writes the archive `build_zip` makes to `path`.
 pub fn write_zip(path: &Path, prefix: &[u8], entries: &[Entry]) {
     std::fs::write(path, build_zip(prefix, entries)).unwrap();
 }

@@ -1,0 +1,208 @@
+//! One member's cache file and its fill state: how far the decoder has come, and the reads
+//! waiting for it. A read never blocks a request thread: if its range is not decoded yet it is
+//! parked here, and the decoder answers it when the range is written.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use super::store::FileKey;
+use crate::error::{Error, Result};
+
+/// A read's continuation: called once, with the bytes or the reason there are none.
+pub type ReadDone = Box<dyn for<'a> FnOnce(Result<&'a [u8]>) + Send>;
+
+/// Where a member's decoding stands.
+#[derive(Clone, Debug)]
+pub enum Fill {
+    /// Bytes `[0, decoded)` are in the cache file.
+    Decoding { decoded: u64 },
+    /// The whole member is in the cache file and its CRC-32 matched.
+    Complete,
+    /// Decoding failed; every read fails with this cause.
+    Failed { cause: String, errno: i32 },
+}
+
+struct Waiter {
+    offset: u64,
+    end: u64,
+    done: ReadDone,
+}
+
+struct State {
+    fill: Fill,
+    waiters: Vec<Waiter>,
+}
+
+/// A member being served from the cache.
+pub struct Entry {
+    /// Which member, for names and accounting.
+    pub key: FileKey,
+    /// The member's name, for messages.
+    pub name: String,
+    file: File,
+    /// The partial file's path while decoding; taken when the file is renamed into place.
+    part: Mutex<Option<PathBuf>>,
+    state: Mutex<State>,
+    /// Open handles on this member; the entry is never evicted while this is non-zero.
+    pub pins: AtomicUsize,
+    cancelled: AtomicBool,
+    /// Set when the last holder left while the decoder ran: the decoder then settles the
+    /// entry's place in the cache itself. Read and written under the cache's state lock.
+    pub orphan: AtomicBool,
+}
+
+impl Entry {
+    /// An entry whose decoder is about to start, writing `file` (at `part`).
+    pub fn decoding(key: FileKey, name: String, file: File, part: PathBuf) -> Entry {
+        Entry::new(key, name, file, Some(part), Fill::Decoding { decoded: 0 })
+    }
+
+    /// An entry for a complete, verified file from an earlier decode.
+    pub fn complete(key: FileKey, name: String, file: File) -> Entry {
+        Entry::new(key, name, file, None, Fill::Complete)
+    }
+
+    fn new(key: FileKey, name: String, file: File, part: Option<PathBuf>, fill: Fill) -> Entry {
+        Entry {
+            key,
+            name,
+            file,
+            part: Mutex::new(part),
+            state: Mutex::new(State {
+                fill,
+                waiters: Vec::new(),
+            }),
+            pins: AtomicUsize::new(0),
+            cancelled: AtomicBool::new(false),
+            orphan: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the state itself is always consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cache file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The current fill state.
+    pub fn fill(&self) -> Fill {
+        self.lock().fill.clone()
+    }
+
+    /// The partial file's path, if the member is still being decoded into it.
+    pub fn take_part(&self) -> Option<PathBuf> {
+        self.part.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Settles the final state: `f` gets the partial file's path (if `release` has not taken
+    /// it) and returns the fill; both happen under the part lock.
+    pub fn settle(&self, f: impl FnOnce(Option<PathBuf>) -> Fill) -> Fill {
+        let mut part = self.part.lock().unwrap_or_else(|p| p.into_inner());
+        let fill = f(part.take());
+        let waiting = self.set_final(fill.clone());
+        drop(part);
+        self.answer(waiting);
+        fill
+    }
+
+    /// Asks the decoder to stop (the last holder went away).
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the decoder should stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Reads `[offset, end)` now if decoded, else once the decoder gets there.
+    pub fn read(&self, offset: u64, end: u64, done: ReadDone) {
+        let mut state = self.lock();
+        let ready = match &state.fill {
+            Fill::Complete => Ok(()),
+            Fill::Decoding { decoded } if *decoded >= end => Ok(()),
+            Fill::Decoding { .. } => {
+                state.waiters.push(Waiter { offset, end, done });
+                return;
+            }
+            Fill::Failed { cause, errno } => Err((cause.clone(), *errno)),
+        };
+        drop(state);
+        match ready {
+            Ok(()) => reply(done, self.pread(offset, end)),
+            Err((cause, errno)) => done(Err(self.failure(cause, errno))),
+        }
+    }
+
+    /// The decoder has written `[0, decoded)`: answer the reads that fit.
+    pub fn advance(&self, decoded: u64) {
+        let ready = {
+            let mut state = self.lock();
+            state.fill = Fill::Decoding { decoded };
+            let (ready, waiting) = state.waiters.drain(..).partition(|w| w.end <= decoded);
+            state.waiters = waiting;
+            ready
+        };
+        self.answer(ready);
+    }
+
+    /// Records the final fill and hands back every waiting read, to be answered unlocked.
+    fn set_final(&self, fill: Fill) -> Vec<Waiter> {
+        let mut state = self.lock();
+        state.fill = fill;
+        std::mem::take(&mut state.waiters)
+    }
+
+    fn answer(&self, waiters: Vec<Waiter>) {
+        let fill = self.fill();
+        for w in waiters {
+            let result = match &fill {
+                Fill::Failed { cause, errno } => Err(self.failure(cause.clone(), *errno)),
+                _ => self.pread(w.offset, w.end),
+            };
+            reply(w.done, result);
+        }
+    }
+
+    fn failure(&self, cause: String, errno: i32) -> Error {
+        if errno == libc::ENOSPC {
+            Error::Io {
+                what: self.name.clone(),
+                cause: std::io::Error::from_raw_os_error(errno),
+            }
+        } else {
+            Error::Corrupt {
+                what: self.name.clone(),
+                cause,
+            }
+        }
+    }
+
+    fn pread(&self, offset: u64, end: u64) -> Result<Vec<u8>> {
+        // Members are always read in full ranges the decoder has written, so a short read
+        // means the cache file was damaged under us (deleted cache directory, full disk).
+        let len = usize::try_from(end.saturating_sub(offset)).unwrap_or(0);
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| Error::Io {
+                what: format!("cache file of {}", self.name),
+                cause: e,
+            })?;
+        Ok(buf)
+    }
+}
+
+fn reply(done: ReadDone, bytes: Result<Vec<u8>>) {
+    match bytes {
+        Ok(v) => done(Ok(&v)),
+        Err(e) => done(Err(e)),
+    }
+}

@@ -1,0 +1,415 @@
+//! The decompression cache: compressed members are decoded once into files on disk, under a
+//! byte budget, and served from there.
+//!
+//! * One decoder per member (single flight): the first open starts it, later opens share it.
+//! * A read waits only for its own range, and never in a request thread ([`entry`]).
+//! * The budget (`cache_size`) counts every member with a cache file by its size. Members no
+//!   one holds open are evicted least recently used first. Members held open are never
+//!   evicted, so the budget can be exceeded by at most what open handles pin. A member larger
+//!   than the whole budget is decoded for its holders and deleted on its last close (or its
+//!   decoding stops, if it was still running). Any other member closed mid-decode finishes
+//!   decoding in the background and is kept, like any member no one holds.
+//! * Complete files are verified (size, CRC-32) and renamed into place, so they survive the
+//!   daemon and are reused by the next mount of the same, unchanged archive ([`store`]).
+
+pub mod decoder;
+pub mod entry;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
+
+use crate::archive::Archive;
+use crate::error::{Error, Result, cause};
+use crate::index::Member;
+use entry::{Entry, Fill, ReadDone};
+use store::{FileKey, Store};
+
+/// The default budget when `cache_size=` is not given.
+pub const DEFAULT_CACHE_SIZE: u64 = 4 << 30;
+
+/// Where the cache lives and how much of it this mount may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// The cache directory (the archive gets a subdirectory of it).
+    pub dir: PathBuf,
+    /// The byte budget.
+    pub size: u64,
+}
+
+impl CacheConfig {
+    /// `$CACHE_DIRECTORY` (systemd's `CacheDirectory=`), else `$XDG_CACHE_HOME/npzfs`, else
+    /// `$HOME/.cache/npzfs`, else `/var/tmp/npzfs-<uid>`.
+    pub fn default_dir() -> PathBuf {
+        let var = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(dir) = var("CACHE_DIRECTORY") {
+            // systemd may pass several, separated by ':'; the first is ours.
+            let first = dir
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            return PathBuf::from(first);
+        }
+        if let Some(xdg) = var("XDG_CACHE_HOME") {
+            return xdg.join("npzfs");
+        }
+        if let Some(home) = var("HOME") {
+            return home.join(".cache").join("npzfs");
+        }
+        // SAFETY: getuid has no preconditions.
+        PathBuf::from(format!("/var/tmp/npzfs-{}", unsafe { libc::getuid() }))
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    decoded: AtomicU64,
+    decoded_bytes: AtomicU64,
+    reused: AtomicU64,
+    evicted: AtomicU64,
+    evicted_bytes: AtomicU64,
+}
+
+struct State {
+    /// Members with an open cache file: held open, or decoding.
+    live: HashMap<usize, Arc<Entry>>,
+    /// Complete files on disk that no one holds, least recently used first out.
+    done: LruCache<usize, FileKey>,
+    /// Bytes of every member in `live` and `done`.
+    used: u64,
+}
+
+/// What the cache and its decoder threads share.
+struct Shared {
+    store: Store,
+    budget: u64,
+    state: Mutex<State>,
+    stats: Stats,
+}
+
+/// The decompression cache of one mounted archive.
+pub struct Cache {
+    shared: Arc<Shared>,
+    archive: Arc<Archive>,
+}
+
+impl Cache {
+    /// Opens the cache for `archive`, adopting complete files an earlier mount left.
+    pub fn new(config: &CacheConfig, archive: Arc<Archive>, members: &[Member]) -> Result<Cache> {
+        let store = Store::open(&config.dir, archive.path(), archive.identity()).map_err(|e| {
+            Error::Mountpoint {
+                path: config.dir.clone(),
+                cause: format!("cannot use the cache directory: {}", cause(&e)),
+            }
+        })?;
+        let mut state = State {
+            live: HashMap::new(),
+            done: LruCache::unbounded(),
+            used: 0,
+        };
+        for key in store.scan() {
+            let matches = members
+                .get(key.index)
+                .is_some_and(|m| m.crc32 == key.crc32 && m.size == key.size && m.problem.is_none());
+            if matches {
+                state.done.put(key.index, key);
+                state.used += key.size;
+            } else {
+                store::remove(&store.complete_path(key));
+            }
+        }
+        let shared = Shared {
+            store,
+            budget: config.size,
+            state: Mutex::new(state),
+            stats: Stats::default(),
+        };
+        let victims = shared.evict(&mut shared.lock(), 0);
+        victims.iter().for_each(|p| store::remove(p));
+        log::debug!(
+            "cache {}: {} members reusable, budget {} bytes",
+            shared.store.dir().display(),
+            shared.lock().done.len(),
+            shared.budget
+        );
+        Ok(Cache {
+            shared: Arc::new(shared),
+            archive,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    /// Pins member `index` for an open handle, starting its decoder if no one has.
+    pub fn open(&self, index: usize, member: &Member) -> Result<()> {
+        let key = FileKey {
+            index,
+            crc32: member.crc32,
+            size: member.size,
+        };
+        let reusable = {
+            let mut st = self.lock();
+            if let Some(entry) = st.live.get(&index) {
+                entry.pins.fetch_add(1, Ordering::SeqCst);
+                return Ok(());
+            }
+            st.done.pop(&index).is_some()
+        };
+        if reusable {
+            match self.shared.store.open_complete(key) {
+                Ok(file) => {
+                    self.shared.stats.reused.fetch_add(1, Ordering::Relaxed);
+                    let entry = Entry::complete(key, member.name.clone(), file);
+                    return self.adopt(Arc::new(entry), false);
+                }
+                Err(e) => {
+                    log::warn!("cache file of {} vanished: {}", member.name, cause(&e));
+                    self.lock().used -= key.size;
+                }
+            }
+        }
+        let data_start = member.data_start(&self.archive)?;
+        let (file, part) = self.shared.store.create_part(key).map_err(|e| Error::Io {
+            what: format!("a cache file for {}", member.name),
+            cause: e,
+        })?;
+        let entry = Arc::new(Entry::decoding(key, member.name.clone(), file, part));
+        let job = decoder::Job {
+            data_start,
+            compressed_size: member.compressed_size,
+            size: member.size,
+            crc32: member.crc32,
+        };
+        self.adopt(entry.clone(), true)?;
+        if entry.pins.load(Ordering::SeqCst) == 0 {
+            return Ok(()); // another open won the race; ours was discarded
+        }
+        let (archive, shared) = (self.archive.clone(), self.shared.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("npzfs-decode-{index}"))
+            .spawn(move || shared.decode(&entry, &archive, &job));
+        spawned.map(drop).map_err(|e| Error::Io {
+            what: member.name.clone(),
+            cause: e,
+        })
+    }
+
+    /// Makes `entry` live with one pin, unless another open made the same member live first
+    /// (then that one is pinned and `entry` discarded). `new` entries are charged to the
+    /// budget, evicting what they must.
+    fn adopt(&self, entry: Arc<Entry>, new: bool) -> Result<()> {
+        let index = entry.key.index;
+        let (victims, lost) = {
+            let mut st = self.lock();
+            if let Some(existing) = st.live.get(&index) {
+                existing.pins.fetch_add(1, Ordering::SeqCst);
+                if !new {
+                    st.used -= entry.key.size; // the reused file was charged while in `done`
+                }
+                (Vec::new(), true)
+            } else {
+                let victims = if new {
+                    self.shared.evict(&mut st, entry.key.size)
+                } else {
+                    Vec::new()
+                };
+                if new {
+                    st.used += entry.key.size;
+                }
+                entry.pins.store(1, Ordering::SeqCst);
+                st.live.insert(index, entry.clone());
+                (victims, false)
+            }
+        };
+        victims.iter().for_each(|p| store::remove(p));
+        if lost && let Some(part) = entry.take_part() {
+            store::remove(&part);
+        }
+        Ok(())
+    }
+
+    /// Drops one pin of member `index`; on the last, keeps the member for reuse or lets it go.
+    pub fn release(&self, index: usize) {
+        let mut remove = Vec::new();
+        {
+            let mut st = self.lock();
+            let Some(entry) = st.live.get(&index).cloned() else {
+                return;
+            };
+            if entry.pins.fetch_sub(1, Ordering::SeqCst) != 1 {
+                return;
+            }
+            st.live.remove(&index);
+            let too_big = entry.key.size > self.shared.budget;
+            match entry.fill() {
+                Fill::Decoding { .. } if !too_big => {
+                    // Let it finish: the decoder files it (or drops it) when it settles.
+                    entry.orphan.store(true, Ordering::SeqCst);
+                }
+                Fill::Decoding { .. } => {
+                    st.used -= entry.key.size;
+                    entry.cancel();
+                    remove.extend(entry.take_part());
+                    log::debug!("{} is larger than the cache: decoding stopped", entry.name);
+                }
+                fill => remove = self.shared.dispose(&mut st, &entry, &fill),
+            }
+        }
+        remove.iter().for_each(|p| store::remove(p));
+    }
+
+    /// Reads `[offset, end)` of open member `index` and calls `done` with the bytes.
+    pub fn read(&self, index: usize, offset: u64, end: u64, done: ReadDone) {
+        let entry = self.lock().live.get(&index).cloned();
+        match entry {
+            Some(entry) => entry.read(offset, end, done),
+            None => done(Err(Error::Corrupt {
+                what: format!("member {index}"),
+                cause: "read without an open handle".into(),
+            })),
+        }
+    }
+
+    /// Bytes the cache accounts for now (held, decoding and kept members).
+    pub fn used(&self) -> u64 {
+        self.lock().used
+    }
+
+    /// One line for the log at unmount.
+    pub fn summary(&self) -> String {
+        let s = &self.shared.stats;
+        format!(
+            "cache: decoded {} members ({} bytes), reused {} from disk, evicted {} ({} bytes); \
+             {} of {} bytes in use",
+            s.decoded.load(Ordering::Relaxed),
+            s.decoded_bytes.load(Ordering::Relaxed),
+            s.reused.load(Ordering::Relaxed),
+            s.evicted.load(Ordering::Relaxed),
+            s.evicted_bytes.load(Ordering::Relaxed),
+            self.used(),
+            self.shared.budget
+        )
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Evicts unheld complete members until `incoming` more bytes fit; returns their files.
+    fn evict(&self, st: &mut State, incoming: u64) -> Vec<PathBuf> {
+        let mut victims = Vec::new();
+        while st.used + incoming > self.budget {
+            let Some((_, key)) = st.done.pop_lru() else {
+                break;
+            };
+            st.used -= key.size;
+            self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .evicted_bytes
+                .fetch_add(key.size, Ordering::Relaxed);
+            log::debug!("evicting member {} ({} bytes)", key.index, key.size);
+            victims.push(self.store.complete_path(key));
+        }
+        victims
+    }
+
+    /// Files a member no one holds any more, whose decoding has settled: a complete one that
+    /// fits is kept for reuse, anything else leaves the budget. Returns files to delete.
+    fn dispose(&self, st: &mut State, entry: &Entry, fill: &Fill) -> Vec<PathBuf> {
+        match fill {
+            Fill::Complete if entry.key.size <= self.budget => {
+                st.done.put(entry.key.index, entry.key);
+                self.evict(st, 0)
+            }
+            Fill::Complete => {
+                st.used -= entry.key.size;
+                log::debug!(
+                    "{} is larger than the cache: deleted on last close",
+                    entry.name
+                );
+                vec![self.store.complete_path(entry.key)]
+            }
+            _ => {
+                st.used -= entry.key.size;
+                Vec::new()
+            }
+        }
+    }
+
+    /// The decoder thread: decode, then settle the entry. A verified file is synced and
+    /// renamed to its complete name; a failed or cancelled one is deleted; both under the
+    /// entry's part lock. An entry its last holder left while decoding is then filed here.
+    fn decode(&self, entry: &Entry, archive: &Archive, job: &decoder::Job) {
+        let result = decoder::run(entry, archive, job);
+        if result.is_ok()
+            && let Err(e) = entry.file().sync_data()
+        {
+            log::warn!(
+                "cannot sync the cache file of {}: {}",
+                entry.name,
+                cause(&e)
+            );
+        }
+        let fill = entry.settle(|part| self.finish_file(entry, result, part));
+        let remove = {
+            let mut st = self.lock();
+            if entry.orphan.swap(false, Ordering::SeqCst) {
+                self.dispose(&mut st, entry, &fill)
+            } else {
+                Vec::new()
+            }
+        };
+        remove.iter().for_each(|p| store::remove(p));
+    }
+
+    fn finish_file(
+        &self,
+        entry: &Entry,
+        result: Result<(), decoder::Stop>,
+        part: Option<PathBuf>,
+    ) -> Fill {
+        match (result, part) {
+            (Ok(()), Some(part)) => {
+                match std::fs::rename(&part, self.store.complete_path(entry.key)) {
+                    Ok(()) => {
+                        self.stats.decoded.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .decoded_bytes
+                            .fetch_add(entry.key.size, Ordering::Relaxed);
+                        Fill::Complete
+                    }
+                    Err(e) => {
+                        store::remove(&part);
+                        let cause = format!("cannot finish the cache file: {}", cause(&e));
+                        Fill::Failed {
+                            cause,
+                            errno: libc::EIO,
+                        }
+                    }
+                }
+            }
+            (Ok(()), None) | (Err(decoder::Stop::Cancelled), _) => Fill::Failed {
+                cause: "decoding was cancelled".into(),
+                errno: libc::EIO,
+            },
+            (Err(decoder::Stop::Failed { cause, errno }), part) => {
+                part.iter().for_each(|p| store::remove(p));
+                Fill::Failed { cause, errno }
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The cache directory on disk: where files live, what their names say, what survives a crash.
+//!
+//! Layout: `<cache_dir>/<archive key>/` per archive version (0700), holding
+//! * `<index>-<crc32>-<size>`: a member decoded completely and verified (0600). Only a verified
+//!   file is ever given this name, by rename, so a crash never leaves a complete-looking file.
+//! * `.<index>-<crc32>-<size>.<pid>.<n>.part`: a decode in progress; removed at the next mount
+//!   once its process is gone.
+//! * `archive`: the path of the archive this key belongs to, so that a later mount of a
+//!   *changed* archive at the same path can delete the stale directory.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::archive::Identity;
+use crate::error::cause;
+
+/// Which member a cache file holds: its index in the central directory, its CRC and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    /// Index of the member in the central directory.
+    pub index: usize,
+    /// The member's CRC-32.
+    pub crc32: u32,
+    /// The member's uncompressed size.
+    pub size: u64,
+}
+
+impl FileKey {
+    fn name(&self) -> String {
+        format!("{}-{:08x}-{:x}", self.index, self.crc32, self.size)
+    }
+
+    fn parse(name: &str) -> Option<FileKey> {
+        let mut parts = name.split('-');
+        let key = FileKey {
+            index: parts.next()?.parse().ok()?,
+            crc32: u32::from_str_radix(parts.next()?, 16).ok()?,
+            size: u64::from_str_radix(parts.next()?, 16).ok()?,
+        };
+        (parts.next().is_none() && key.name() == name).then_some(key)
+    }
+}
+
+/// The archive's own subdirectory of the cache directory.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    next_part: AtomicU64,
+}
+
+impl Store {
+    /// Creates (0700) or reopens the subdirectory for the archive at `archive_path` with
+    /// `identity`, removing the subdirectory of an earlier version of the same archive.
+    pub fn open(cache_dir: &Path, archive_path: &Path, identity: Identity) -> io::Result<Store> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(cache_dir)?;
+        let key = format!(
+            "{:x}-{:x}.{:x}-{:x}-{:x}",
+            identity.size, identity.mtime, identity.mtime_nsec, identity.dev, identity.ino
+        );
+        let dir = cache_dir.join(key);
+        let owner = archive_path
+            .canonicalize()
+            .unwrap_or_else(|_| archive_path.to_path_buf());
+        remove_stale_versions(cache_dir, &dir, &owner);
+        match DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(dir.join("archive"))?;
+                f.write_all(owner.as_os_str().as_encoded_bytes())?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        // Ours alone, whatever the umask or an earlier owner left.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        Ok(Store {
+            dir,
+            next_part: AtomicU64::new(0),
+        })
+    }
+
+    /// The directory the store writes in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Complete files already present (from an earlier mount), after removing leftovers of
+    /// crashed decodes and anything else that is not ours to serve.
+    pub fn scan(&self) -> Vec<FileKey> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_file = entry
+                .file_type()
+                .is_ok_and(|t| t.is_file() && !t.is_symlink());
+            if name == "archive" && is_file {
+                continue;
+            }
+            match FileKey::parse(&name) {
+                Some(key) if is_file => found.push(key),
+                _ if name.ends_with(".part") && part_owner_alive(&name) => {}
+                _ => remove(&entry.path()),
+            }
+        }
+        found
+    }
+
+    /// A new partial file for `key` (0600, never following a planted symlink).
+    pub fn create_part(&self, key: FileKey) -> io::Result<(File, PathBuf)> {
+        let n = self.next_part.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .dir
+            .join(format!(".{}.{}.{n}.part", key.name(), std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)?;
+        Ok((file, path))
+    }
+
+    /// Where the complete file for `key` lives.
+    pub fn complete_path(&self, key: FileKey) -> PathBuf {
+        self.dir.join(key.name())
+    }
+
+    /// Opens the complete file for `key` read-only.
+    pub fn open_complete(&self, key: FileKey) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.complete_path(key))
+    }
+}
+
+/// Removes a file, logging (not failing) when it cannot.
+pub fn remove(path: &Path) {
+    if let Err(e) = fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        log::warn!("cannot remove cache file {}: {}", path.display(), cause(&e));
+    }
+}
+
+/// Whether the process that named a `.part` file still runs (another daemon decoding).
+fn part_owner_alive(name: &str) -> bool {
+    let pid = name
+        .rsplit('.')
+        .nth(2)
+        .and_then(|p| p.parse::<libc::pid_t>().ok());
+    match pid {
+        Some(pid) if pid as u32 != std::process::id() && pid > 0 => {
+            // SAFETY: signal 0 only checks that the process exists.
+            unsafe { libc::kill(pid, 0) == 0 }
+        }
+        _ => false,
+    }
+}
+
+/// Deletes sibling directories that belong to an earlier version of the same archive.
+fn remove_stale_versions(cache_dir: &Path, ours: &Path, archive: &Path) {
+    let Ok(entries) = fs::read_dir(cache_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if path == ours || !is_dir {
+            continue;
+        }
+        let owner = fs::read(path.join("archive")).unwrap_or_default();
+        if owner == archive.as_os_str().as_encoded_bytes() {
+            log::info!(
+                "removing the cache of an earlier version of {}",
+                archive.display()
+            );
+            if let Err(e) = fs::remove_dir_all(&path) {
+                log::warn!(
+                    "cannot remove stale cache {}: {}",
+                    path.display(),
+                    cause(&e)
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn identity(size: u64) -> Identity {
+        Identity {
+            dev: 1,
+            ino: 2,
+            size,
+            mtime: 3,
+            mtime_nsec: 4,
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_reject_lookalikes() {
+        let key = FileKey {
+            index: 12,
+            crc32: 0xdead_beef,
+            size: 0x1234,
+        };
+        assert_eq!(FileKey::parse(&key.name()), Some(key));
+        assert_eq!(FileKey::parse("12-deadbeef-1234-x"), None);
+        assert_eq!(FileKey::parse("12-DEADBEEF-1234"), None);
+        assert_eq!(FileKey::parse(".12-deadbeef-1234.1.0.part"), None);
+    }
+
+    #[test]
+    fn scan_keeps_complete_files_and_drops_the_rest() {
+        let root = tempfile::tempdir().unwrap();
+        let archive = root.path().join("a.npz");
+        fs::write(&archive, b"x").unwrap();
+        let store = Store::open(&root.path().join("cache"), &archive, identity(1)).unwrap();
+        assert_eq!(fs::metadata(store.dir()).unwrap().mode() & 0o777, 0o700);
+        let key = FileKey {
+            index: 0,
+            crc32: 1,
+            size: 2,
+        };
+        let (part, path) = store.create_part(key).unwrap();
+        assert_eq!(part.metadata().unwrap().mode() & 0o777, 0o600);
+        fs::rename(&path, store.complete_path(key)).unwrap();
+        let (_, dead_part) = store.create_part(key).unwrap();
+        let dead = store.dir().join(".0-00000001-2.999999999.0.part");
+        fs::rename(&dead_part, &dead).unwrap();
+        fs::write(store.dir().join("junk"), b"?").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", store.dir().join("1-00000001-2")).unwrap();
+        assert_eq!(store.scan(), vec![key]);
+        assert!(!dead.exists() && !store.dir().join("junk").exists());
+        assert!(fs::symlink_metadata(store.dir().join("1-00000001-2")).is_err());
+    }
+
+    #[test]
+    fn a_changed_archive_drops_the_old_cache() {
+        let root = tempfile::tempdir().unwrap();
+        let archive = root.path().join("a.npz");
+        fs::write(&archive, b"x").unwrap();
+        let cache = root.path().join("cache");
+        let old = Store::open(&cache, &archive, identity(1)).unwrap();
+        let old_dir = old.dir().to_path_buf();
+        let new = Store::open(&cache, &archive, identity(2)).unwrap();
+        assert!(!old_dir.exists());
+        assert!(new.dir().exists());
+    }
+}

@@ -1,0 +1,242 @@
+//! Compressed members through the core: exact bytes, the budget, integrity, reuse.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::fs::{OWNER, ino, mount, mount_with_cache, read, read_all};
+use common::{Entry, build_zip, compressible, pattern, payload_offset};
+use npzfs::tree::ROOT;
+
+const MIB: usize = 1 << 20;
+
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn deflated_members_are_exact_at_every_offset() {
+    let big = compressible(1, 9 * MIB + 123);
+    let f = mount(&[
+        Entry::deflated("big.npy", big.clone()),
+        Entry::deflated("noise.npy", pattern(2, 0, 300_000)),
+        Entry::deflated("empty.npy", Vec::new()),
+        Entry::stored("plain.npy", pattern(3, 0, 1000)),
+    ]);
+    let x = ino(&f.fs, "big.npy");
+    assert_eq!(
+        f.fs.getattr(x).unwrap().size,
+        big.len() as u64,
+        "size before any decoding"
+    );
+    f.fs.open(x, false).unwrap();
+    // Far ahead of the decoder first: the read waits for its range, then is exact.
+    for (offset, size) in [
+        (8 * MIB as u64, 4096u32),
+        (0, 100),
+        (MIB as u64 - 10, 1 << 20),
+    ] {
+        let got = read(&f.fs, x, offset, size).unwrap();
+        let end = (offset as usize + size as usize).min(big.len());
+        assert_eq!(got, big[offset as usize..end], "offset {offset}");
+    }
+    assert!(read(&f.fs, x, big.len() as u64, 10).unwrap().is_empty());
+    f.fs.release(x);
+    assert_eq!(read_all(&f.fs, x), big);
+    assert_eq!(
+        read_all(&f.fs, ino(&f.fs, "noise.npy")),
+        pattern(2, 0, 300_000)
+    );
+    assert_eq!(read_all(&f.fs, ino(&f.fs, "empty.npy")), b"");
+    assert_eq!(
+        read_all(&f.fs, ino(&f.fs, "plain.npy")),
+        pattern(3, 0, 1000)
+    );
+}
+
+#[test]
+fn concurrent_opens_share_one_decoder() {
+    let data = compressible(4, 6 * MIB);
+    let f = mount(&[Entry::deflated("x.npy", data.clone())]);
+    let fs = Arc::new(f.fs);
+    let x = ino(&fs, "x.npy");
+    std::thread::scope(|s| {
+        for t in 0..6u64 {
+            let (fs, data) = (fs.clone(), &data);
+            s.spawn(move || {
+                fs.open(x, false).unwrap();
+                for k in 0..20u64 {
+                    let offset = (k * 300_007 + t * 77_777) % data.len() as u64;
+                    let got = read(&fs, x, offset, 65536).unwrap();
+                    assert_eq!(got[..], data[offset as usize..][..got.len()]);
+                }
+                fs.release(x);
+            });
+        }
+    });
+    let summary = fs.summary().unwrap();
+    assert!(summary.contains("decoded 1 members"), "{summary}");
+}
+
+#[test]
+fn the_budget_holds_and_least_recently_used_members_go_first() {
+    let entries: Vec<Entry> = (0..6)
+        .map(|i| Entry::deflated(&format!("m{i}.npy"), compressible(i, MIB)))
+        .collect();
+    let budget = 3 * MIB as u64;
+    let f = mount_with_cache(&build_zip(b"", &entries), OWNER, dir(), budget);
+    for round in 0..2 {
+        for i in 0..6u64 {
+            let got = read_all(&f.fs, ino(&f.fs, &format!("m{i}.npy")));
+            assert_eq!(got, compressible(i, MIB), "round {round} member {i}");
+            assert!(
+                f.cache_bytes() <= budget,
+                "cache {} > budget",
+                f.cache_bytes()
+            );
+        }
+    }
+    // The three most recently used members are the ones kept.
+    let kept: Vec<String> = f.cache_files().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    for i in 3..6 {
+        assert!(
+            kept.iter().any(|n| n.starts_with(&format!("{i}-"))),
+            "{kept:?}"
+        );
+    }
+}
+
+#[test]
+fn a_member_larger_than_the_budget_serves_its_holders_then_goes() {
+    let data = compressible(5, 4 * MIB);
+    let f = mount_with_cache(
+        &build_zip(b"", &[Entry::deflated("x.npy", data.clone())]),
+        OWNER,
+        dir(),
+        MIB as u64,
+    );
+    let x = ino(&f.fs, "x.npy");
+    f.fs.open(x, false).unwrap();
+    assert_eq!(
+        read(&f.fs, x, 3 * MIB as u64, 100).unwrap(),
+        data[3 * MIB..][..100]
+    );
+    f.fs.release(x);
+    assert!(f.cache_files().is_empty(), "{:?}", f.cache_files());
+    assert_eq!(read_all(&f.fs, x), data);
+    assert!(f.cache_files().is_empty());
+}
+
+#[test]
+fn corrupt_streams_bad_crcs_and_lying_sizes_give_eio_never_wrong_bytes() {
+    let good = Entry::deflated("good.npy", compressible(6, 200_000));
+    let mut bad_crc = Entry::deflated("crc.npy", compressible(7, 200_000));
+    bad_crc.declared_crc = Some(0x1234_5678);
+    let mut too_big = Entry::deflated("big.npy", compressible(8, 128 << 10));
+    too_big.declared_size = Some(0xe000_0000); // 3.5 GiB declared, 128 KiB real
+    let mut too_small = Entry::deflated("small.npy", compressible(9, 300_000));
+    too_small.declared_size = Some(1000);
+    let corrupt = Entry::deflated("corrupt.npy", compressible(10, 200_000));
+    let entries = [good, bad_crc, too_big, too_small, corrupt];
+    let mut bytes = build_zip(b"", &entries);
+    let at = payload_offset(&entries, 4);
+    bytes[at..at + 64].iter_mut().for_each(|b| *b ^= 0x5a);
+    let f = mount_with_cache(&bytes, OWNER, dir(), 1 << 30);
+    for name in ["crc.npy", "big.npy", "small.npy", "corrupt.npy"] {
+        let x = ino(&f.fs, name);
+        f.fs.open(x, false).unwrap();
+        let size = f.fs.getattr(x).unwrap().size;
+        let last = read(&f.fs, x, size.saturating_sub(10), 10);
+        let err = last.map(|_| ()).expect_err(name);
+        assert_eq!(err.errno(), libc::EIO, "{name}");
+        f.fs.release(x);
+    }
+    assert_eq!(
+        read_all(&f.fs, ino(&f.fs, "good.npy")),
+        compressible(6, 200_000)
+    );
+    // Nothing of the failed members stays in the cache.
+    assert_eq!(f.cache_files().len(), 1, "{:?}", f.cache_files());
+}
+
+#[test]
+fn a_complete_member_is_reused_by_the_next_mount_and_partial_ones_never_are() {
+    let data = compressible(11, 3 * MIB);
+    let entries = [
+        Entry::deflated("x.npy", data.clone()),
+        Entry::deflated("y.npy", compressible(12, MIB)),
+    ];
+    let f = mount_with_cache(&build_zip(b"", &entries), OWNER, dir(), 1 << 30);
+    assert_eq!(read_all(&f.fs, ino(&f.fs, "x.npy")), data);
+    let files = f.cache_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    // A partial file left by a killed daemon (its pid is long gone).
+    let sub = std::fs::read_dir(f.cache.path().join("c"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(sub.join(".1-00000000-100000.999999999.0.part"), b"partial").unwrap();
+
+    let again = f.remount(1 << 30);
+    let y = ino(&again, "y.npy");
+    assert_eq!(read_all(&again, ino(&again, "x.npy")), data);
+    assert_eq!(read_all(&again, y), compressible(12, MIB));
+    let summary = again.summary().unwrap();
+    assert!(
+        summary.contains("decoded 1 members") && summary.contains("reused 1"),
+        "{summary}"
+    );
+    assert!(!f.cache_files().iter().any(|(n, _)| n.ends_with(".part")));
+}
+
+#[test]
+fn cache_files_are_private() {
+    use std::os::unix::fs::MetadataExt;
+    let f = mount(&[Entry::deflated("x.npy", compressible(13, 1000))]);
+    read_all(&f.fs, ino(&f.fs, "x.npy"));
+    let root = f.cache.path().join("c");
+    assert_eq!(std::fs::metadata(&root).unwrap().mode() & 0o777, 0o700);
+    let sub = std::fs::read_dir(&root)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(std::fs::metadata(&sub).unwrap().mode() & 0o777, 0o700);
+    for entry in std::fs::read_dir(&sub).unwrap() {
+        let mode = entry.unwrap().metadata().unwrap().mode() & 0o077;
+        assert_eq!(mode, 0, "cache files are not for others");
+    }
+}
+
+#[test]
+fn an_archive_without_compressed_members_never_touches_the_cache_directory() {
+    let f = mount(&[Entry::stored("x.npy", pattern(1, 0, 10))]);
+    assert!(f.fs.summary().is_none());
+    assert!(!f.cache.path().join("c").exists());
+    assert!(f.fs.lookup(ROOT, b"x.npy").is_ok());
+}
+
+#[test]
+fn closed_mid_decode_a_member_finishes_if_it_fits_and_stops_if_not() {
+    let data = compressible(14, 40 * MIB);
+    let bytes = build_zip(b"", &[Entry::deflated("x.npy", data)]);
+    let fits = mount_with_cache(&bytes, OWNER, dir(), 64 * MIB as u64);
+    let x = ino(&fits.fs, "x.npy");
+    fits.fs.open(x, false).unwrap();
+    fits.fs.release(x);
+    let kept = common::mount::wait_until(30, || {
+        let files = fits.cache_files();
+        files.len() == 1 && !files[0].0.ends_with(".part")
+    });
+    assert!(kept, "{:?}", fits.cache_files());
+
+    let too_big = mount_with_cache(&bytes, OWNER, dir(), 8 * MIB as u64);
+    too_big.fs.open(x, false).unwrap();
+    too_big.fs.release(x);
+    let gone = common::mount::wait_until(10, || too_big.cache_files().is_empty());
+    assert!(gone, "{:?}", too_big.cache_files());
+}
