@@ -4,6 +4,7 @@
 //! (the mountpoint-s3 split). The index and tree are immutable and lock-free; nothing here
 //! holds a lock, so any number of request threads can serve at once.
 
+use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -201,8 +202,10 @@ impl NpzFs {
             }))
     }
 
-    /// Checks that `ino` can be read: a file, opened read-only, whose member is servable.
-    pub fn open(&self, ino: Ino, write: bool) -> Result<()> {
+    /// Checks that `ino` can be read (a file, opened read-only, whose member is servable) and
+    /// pins it; compressed members start decoding. Returns the member's complete cache file,
+    /// if it has one, for FUSE passthrough.
+    pub fn open(&self, ino: Ino, write: bool) -> Result<Option<File>> {
         if write {
             return Err(Error::ReadOnly);
         }
@@ -222,7 +225,7 @@ impl NpzFs {
         self.archive.check_unchanged()?;
         match (member.method, &self.cache) {
             (Method::Deflated, Some(cache)) => cache.open(self.member_index(ino)?, member),
-            (Method::Stored, _) => member.data_start(&self.archive).map(drop),
+            (Method::Stored, _) => member.data_start(&self.archive).map(|_| None),
             _ => Err(Error::Unsupported {
                 what: member.name.clone(),
                 cause: "unsupported compression method".into(),

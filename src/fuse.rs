@@ -16,6 +16,7 @@ use fuser::{
 
 use crate::error::Error;
 use crate::fs::{Attr, BLOCK_SIZE, Kind, NpzFs};
+use crate::passthrough::Handles;
 
 /// Entry and attribute TTL: the archive is immutable while mounted, so the kernel may keep
 /// names and sizes for as long as it likes.
@@ -24,12 +25,16 @@ const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The FUSE face of [`NpzFs`].
 pub struct Fuse {
     fs: NpzFs,
+    handles: Handles,
 }
 
 impl Fuse {
     /// Wraps the core for `fuser`.
     pub fn new(fs: NpzFs) -> Fuse {
-        Fuse { fs }
+        Fuse {
+            fs,
+            handles: Handles::default(),
+        }
     }
 }
 
@@ -78,6 +83,13 @@ impl Filesystem for Fuse {
         if let Err(missing) = config.add_capabilities(wanted) {
             log::debug!("kernel lacks {missing:?}");
         }
+        // Passthrough of complete cache files: the cache lives on a local file system, so a
+        // stack depth of 1 is enough (and what worked here).
+        let passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        if passthrough {
+            self.handles.enable();
+        }
         Ok(())
     }
 
@@ -104,9 +116,9 @@ impl Filesystem for Fuse {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
         match self.fs.open(ino.0, write) {
-            // KEEP_CACHE: pages stay valid across opens and processes (never DIRECT_IO, which
-            // breaks shared mmap: the kernel then answers mmap with ENODEV).
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            // A normal open keeps the page cache across opens and processes; never DIRECT_IO,
+            // which breaks shared mmap (the kernel then answers mmap with ENODEV).
+            Ok(complete) => self.handles.open(ino.0, complete, reply),
             Err(e) => reply.error(fail("open", ino.0, &e)),
         }
     }
@@ -141,12 +153,13 @@ impl Filesystem for Fuse {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.handles.release(ino.0, fh.0);
         self.fs.release(ino.0);
         reply.ok();
     }

@@ -28,4 +28,5 @@ pub mod index;
 pub mod logging;
 pub mod mountpoint;
 pub mod options;
+pub mod passthrough;
 pub mod tree;

@@ -17,6 +17,7 @@ pub mod entry;
 pub mod store;
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -152,8 +153,17 @@ impl Cache {
         self.shared.lock()
     }
 
-    /// Pins member `index` for an open handle, starting its decoder if no one has.
-    pub fn open(&self, index: usize, member: &Member) -> Result<()> {
+    /// Pins member `index` for an open handle, starting its decoder if no one has. Returns a
+    /// handle on the complete cache file when the member is already decoded (for passthrough).
+    pub fn open(&self, index: usize, member: &Member) -> Result<Option<File>> {
+        self.pin(index, member)?;
+        let entry = self.lock().live.get(&index).cloned();
+        Ok(entry
+            .filter(|e| matches!(e.fill(), Fill::Complete))
+            .and_then(|e| e.file().try_clone().ok()))
+    }
+
+    fn pin(&self, index: usize, member: &Member) -> Result<()> {
         let key = FileKey {
             index,
             crc32: member.crc32,

@@ -52,6 +52,13 @@ def stored(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory):
+    path = tmp_path_factory.mktemp("npz") / "compressed.npz"
+    np.savez_compressed(path, **ARRAYS)
+    return path
+
+
 def assert_same(got, want):
     assert got.dtype == want.dtype
     assert got.shape == want.shape
@@ -69,6 +76,27 @@ def test_every_dtype_loads_with_and_without_mmap(stored, mount, key):
     assert_same(mapped, want)
     if want.size and want.dtype.kind != "O":
         assert isinstance(mapped, np.memmap), type(mapped)
+
+
+@pytest.mark.parametrize("key", sorted(ARRAYS))
+def test_every_dtype_loads_from_savez_compressed(compressed, mount, tmp_path, key):
+    mnt = mount(compressed, "-o", f"cache_dir={tmp_path / 'cache'}")
+    want = np.load(compressed)[key]
+    path = mnt / f"{key}.npy"
+    assert_same(np.load(path), want)
+    assert_same(np.load(path, mmap_mode="r"), want)
+
+
+def test_a_large_compressed_member_streams_and_maps(tmp_path, mount):
+    data = (np.arange(40_000_000, dtype=np.int64) // 3).reshape(4_000_000, 10)
+    npz = tmp_path / "big.npz"
+    np.savez_compressed(npz, x=data)
+    mnt = mount(npz, "-o", f"cache_dir={tmp_path / 'cache'},cache_size=1G")
+    a = np.load(mnt / "x.npy", mmap_mode="r")
+    assert a.shape == data.shape and a.dtype == data.dtype
+    for i in [3_999_999, 0, 2_000_000] + list(RNG.integers(0, 4_000_000, 50)):
+        assert np.array_equal(a[i], data[i])
+    assert np.array_equal(np.asarray(a), data)
 
 
 def test_sizes_match_the_members(stored, mount):
