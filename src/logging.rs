@@ -21,6 +21,11 @@ pub fn init(level: log::LevelFilter) {
     }
     let mut builder = env_logger::Builder::new();
     builder.filter_level(level);
+    // fuser warns about an unmount that someone else already did ("Failed to umount
+    // filesystem") on every external unmount; only its errors matter at default verbosity.
+    if level <= log::LevelFilter::Warn {
+        builder.filter_module("fuser", log::LevelFilter::Error);
+    }
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }

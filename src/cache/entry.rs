@@ -49,9 +49,6 @@ pub struct Entry {
     /// Open handles on this member; the entry is never evicted while this is non-zero.
     pub pins: AtomicUsize,
     cancelled: AtomicBool,
-    /// Set when the last holder left while the decoder ran: the decoder then settles the
-    /// entry's place in the cache itself. Read and written under the cache's state lock.
-    pub orphan: AtomicBool,
 }
 
 impl Entry {
@@ -77,7 +74,6 @@ impl Entry {
             }),
             pins: AtomicUsize::new(0),
             cancelled: AtomicBool::new(false),
-            orphan: AtomicBool::new(false),
         }
     }
 
@@ -99,6 +95,20 @@ impl Entry {
     /// The partial file's path, if the member is still being decoded into it.
     pub fn take_part(&self) -> Option<PathBuf> {
         self.part.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Whether the decoder has yet to settle the entry.
+    pub fn has_part(&self) -> bool {
+        self.part
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Every byte is written and verified: answer all reads, before the file is settled.
+    pub fn publish(&self) {
+        let waiting = self.set_final(Fill::Complete);
+        self.answer(waiting);
     }
 
     /// Settles the final state: `f` gets the partial file's path (if `release` has not taken

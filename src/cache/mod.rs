@@ -82,7 +82,7 @@ struct Stats {
 }
 
 struct State {
-    /// Members with an open cache file: held open, or decoding.
+    /// Members with an open cache file: held open, or still decoding (then possibly unheld).
     live: HashMap<usize, Arc<Entry>>,
     /// Complete files on disk that no one holds, least recently used first out.
     done: LruCache<usize, FileKey>,
@@ -261,20 +261,22 @@ impl Cache {
             if entry.pins.fetch_sub(1, Ordering::SeqCst) != 1 {
                 return;
             }
-            st.live.remove(&index);
+            // Until the decoder settles (renames or deletes the partial file, under the part
+            // lock), an unheld entry stays live, so that a new open joins its decoder; the
+            // decoder files it when it settles. After that, it is ours to file.
             let too_big = entry.key.size > self.shared.budget;
-            match entry.fill() {
-                Fill::Decoding { .. } if !too_big => {
-                    // Let it finish: the decoder files it (or drops it) when it settles.
-                    entry.orphan.store(true, Ordering::SeqCst);
-                }
-                Fill::Decoding { .. } => {
-                    st.used -= entry.key.size;
-                    entry.cancel();
-                    remove.extend(entry.take_part());
-                    log::debug!("{} is larger than the cache: decoding stopped", entry.name);
-                }
-                fill => remove = self.shared.dispose(&mut st, &entry, &fill),
+            if too_big && let Some(part) = entry.take_part() {
+                st.live.remove(&index);
+                st.used -= entry.key.size;
+                entry.cancel();
+                remove.push(part);
+                log::debug!(
+                    "{} is larger than the cache: dropped on last close",
+                    entry.name
+                );
+            } else if !entry.has_part() {
+                st.live.remove(&index);
+                remove = self.shared.dispose(&mut st, &entry, &entry.fill());
             }
         }
         remove.iter().for_each(|p| store::remove(p));
@@ -365,19 +367,27 @@ impl Shared {
     /// entry's part lock. An entry its last holder left while decoding is then filed here.
     fn decode(&self, entry: &Entry, archive: &Archive, job: &decoder::Job) {
         let result = decoder::run(entry, archive, job);
-        if result.is_ok()
-            && let Err(e) = entry.file().sync_data()
-        {
-            log::warn!(
-                "cannot sync the cache file of {}: {}",
-                entry.name,
-                cause(&e)
-            );
+        if result.is_ok() {
+            // Verified: readers may have the rest now. The sync that makes the file safe to
+            // adopt after a power loss is the slow part (~1 s per GiB here), so it comes after.
+            entry.publish();
+            if let Err(e) = entry.file().sync_data() {
+                log::warn!(
+                    "cannot sync the cache file of {}: {}",
+                    entry.name,
+                    cause(&e)
+                );
+            }
         }
         let fill = entry.settle(|part| self.finish_file(entry, result, part));
         let remove = {
             let mut st = self.lock();
-            if entry.orphan.swap(false, Ordering::SeqCst) {
+            let ours = st
+                .live
+                .get(&entry.key.index)
+                .is_some_and(|e| std::ptr::eq(&**e, entry));
+            if ours && entry.pins.load(Ordering::SeqCst) == 0 {
+                st.live.remove(&entry.key.index);
                 self.dispose(&mut st, entry, &fill)
             } else {
                 Vec::new()

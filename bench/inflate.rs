@@ -1,0 +1,54 @@
+//! In-process inflate of one member: the speed limit npzfs's decoder is measured against.
+//! Same reader (pread of the archive in 256 KiB blocks) and the same inflate (flate2 with
+//! zlib-rs, driven directly), output discarded.
+//!
+//!     cargo run --release --example inflate -- ARCHIVE MEMBER [RUNS]
+
+use std::time::Instant;
+
+use flate2::{Decompress, FlushDecompress, Status};
+use npzfs::archive::Archive;
+use npzfs::index::read_index;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let (path, name) = match (args.get(1), args.get(2)) {
+        (Some(p), Some(n)) => (p, n),
+        _ => return Err("usage: inflate ARCHIVE MEMBER [RUNS]".into()),
+    };
+    let runs: usize = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(3);
+    let archive = Archive::open(std::path::Path::new(path))?;
+    let members = read_index(&archive)?;
+    let member = members
+        .iter()
+        .find(|m| &m.name == name)
+        .ok_or("no such member")?;
+    let start = member.data_start(&archive)?;
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut inflater = Decompress::new(false);
+        let (mut input, mut out) = (vec![0u8; 256 << 10], vec![0u8; 1 << 20]);
+        let mut consumed = 0u64;
+        let (mut pos, mut len) = (0, 0);
+        loop {
+            if pos == len && consumed < member.compressed_size {
+                let n = (member.compressed_size - consumed).min(input.len() as u64) as usize;
+                archive.read_exact_at(&mut input[..n], start + consumed)?;
+                (pos, len, consumed) = (0, n, consumed + n as u64);
+            }
+            let before = inflater.total_in();
+            let status = inflater.decompress(&input[pos..len], &mut out, FlushDecompress::None)?;
+            pos += (inflater.total_in() - before) as usize;
+            if status == Status::StreamEnd {
+                break;
+            }
+        }
+        assert_eq!(inflater.total_out(), member.size, "inflated size");
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    println!("{:.1}", member.size as f64 / median / 1e6);
+    Ok(())
+}
