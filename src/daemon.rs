@@ -45,7 +45,7 @@ pub fn run(opts: &Options) -> Result<()> {
         read_ahead_kb: opts.read_ahead_kb,
         pipe: None,
     };
-    log::info!(
+    log::debug!(
         "mounting {} ({count} members) on {}",
         opts.archive.display(),
         opts.mountpoint.display()
@@ -231,17 +231,13 @@ fn announce_ready(mut r: Readiness) {
     };
     let Some(dev) = dev else {
         if let Some(pipe) = &mut r.pipe {
-            let _ = write!(
-                pipe,
-                "7\tcannot mount on {}: the mount did not answer",
-                r.mountpoint.display()
-            );
+            let path = r.mountpoint.display();
+            report(pipe, &format!("7\tcannot mount on {path}: the mount did not answer"));
         }
         return;
     };
     mountpoint::set_read_ahead(dev, r.read_ahead_kb);
     sd_notify("READY=1");
-    log::info!("mounted on {}", r.mountpoint.display());
     if let Some(mut pipe) = r.pipe.take() {
         // The parent returns now. Whoever started it may be waiting for its stderr to close
         // (`$(npzfs ...)`, subprocess capture): let go of it, and log to syslog instead,
@@ -259,6 +255,7 @@ fn announce_ready(mut r: Readiness) {
         }
         report(&mut pipe, "ready");
     }
+    log::info!("mounted {}", r.mountpoint.display());
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts, so that only

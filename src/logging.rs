@@ -23,7 +23,7 @@ pub fn init(level: log::LevelFilter) {
     builder.filter_level(level);
     // fuser warns about an unmount that someone else already did ("Failed to umount
     // filesystem") on every external unmount; only its errors matter at default verbosity.
-    if level <= log::LevelFilter::Warn {
+    if level <= log::LevelFilter::Info {
         builder.filter_module("fuser", log::LevelFilter::Error);
     }
     if let Ok(spec) = std::env::var("RUST_LOG") {

@@ -63,7 +63,8 @@ struct Cli {
     /// Stay in the foreground (systemd); otherwise return once the mount answers.
     #[arg(short = 'f', long)]
     foreground: bool,
-    /// More log output: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
+    /// More log output: -v debug, -vv trace (RUST_LOG overrides). The default logs the mount,
+    /// the unmount with a cache summary, and every failure.
     #[arg(short = 'v', long, action = ArgAction::Count)]
     verbose: u8,
     /// Log errors only.
@@ -125,9 +126,8 @@ where
     };
     let log_level = match (cli.quiet, cli.verbose) {
         (true, _) => log::LevelFilter::Error,
-        (false, 0) => log::LevelFilter::Warn,
-        (false, 1) => log::LevelFilter::Info,
-        (false, 2) => log::LevelFilter::Debug,
+        (false, 0) => log::LevelFilter::Info,
+        (false, 1) => log::LevelFilter::Debug,
         (false, _) => log::LevelFilter::Trace,
     };
     let mut o = Options {
@@ -317,7 +317,7 @@ mod tests {
         assert_eq!(o.threads, DEFAULT_THREADS);
         assert_eq!(o.read_ahead_kb, DEFAULT_READ_AHEAD_KB);
         assert!(!o.foreground && !o.allow_other);
-        assert_eq!(o.log_level, log::LevelFilter::Warn);
+        assert_eq!(o.log_level, log::LevelFilter::Info);
     }
 
     #[test]
@@ -388,7 +388,8 @@ mod tests {
 
     #[test]
     fn verbosity() {
-        assert_eq!(run(&["-vv"]).unwrap().log_level, log::LevelFilter::Debug);
+        assert_eq!(run(&["-v"]).unwrap().log_level, log::LevelFilter::Debug);
+        assert_eq!(run(&["-vv"]).unwrap().log_level, log::LevelFilter::Trace);
         assert_eq!(run(&["-q"]).unwrap().log_level, log::LevelFilter::Error);
     }
 }
