@@ -232,7 +232,10 @@ fn announce_ready(mut r: Readiness) {
     let Some(dev) = dev else {
         if let Some(pipe) = &mut r.pipe {
             let path = r.mountpoint.display();
-            report(pipe, &format!("7\tcannot mount on {path}: the mount did not answer"));
+            report(
+                pipe,
+                &format!("7\tcannot mount on {path}: the mount did not answer"),
+            );
         }
         return;
     };

@@ -109,7 +109,7 @@ impl NpzFs {
         let archive = Arc::new(archive);
         let compressed = members
             .iter()
-            .any(|m| m.method == Method::Deflated && !m.is_dir);
+            .any(|m| m.method.is_compressed() && !m.is_dir);
         let cache = match compressed {
             true => Some(Cache::new(cache, archive.clone(), &members)?),
             false => None,
@@ -224,7 +224,7 @@ impl NpzFs {
         }
         self.archive.check_unchanged()?;
         match (member.method, &self.cache) {
-            (Method::Deflated, Some(cache)) => cache.open(self.member_index(ino)?, member),
+            (m, Some(cache)) if m.is_compressed() => cache.open(self.member_index(ino)?, member),
             (Method::Stored, _) => member.data_start(&self.archive).map(|_| None),
             _ => Err(Error::Unsupported {
                 what: member.name.clone(),
@@ -239,7 +239,7 @@ impl NpzFs {
             && self
                 .members
                 .get(i)
-                .is_some_and(|m| m.method == Method::Deflated)
+                .is_some_and(|m| m.method.is_compressed())
         {
             cache.release(i);
         }
@@ -260,7 +260,7 @@ impl NpzFs {
         }
         let end = offset + u64::from(size).min(member.size - offset);
         match (member.method, &self.cache, self.member_index(ino)) {
-            (Method::Deflated, Some(cache), Ok(i)) => cache.read(i, offset, end, done),
+            (m, Some(cache), Ok(i)) if m.is_compressed() => cache.read(i, offset, end, done),
             _ => done(self.read_stored(member, offset, end)),
         }
     }

@@ -23,6 +23,9 @@ pub enum Method {
     Stored,
     /// Deflate (`np.savez_compressed`).
     Deflated,
+    /// Another method the zip crate decodes: deflate64 (9), bzip2 (12), lzma (14), zstd (93),
+    /// xz (95); the raw ZIP method number.
+    Codec(u16),
     /// Anything else; the raw ZIP method number.
     Other(u16),
 }
@@ -57,6 +60,13 @@ pub struct Member {
     /// Set when the member is listed but cannot be read.
     pub problem: Option<Problem>,
     data_start: OnceLock<u64>,
+}
+
+impl Method {
+    /// Whether the member goes through the decompression cache.
+    pub fn is_compressed(self) -> bool {
+        matches!(self, Method::Deflated | Method::Codec(_))
+    }
 }
 
 impl Member {
@@ -110,7 +120,7 @@ impl Member {
         match self.method {
             Method::Stored => 0,
             Method::Deflated => 8,
-            Method::Other(n) => n,
+            Method::Codec(n) | Method::Other(n) => n,
         }
     }
 }
@@ -143,6 +153,12 @@ pub fn read_index(archive: &Archive) -> Result<Vec<Member>> {
         let method = match entry.compression() {
             CompressionMethod::Stored => Method::Stored,
             CompressionMethod::Deflated => Method::Deflated,
+            #[allow(deprecated)]
+            m @ (CompressionMethod::Deflate64
+            | CompressionMethod::Bzip2
+            | CompressionMethod::Lzma
+            | CompressionMethod::Zstd
+            | CompressionMethod::Xz) => Method::Codec(m.to_u16()),
             #[allow(deprecated)]
             other => Method::Other(other.to_u16()),
         };

@@ -1,4 +1,4 @@
-//! The background decoder: one thread per member inflates its bytes into the cache file at
+//! The background decoder: one thread per member decodes its bytes into the cache file at
 //! the member's own offsets, a chunk at a time, and lets waiting reads go as it advances.
 //!
 //! flate2's `Decompress` (zlib-rs backend) driven directly over `pread` buffers of the archive
@@ -11,8 +11,11 @@ use std::time::Instant;
 
 use flate2::{Decompress, FlushDecompress, Status};
 
+use std::io::Read;
+
 use super::entry::Entry;
 use crate::archive::Archive;
+use crate::index::Method;
 
 /// Decoded bytes written (and announced to readers) at a time.
 pub const CHUNK: usize = 1 << 20;
@@ -30,6 +33,8 @@ pub struct Job {
     pub size: u64,
     /// The declared CRC-32.
     pub crc32: u32,
+    /// How the bytes are compressed.
+    pub method: Method,
 }
 
 /// Why a decode stopped early.
@@ -67,7 +72,7 @@ fn io_failed(what: &str, e: &std::io::Error) -> Stop {
 /// byte is written and the size and CRC-32 match. The caller settles the entry's final state.
 pub fn run(entry: &Entry, archive: &Archive, job: &Job) -> Result<(), Stop> {
     let started = Instant::now();
-    let result = inflate(entry, archive, job);
+    let result = decode(entry, archive, job);
     match &result {
         Ok(()) => log::debug!(
             "decoded {} ({} bytes) in {:.3} s",
@@ -81,16 +86,67 @@ pub fn run(entry: &Entry, archive: &Archive, job: &Job) -> Result<(), Stop> {
     result
 }
 
-fn inflate(entry: &Entry, archive: &Archive, job: &Job) -> Result<(), Stop> {
+/// Where decoded chunks go: the cache file, the running CRC, and the readers.
+struct Sink<'a> {
+    entry: &'a Entry,
+    job: &'a Job,
+    written: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl Sink<'_> {
+    /// Writes `chunk` and, unless it is the `last`, lets readers have it. The last chunk is
+    /// announced only once size and CRC-32 check out, so a member that fails them never
+    /// reaches a reader whole.
+    fn push(&mut self, chunk: &[u8], last: bool) -> Result<(), Stop> {
+        if !chunk.is_empty() {
+            self.written = flush(self.entry, chunk, self.written, self.job.size)?;
+            self.crc.update(chunk);
+            if !last {
+                self.entry.advance(self.written);
+            }
+        }
+        Ok(())
+    }
+
+    fn verify(self) -> Result<(), Stop> {
+        if self.written != self.job.size {
+            let declared = self.job.size;
+            return Err(failed(format!(
+                "decoded {} bytes, the archive declares {declared}",
+                self.written
+            )));
+        }
+        if self.crc.finalize() != self.job.crc32 {
+            return Err(failed("CRC-32 mismatch"));
+        }
+        Ok(())
+    }
+}
+
+fn decode(entry: &Entry, archive: &Archive, job: &Job) -> Result<(), Stop> {
+    let sink = Sink {
+        entry,
+        job,
+        written: 0,
+        crc: crc32fast::Hasher::new(),
+    };
+    match job.method {
+        Method::Deflated => inflate(sink, archive),
+        _ => unzip(sink, archive),
+    }
+}
+
+/// Deflate, driven directly over `pread` buffers: the fast path for what numpy writes.
+fn inflate(mut sink: Sink<'_>, archive: &Archive) -> Result<(), Stop> {
+    let job = sink.job;
     let mut inflater = Decompress::new(false);
     let mut input = vec![0u8; INPUT];
     let (mut in_pos, mut in_len, mut consumed_total) = (0usize, 0usize, 0u64);
     let mut out = vec![0u8; CHUNK];
     let mut out_len = 0usize;
-    let mut written = 0u64;
-    let mut crc = crc32fast::Hasher::new();
     loop {
-        if entry.is_cancelled() {
+        if sink.entry.is_cancelled() {
             return Err(Stop::Cancelled);
         }
         if in_pos == in_len && consumed_total < job.compressed_size {
@@ -114,34 +170,54 @@ fn inflate(entry: &Entry, archive: &Archive, job: &Job) -> Result<(), Stop> {
         in_pos += used;
         out_len += made;
         let end = status == Status::StreamEnd;
-        if out_len == out.len() || (end && out_len > 0) {
-            written = flush(entry, &out[..out_len], written, job.size)?;
-            crc.update(&out[..out_len]);
+        if out_len == out.len() || end {
+            sink.push(&out[..out_len], end)?;
             out_len = 0;
-            // The last chunk is announced only once the size and CRC-32 check out, so a
-            // member that fails them never reaches a reader whole.
-            if !end {
-                entry.advance(written);
-            }
         }
         if end {
-            break;
+            return sink.verify();
         }
         let starved = in_pos == in_len && consumed_total == job.compressed_size;
         if used == 0 && made == 0 && starved {
             return Err(failed("the deflate stream ends before its end marker"));
         }
     }
-    if written != job.size {
-        return Err(failed(format!(
-            "decoded {written} bytes, the archive declares {}",
-            job.size
-        )));
+}
+
+/// Every other method the zip crate decodes (deflate64, bzip2, lzma, xz, zstd), through its
+/// reader over a duplicate of the archive's descriptor (the same file even if the path was
+/// renamed over). This parses the central directory again: a cost paid per decode, and
+/// only for these rare methods.
+fn unzip(mut sink: Sink<'_>, archive: &Archive) -> Result<(), Stop> {
+    let file = archive
+        .file()
+        .try_clone()
+        .map_err(|e| io_failed("cannot reopen the archive", &e))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| failed(format!("the archive cannot be read again ({e})")))?;
+    let mut reader = zip
+        .by_index(sink.entry.key.index)
+        .map_err(|e| failed(format!("cannot start decoding ({e})")))?;
+    let mut out = vec![0u8; CHUNK];
+    loop {
+        if sink.entry.is_cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        let mut len = 0;
+        while len < out.len() {
+            match reader.read(&mut out[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(failed(format!("corrupt compressed stream ({e})"))),
+            }
+        }
+        let end = len < out.len();
+        sink.push(&out[..len], end)?;
+        if end {
+            return sink.verify();
+        }
     }
-    if crc.finalize() != job.crc32 {
-        return Err(failed("CRC-32 mismatch"));
-    }
-    Ok(())
 }
 
 /// Writes one decoded chunk at `offset`, space reserved first so that a full disk is a clean

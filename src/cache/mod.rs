@@ -201,6 +201,7 @@ impl Cache {
             compressed_size: member.compressed_size,
             size: member.size,
             crc32: member.crc32,
+            method: member.method,
         };
         self.adopt(entry.clone(), true)?;
         if entry.pins.load(Ordering::SeqCst) == 0 {

@@ -145,3 +145,20 @@ def test_a_member_over_4_gib_needs_zip64_and_maps(tmp_path, mount):
         chunk = np.asarray(a[start : start + step])
         assert chunk[0] == start and chunk[-1] == start + len(chunk) - 1
         assert np.array_equal(chunk, np.arange(start, start + len(chunk)))
+
+
+@pytest.mark.parametrize("method", ["ZIP_BZIP2", "ZIP_LZMA"])
+def test_other_methods_python_writes(tmp_path, mount, method):
+    import io
+    import zipfile
+
+    arrays = {"a.npy": np.arange(300_000, dtype=np.int32) // 7, "b.npy": RNG.standard_normal((100, 100))}
+    path = tmp_path / f"{method}.npz"
+    with zipfile.ZipFile(path, "w", compression=getattr(zipfile, method)) as z:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, arr)
+            z.writestr(name, buf.getvalue())
+    mnt = mount(path, "-o", f"cache_dir={tmp_path / 'cache'}")
+    for name, arr in arrays.items():
+        assert_same(np.load(mnt / name, mmap_mode="r"), arr)
