@@ -14,41 +14,14 @@ The archive stays in the page cache throughout, so all figures are CPU-bound, no
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = REPO / "target" / "release" / "npzfs"
-
-
-def read_all(path: Path) -> int:
-    buf = bytearray(1 << 20)
-    total = 0
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            total += n
-    return total
-
-
-def mount(archive: Path, mnt: Path, cache: Path):
-    mnt.mkdir(exist_ok=True)
-    subprocess.run([BIN, archive, mnt, "-o", f"cache_dir={cache},cache_size=8G"], check=True)
-
-
-def unmount(mnt: Path):
-    subprocess.run(["fusermount3", "-u", mnt], check=True)
-
-
-def timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+from common import REPO, build, cleanup, median, mount, read_all, timed, unmount
 
 
 def main():
@@ -56,7 +29,7 @@ def main():
     ap.add_argument("--mib", type=int, default=1024, help="member size in MiB")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--examples", "--bins"], cwd=REPO, check=True)
+    build()
 
     work = Path(tempfile.mkdtemp(prefix="npzfs-bench-"))
     try:
@@ -84,7 +57,7 @@ def main():
         header, first, second = [], [], []
         for _ in range(args.runs):
             shutil.rmtree(cache, ignore_errors=True)
-            mount(npz, mnt, cache)
+            mount(npz, mnt, "-o", f"cache_dir={cache},cache_size=8G")
             try:
                 def head():
                     with open(mnt / "x.npy", "rb") as f:
@@ -97,7 +70,7 @@ def main():
         read_all(extracted)
         ext4 = [size / timed(lambda: read_all(extracted)) / 1e6 for _ in range(args.runs)]
 
-        med = statistics.median
+        med = median
         print(f"in-process inflate        {inflate:8.0f} MB/s")
         print(f"np.load(npz)['x']         {med(npload):8.0f} MB/s")
         print(f"npzfs header (fresh)      {med(header):8.1f} ms")
@@ -107,8 +80,7 @@ def main():
               f"{med(second) / med(ext4):5.2f}x ext4 ({med(ext4):.0f} MB/s)"
               f"{'  [passthrough]' if os.geteuid() == 0 else ''}")
     finally:
-        subprocess.run(["fusermount3", "-u", "-z", work / "mnt"], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        cleanup(work)
 
 
 if __name__ == "__main__":

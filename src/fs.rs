@@ -138,16 +138,6 @@ impl NpzFs {
         })
     }
 
-    /// The opened archive.
-    pub fn archive(&self) -> &Archive {
-        &self.archive
-    }
-
-    /// The archive's members in central directory order.
-    pub fn members(&self) -> &[Member] {
-        &self.members
-    }
-
     /// The child `name` of directory `parent`.
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         let ino = self.tree.lookup(parent, name)?;

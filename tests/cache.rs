@@ -267,3 +267,15 @@ fn reopening_a_member_mid_decode_joins_its_decoder() {
         "one decode only: {summary}"
     );
 }
+
+#[test]
+fn a_cache_directory_deleted_while_mounted_is_made_again() {
+    let data = compressible(16, 2 * MIB);
+    let f = mount(&[Entry::deflated("x.npy", data.clone())]);
+    let x = ino(&f.fs, "x.npy");
+    assert_eq!(read_all(&f.fs, x), data);
+    let complete = || f.cache_files().iter().any(|(n, _)| n.starts_with("0-"));
+    assert!(common::mount::wait_until(10, complete));
+    std::fs::remove_dir_all(f.cache.path().join("c")).unwrap();
+    assert_eq!(read_all(&f.fs, x), data);
+}

@@ -117,19 +117,36 @@ impl Store {
         found
     }
 
-    /// A new partial file for `key` (0600, never following a planted symlink).
+    /// A new partial file for `key` (0600, never following a planted symlink). If someone
+    /// deleted the cache directory while mounted, it is made again.
     pub fn create_part(&self, key: FileKey) -> io::Result<(File, PathBuf)> {
         let n = self.next_part.fetch_add(1, Ordering::Relaxed);
         let path = self
             .dir
             .join(format!(".{}.{}.{n}.part", key.name(), std::process::id()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)?;
+        let create = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+        };
+        let file = match create() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                log::warn!(
+                    "cache directory {} vanished: making it again",
+                    self.dir.display()
+                );
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.dir)?;
+                create()?
+            }
+            other => other?,
+        };
         Ok((file, path))
     }
 

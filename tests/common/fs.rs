@@ -103,26 +103,9 @@ impl Fixture {
         NpzFs::new(archive, members, OWNER, &config).unwrap()
     }
 
-    /// Files under the cache directory: (name, bytes allocated on disk).
+    /// Member files under the cache directory: (name, bytes allocated on disk).
     pub fn cache_files(&self) -> Vec<(String, u64)> {
-        let mut out = Vec::new();
-        let root = self.cache.path().join("c");
-        for dir in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            for f in std::fs::read_dir(dir.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                use std::os::unix::fs::MetadataExt;
-                let meta = f.metadata().unwrap();
-                let name = f.file_name().to_string_lossy().into_owned();
-                if name != "archive" {
-                    out.push((name, meta.blocks() * 512));
-                }
-            }
-        }
-        out.sort();
-        out
+        super::cache_files(&self.cache.path().join("c"))
     }
 
     /// Bytes allocated by member cache files.

@@ -7,6 +7,26 @@ pub mod mount;
 
 use std::path::Path;
 
+/// Member files under a cache directory (not the `archive` marker): (name, bytes on disk).
+pub fn cache_files(root: &Path) -> Vec<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name != "archive" {
+                out.push((name, f.metadata().map(|m| m.blocks() * 512).unwrap_or(0)));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Byte `i` of a member seeded with `seed`: computable at any offset, different per member.
 pub fn byte_at(seed: u64, i: u64) -> u8 {
     let x = (i ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xff51_afd7_ed55_8ccd);

@@ -1,0 +1,48 @@
+"""Helpers shared by the benchmark programs."""
+
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = REPO / "target" / "release" / "npzfs"
+
+
+def build():
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--examples", "--bins"], cwd=REPO, check=True)
+
+
+def read_all(path: Path) -> int:
+    """Sequential read with 1 MiB reads; returns the byte count."""
+    buf = bytearray(1 << 20)
+    total = 0
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            total += n
+    return total
+
+
+def mount(archive: Path, mnt: Path, *options: str):
+    mnt.mkdir(exist_ok=True)
+    subprocess.run([BIN, archive, mnt, *options], check=True)
+
+
+def unmount(mnt: Path):
+    subprocess.run(["fusermount3", "-u", mnt], check=True)
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+median = statistics.median
+
+
+def cleanup(work: Path):
+    """Unmounts work/mnt if a run left it mounted, then deletes the work directory."""
+    subprocess.run(["fusermount3", "-u", "-z", work / "mnt"], capture_output=True)
+    shutil.rmtree(work, ignore_errors=True)
