@@ -44,5 +44,6 @@ median = statistics.median
 
 def cleanup(work: Path):
     """Unmounts work/mnt if a run left it mounted, then deletes the work directory."""
-    subprocess.run(["fusermount3", "-u", "-z", work / "mnt"], capture_output=True)
+    for mnt in ("mnt", "cmnt"):
+        subprocess.run(["fusermount3", "-u", "-z", work / mnt], capture_output=True)
     shutil.rmtree(work, ignore_errors=True)

@@ -7,7 +7,9 @@ measures the FUSE path itself:
 * cold read: 1 MiB sequential reads on a fresh mount (the mount's page cache is empty);
 * warm read: the same again (served from the mount's page cache, kept across opens);
 * mmap scan: one byte of every 4 KiB page through a shared read-only mapping, fresh mount;
-* random: 10,000 single-element reads through np.load(mmap_mode='r'), warm.
+* random: 10,000 single-element reads through np.load(mmap_mode='r'), warm;
+and the cold read of the FUSE ceiling (bench/ceiling.rs), a minimal filesystem serving the same
+byte range with the same settings.
 """
 
 import argparse
@@ -19,12 +21,40 @@ from pathlib import Path
 
 import numpy as np
 
-from common import build, cleanup, median, mount, read_all, timed, unmount
+from common import REPO, build, cleanup, median, mount, read_all, timed, unmount
 
 
 def scan(path: Path):
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
         np.frombuffer(m, dtype=np.uint8)[::4096].sum()
+
+
+def data_range(npz: Path, name: str):
+    """(offset, size) of a stored member's bytes in the archive, from its local header."""
+    import struct
+    import zipfile
+
+    info = zipfile.ZipFile(npz).getinfo(name)
+    with open(npz, "rb") as f:
+        f.seek(info.header_offset)
+        n, m = struct.unpack("<HH", f.read(30)[26:30])
+    return info.header_offset + 30 + n + m, info.file_size
+
+
+def ceiling_cold_read(npz: Path, mnt: Path) -> float:
+    """MB/s of a cold read through bench/ceiling.rs, the minimal FUSE filesystem."""
+    import subprocess
+
+    offset, size = data_range(npz, "x.npy")
+    mnt.mkdir(exist_ok=True)
+    exe = REPO / "target" / "release" / "examples" / "ceiling"
+    proc = subprocess.Popen([exe, npz, str(offset), str(size), mnt], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        return size / timed(lambda: read_all(mnt / "x")) / 1e6
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
 
 
 def random_reads(path: Path, idx):
@@ -53,7 +83,9 @@ def main():
         mnt = work / "mnt"
         rows = {"cold read": [], "warm read": [], "mmap scan": [], "random 10k": []}
         base = {k: [] for k in rows}
+        ceiling = []
         for _ in range(args.runs):
+            ceiling.append(ceiling_cold_read(npz, work / "cmnt"))
             mount(npz, mnt)
             try:
                 x = mnt / "x.npy"
@@ -79,6 +111,9 @@ def main():
             a, b = median(rows[k]), median(base[k])
             ratio = b / a if unit == "ms" else a / b
             print(f"{k:12} {a:8.0f}{unit:>2} {b:8.0f}{unit:>2} {ratio:6.2f}x")
+        cold = median(rows["cold read"])
+        print(f"cold read against the FUSE ceiling (bench/ceiling.rs): {cold:.0f} / "
+              f"{median(ceiling):.0f} MB/s = {cold / median(ceiling):.2f}x")
         print(f"(read_ahead_kb=1024 on the mount: {'yes' if os.geteuid() == 0 else 'no, not root'})")
     finally:
         cleanup(work)
