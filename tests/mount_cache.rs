@@ -149,7 +149,8 @@ fn killed_mid_decode_the_next_mount_never_serves_a_partial_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(fs::read(m.path("big.npy")).unwrap() == big);
-    assert!(!cache_names(&cache).iter().any(|n| n.ends_with(".part")));
+    let settled = || !cache_names(&cache).iter().any(|n| n.ends_with(".part"));
+    assert!(wait_until(30, settled), "{:?}", cache_names(&cache));
 }
 
 #[test]

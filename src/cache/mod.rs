@@ -207,14 +207,28 @@ impl Cache {
         if entry.pins.load(Ordering::SeqCst) == 0 {
             return Ok(()); // another open won the race; ours was discarded
         }
-        let (archive, shared) = (self.archive.clone(), self.shared.clone());
+        let (archive, shared, failed_entry) =
+            (self.archive.clone(), self.shared.clone(), entry.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("npzfs-decode-{index}"))
             .spawn(move || shared.decode(&entry, &archive, &job));
-        spawned.map(drop).map_err(|e| Error::Io {
-            what: member.name.clone(),
-            cause: e,
-        })
+        if let Err(e) = spawned {
+            // No decoder will ever fill this entry: fail it, so no one waits on it, and drop
+            // our pin, which files it out of the cache.
+            failed_entry.settle(|part| {
+                part.iter().for_each(|p| store::remove(p));
+                Fill::Failed {
+                    cause: format!("cannot start a decoder: {}", cause(&e)),
+                    errno: libc::EIO,
+                }
+            });
+            self.release(index);
+            return Err(Error::Io {
+                what: member.name.clone(),
+                cause: e,
+            });
+        }
+        Ok(())
     }
 
     /// Makes `entry` live with one pin, unless another open made the same member live first
@@ -322,11 +336,29 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Evicts unheld complete members until `incoming` more bytes fit; returns their files.
+    /// Evicts members no one holds until `incoming` more bytes fit; returns their files.
+    /// Complete ones go first, least recently used first; then, if that is not enough, those
+    /// still decoding or syncing after their last close (their decoders are cancelled).
     fn evict(&self, st: &mut State, incoming: u64) -> Vec<PathBuf> {
         let mut victims = Vec::new();
         while st.used + incoming > self.budget {
-            let Some((_, key)) = st.done.pop_lru() else {
+            let key = if let Some((_, key)) = st.done.pop_lru() {
+                victims.push(self.store.complete_path(key));
+                key
+            } else if let Some(entry) = self.unheld(st) {
+                st.live.remove(&entry.key.index);
+                entry.cancel();
+                // Whoever takes the partial file settles it: if the decoder got there first,
+                // the file already has its complete name.
+                match entry.take_part() {
+                    Some(part) => victims.push(part),
+                    None if matches!(entry.fill(), Fill::Complete) => {
+                        victims.push(self.store.complete_path(entry.key));
+                    }
+                    None => {}
+                }
+                entry.key
+            } else {
                 break;
             };
             st.used -= key.size;
@@ -335,9 +367,16 @@ impl Shared {
                 .evicted_bytes
                 .fetch_add(key.size, Ordering::Relaxed);
             log::debug!("evicting member {} ({} bytes)", key.index, key.size);
-            victims.push(self.store.complete_path(key));
         }
         victims
+    }
+
+    /// A live entry no open handle holds (its decoder is still running or syncing).
+    fn unheld(&self, st: &State) -> Option<Arc<Entry>> {
+        st.live
+            .values()
+            .find(|e| e.pins.load(Ordering::SeqCst) == 0)
+            .cloned()
     }
 
     /// Files a member no one holds any more, whose decoding has settled: a complete one that
