@@ -51,6 +51,7 @@ impl Handles {
             st.by_ino.insert(ino, Arc::downgrade(&id));
             st.by_fh.insert(fh, id.clone());
             drop(st);
+            log::debug!("open ino {ino}: passthrough to its cache file");
             return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
         }
         *self.lock().cached.entry(ino).or_default() += 1;

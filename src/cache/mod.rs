@@ -16,7 +16,7 @@ pub mod decoder;
 pub mod entry;
 pub mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,6 +88,8 @@ struct State {
     done: LruCache<usize, FileKey>,
     /// Bytes of every member in `live` and `done`.
     used: u64,
+    /// Members whose complete file an earlier mount left, not yet opened (for the summary).
+    adopted: HashSet<usize>,
 }
 
 /// What the cache and its decoder threads share.
@@ -117,6 +119,7 @@ impl Cache {
             live: HashMap::new(),
             done: LruCache::unbounded(),
             used: 0,
+            adopted: HashSet::new(),
         };
         for key in store.scan() {
             let matches = members
@@ -125,6 +128,7 @@ impl Cache {
             if matches {
                 state.done.put(key.index, key);
                 state.used += key.size;
+                state.adopted.insert(key.index);
             } else {
                 store::remove(&store.complete_path(key));
             }
@@ -175,12 +179,14 @@ impl Cache {
                 entry.pins.fetch_add(1, Ordering::SeqCst);
                 return Ok(());
             }
+            if st.adopted.remove(&index) {
+                self.shared.stats.reused.fetch_add(1, Ordering::Relaxed);
+            }
             st.done.pop(&index).is_some()
         };
         if reusable {
             match self.shared.store.open_complete(key) {
                 Ok(file) => {
-                    self.shared.stats.reused.fetch_add(1, Ordering::Relaxed);
                     let entry = Entry::complete(key, member.name.clone(), file);
                     return self.adopt(Arc::new(entry), false);
                 }
@@ -343,6 +349,7 @@ impl Shared {
         let mut victims = Vec::new();
         while st.used + incoming > self.budget {
             let key = if let Some((_, key)) = st.done.pop_lru() {
+                st.adopted.remove(&key.index);
                 victims.push(self.store.complete_path(key));
                 key
             } else if let Some(entry) = self.unheld(st) {
