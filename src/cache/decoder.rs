@@ -12,6 +12,7 @@ use std::time::Instant;
 use flate2::{Decompress, FlushDecompress, Status};
 
 use std::io::Read;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use super::entry::Entry;
 use crate::archive::Archive;
@@ -86,7 +87,10 @@ pub fn run(entry: &Entry, archive: &Archive, job: &Job) -> Result<(), Stop> {
     result
 }
 
-/// Where decoded chunks go: the cache file, the running CRC, and the readers.
+/// Where decoded chunks go: the cache file, the running CRC, and the readers. Runs on its own
+/// thread beside the decoder: writing into the page cache of a new file cost a third of the
+/// decode time of a 1 GiB member here (5.8 s without the writes, 8.0 s with them), and on its
+/// own core it overlaps with decoding instead.
 struct Sink<'a> {
     entry: &'a Entry,
     job: &'a Job,
@@ -122,6 +126,38 @@ impl Sink<'_> {
         }
         Ok(())
     }
+
+    /// Takes chunks until the last one (then verifies) or until the decoder gives up.
+    fn drain(
+        mut self,
+        chunks: Receiver<(Vec<u8>, usize, bool)>,
+        spent: Sender<Vec<u8>>,
+    ) -> Result<(), Stop> {
+        for (buf, len, last) in chunks {
+            self.push(&buf[..len], last)?;
+            let _ = spent.send(buf);
+            if last {
+                return self.verify();
+            }
+        }
+        Ok(()) // the decoder stopped early and says why
+    }
+}
+
+/// The decoder's end of the pipeline to the [`Sink`].
+struct Pipe {
+    chunks: SyncSender<(Vec<u8>, usize, bool)>,
+    spent: Receiver<Vec<u8>>,
+}
+
+impl Pipe {
+    /// Hands `buf[..len]` over and returns a buffer to fill next.
+    fn send(&self, buf: Vec<u8>, len: usize, last: bool) -> Result<Vec<u8>, Stop> {
+        self.chunks
+            .send((buf, len, last))
+            .map_err(|_| failed("the cache writer stopped"))?;
+        Ok(self.spent.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]))
+    }
 }
 
 fn decode(entry: &Entry, archive: &Archive, job: &Job) -> Result<(), Stop> {
@@ -131,22 +167,41 @@ fn decode(entry: &Entry, archive: &Archive, job: &Job) -> Result<(), Stop> {
         written: 0,
         crc: crc32fast::Hasher::new(),
     };
-    match job.method {
-        Method::Deflated => inflate(sink, archive),
-        _ => unzip(sink, archive),
-    }
+    let (chunks_tx, chunks_rx) = sync_channel(2);
+    let (spent_tx, spent_rx) = channel();
+    std::thread::scope(|s| {
+        let writer = std::thread::Builder::new()
+            .name("npzfs-write".into())
+            .spawn_scoped(s, move || sink.drain(chunks_rx, spent_tx))
+            .map_err(|e| io_failed("cannot start the cache writer", &e))?;
+        let pipe = Pipe {
+            chunks: chunks_tx,
+            spent: spent_rx,
+        };
+        let produced = match job.method {
+            Method::Deflated => inflate(pipe, entry, job, archive),
+            _ => unzip(pipe, entry, archive),
+        };
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(failed("the cache writer panicked")));
+        match (produced, written) {
+            (Err(Stop::Cancelled), _) => Err(Stop::Cancelled),
+            (_, Err(w)) => Err(w),
+            (p, Ok(())) => p,
+        }
+    })
 }
 
 /// Deflate, driven directly over `pread` buffers: the fast path for what numpy writes.
-fn inflate(mut sink: Sink<'_>, archive: &Archive) -> Result<(), Stop> {
-    let job = sink.job;
+fn inflate(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<(), Stop> {
     let mut inflater = Decompress::new(false);
     let mut input = vec![0u8; INPUT];
     let (mut in_pos, mut in_len, mut consumed_total) = (0usize, 0usize, 0u64);
     let mut out = vec![0u8; CHUNK];
     let mut out_len = 0usize;
     loop {
-        if sink.entry.is_cancelled() {
+        if entry.is_cancelled() {
             return Err(Stop::Cancelled);
         }
         if in_pos == in_len && consumed_total < job.compressed_size {
@@ -171,11 +226,11 @@ fn inflate(mut sink: Sink<'_>, archive: &Archive) -> Result<(), Stop> {
         out_len += made;
         let end = status == Status::StreamEnd;
         if out_len == out.len() || end {
-            sink.push(&out[..out_len], end)?;
+            out = pipe.send(out, out_len, end)?;
             out_len = 0;
         }
         if end {
-            return sink.verify();
+            return Ok(());
         }
         let starved = in_pos == in_len && consumed_total == job.compressed_size;
         if used == 0 && made == 0 && starved {
@@ -188,7 +243,7 @@ fn inflate(mut sink: Sink<'_>, archive: &Archive) -> Result<(), Stop> {
 /// reader over a duplicate of the archive's descriptor (the same file even if the path was
 /// renamed over). This parses the central directory again: a cost paid per decode, and
 /// only for these rare methods.
-fn unzip(mut sink: Sink<'_>, archive: &Archive) -> Result<(), Stop> {
+fn unzip(pipe: Pipe, entry: &Entry, archive: &Archive) -> Result<(), Stop> {
     let file = archive
         .file()
         .try_clone()
@@ -196,11 +251,11 @@ fn unzip(mut sink: Sink<'_>, archive: &Archive) -> Result<(), Stop> {
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| failed(format!("the archive cannot be read again ({e})")))?;
     let mut reader = zip
-        .by_index(sink.entry.key.index)
+        .by_index(entry.key.index)
         .map_err(|e| failed(format!("cannot start decoding ({e})")))?;
     let mut out = vec![0u8; CHUNK];
     loop {
-        if sink.entry.is_cancelled() {
+        if entry.is_cancelled() {
             return Err(Stop::Cancelled);
         }
         let mut len = 0;
@@ -213,9 +268,9 @@ fn unzip(mut sink: Sink<'_>, archive: &Archive) -> Result<(), Stop> {
             }
         }
         let end = len < out.len();
-        sink.push(&out[..len], end)?;
+        out = pipe.send(out, len, end)?;
         if end {
-            return sink.verify();
+            return Ok(());
         }
     }
 }
