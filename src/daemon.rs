@@ -27,8 +27,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// is live (without).
 pub fn run(opts: &Options) -> Result<()> {
     let (mountpoint, under_dev) = mountpoint::check(&opts.mountpoint)?;
+    let started = Instant::now();
     let archive = Archive::open(&opts.archive)?;
     let members = index::read_index(&archive)?;
+    let indexed = started.elapsed();
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let owner = Ownership {
@@ -38,6 +40,11 @@ pub fn run(opts: &Options) -> Result<()> {
     };
     let count = members.len();
     let fs = NpzFs::new(archive, members, owner, &opts.cache)?;
+    log::debug!(
+        "{count} members: central directory {:.3} s, tree and cache {:.3} s",
+        indexed.as_secs_f64(),
+        (started.elapsed() - indexed).as_secs_f64()
+    );
     let config = fuser_config(opts);
     let ready = Readiness {
         mountpoint,
