@@ -239,7 +239,7 @@ impl NpzFs {
     /// clamped to the member's size, otherwise exactly the bytes asked for (a short read would
     /// give a mapping client SIGBUS). Stored members answer at once with a slice of the archive
     /// mapping, which must go only to the kernel; compressed ones answer once the decoder has
-    /// reached the range, possibly from the decoder's thread.
+    /// reached the range, possibly from the decoder's writer thread.
     pub fn read(&self, ino: Ino, offset: u64, size: u32, done: ReadDone) {
         let member = match self.file_member(ino) {
             Ok(m) => m,

@@ -136,7 +136,7 @@ impl Filesystem for Fuse {
     ) {
         // Stored bytes are a slice of the archive mapping that goes straight into the reply's
         // writev: the kernel copies it, so a truncated archive gives the reader EIO instead of
-        // SIGBUS here. Compressed ranges may be answered later, from the decoder's thread.
+        // SIGBUS here. Compressed ranges may be answered later, from the cache's writer thread.
         let ino = ino.0;
         self.fs.read(
             ino,

@@ -1,6 +1,6 @@
 //! One member's cache file and its fill state: how far the decoder has come, and the reads
 //! waiting for it. A read never blocks a request thread: if its range is not decoded yet it is
-//! parked here, and the decoder answers it when the range is written.
+//! parked here, and the decoder's writer thread answers it once the range is written.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -4,11 +4,12 @@
 //! * One decoder per member (single flight): the first open starts it, later opens share it.
 //! * A read waits only for its own range, and never in a request thread ([`entry`]).
 //! * The budget (`cache_size`) counts every member with a cache file by its size. Members no
-//!   one holds open are evicted least recently used first. Members held open are never
+//!   one holds open are evicted: complete ones least recently used first, then, if that is not
+//!   enough, ones still decoding after their last close. Members held open are never
 //!   evicted, so the budget can be exceeded by at most what open handles pin. A member larger
 //!   than the whole budget is decoded for its holders and deleted on its last close (or its
 //!   decoding stops, if it was still running). Any other member closed mid-decode finishes
-//!   decoding in the background and is kept, like any member no one holds.
+//!   decoding in the background (so a reopen joins it) and is then kept like the others.
 //! * Complete files are verified (size, CRC-32) and renamed into place, so they survive the
 //!   daemon and are reused by the next mount of the same, unchanged archive ([`store`]).
 
