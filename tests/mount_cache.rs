@@ -269,3 +269,33 @@ fn a_complete_member_is_served_by_passthrough_when_root() {
         .unwrap();
     assert!(bytes == data);
 }
+
+#[test]
+fn a_relative_cache_dir_is_relative_to_where_npzfs_was_started() {
+    if !fuse_or_skip("a_relative_cache_dir") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = compressible(21, 100_000);
+    write_zip(
+        &dir.path().join("c.npz"),
+        b"",
+        &[Entry::deflated("x.npy", data.clone())],
+    );
+    fs::create_dir(dir.path().join("mnt")).unwrap();
+    let out = Command::new(common::mount::BIN)
+        .current_dir(dir.path())
+        .args(["c.npz", "mnt", "-o", "cache_dir=rel/cache"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mnt = dir.path().join("mnt");
+    let read = fs::read(mnt.join("x.npy"));
+    unmount(&mnt);
+    assert!(read.unwrap() == data);
+    assert!(!cache_names(&dir.path().join("rel/cache")).is_empty());
+}

@@ -59,6 +59,8 @@ impl Store {
             .recursive(true)
             .mode(0o700)
             .create(cache_dir)?;
+        // Absolute: a background daemon changes its directory to / after this.
+        let cache_dir = &cache_dir.canonicalize()?;
         let key = format!(
             "{:x}-{:x}.{:x}-{:x}-{:x}",
             identity.size, identity.mtime, identity.mtime_nsec, identity.dev, identity.ino
