@@ -26,6 +26,8 @@ pub enum Error {
     AlreadyMounted { path: PathBuf, cause: String },
     /// The kernel or fusermount3 refused the mount.
     Mount { path: PathBuf, cause: String },
+    /// The cache directory cannot be created or used.
+    CacheDir { path: PathBuf, cause: String },
     /// A startup failure the background daemon reported to the waiting parent.
     Daemon { code: i32, message: String },
     /// No such node (lookup of a missing name, an unknown inode).
@@ -61,6 +63,7 @@ impl Error {
             Error::ArchiveOpen { .. }
             | Error::ArchiveFormat { .. }
             | Error::Mountpoint { .. }
+            | Error::CacheDir { .. }
             | Error::AlreadyMounted { .. }
             | Error::Mount { .. }
             | Error::Daemon { .. }
@@ -77,6 +80,7 @@ impl Error {
             Error::Mountpoint { .. } => 5,
             Error::AlreadyMounted { .. } => 6,
             Error::Mount { .. } => 7,
+            Error::CacheDir { .. } => 8,
             Error::Daemon { code, .. } => *code,
             _ => 1,
         }
@@ -114,6 +118,9 @@ impl fmt::Display for Error {
             }
             Error::ArchiveFormat { path, cause } => {
                 write!(f, "cannot read archive {}: {cause}", path.display())
+            }
+            Error::CacheDir { path, cause } => {
+                write!(f, "cannot use cache directory {}: {cause}", path.display())
             }
             Error::Mountpoint { path, cause } => {
                 write!(f, "cannot use mount point {}: {cause}", path.display())
@@ -169,6 +176,11 @@ mod tests {
             }
             .exit_code(),
             Error::Mount {
+                path: p.clone(),
+                cause: s(),
+            }
+            .exit_code(),
+            Error::CacheDir {
                 path: p,
                 cause: s(),
             }

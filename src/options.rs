@@ -42,7 +42,8 @@ Mount options (-o, comma separated, repeatable):
 
 Exit codes: 0 mounted (or unmounted cleanly with -f), 1 internal error, 2 bad usage,
 3 archive cannot be opened, 4 archive is not a readable ZIP, 5 bad mount point,
-6 mount point already mounted or stale, 7 the mount itself failed.";
+6 mount point already mounted or stale, 7 the mount itself failed,
+8 the cache directory cannot be used.";
 
 #[derive(Parser, Debug)]
 #[command(

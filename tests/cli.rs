@@ -158,3 +158,21 @@ fn a_stale_mount_is_detected_and_the_message_says_how_to_clear_it() {
     );
     assert_eq!(std::fs::read(m.path("x.npy")).unwrap(), pattern(1, 0, 100));
 }
+
+#[test]
+fn an_unusable_cache_directory_exits_8() {
+    let d = Dir::new();
+    let archive = d.p("c.npz");
+    let deflated = Entry::deflated("x.npy", pattern(1, 0, 100));
+    write_zip(Path::new(&archive), b"", &[deflated]);
+    let blocker = d.p("file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let opt = format!("cache_dir={blocker}/cache");
+    assert_fails(
+        &[&archive, &d.p("mnt"), "-o", &opt],
+        8,
+        &blocker,
+        "cannot use cache directory",
+    );
+    assert!(!is_mounted(Path::new(&d.p("mnt"))));
+}

@@ -111,9 +111,9 @@ impl Cache {
     /// Opens the cache for `archive`, adopting complete files an earlier mount left.
     pub fn new(config: &CacheConfig, archive: Arc<Archive>, members: &[Member]) -> Result<Cache> {
         let store = Store::open(&config.dir, archive.path(), archive.identity()).map_err(|e| {
-            Error::Mountpoint {
+            Error::CacheDir {
                 path: config.dir.clone(),
-                cause: format!("cannot use the cache directory: {}", cause(&e)),
+                cause: cause(&e),
             }
         })?;
         let mut state = State {
