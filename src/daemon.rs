@@ -11,12 +11,13 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
+use fuser::{Config, MountOption, SessionACL};
 
 use crate::archive::Archive;
 use crate::error::{Error, Result, cause};
 use crate::fs::{NpzFs, Ownership};
 use crate::fuse::Fuse;
+use crate::mount::{self, Unmounter};
 use crate::options::Options;
 use crate::{index, logging, mountpoint};
 
@@ -45,7 +46,7 @@ pub fn run(opts: &Options) -> Result<()> {
         indexed.as_secs_f64(),
         (started.elapsed() - indexed).as_secs_f64()
     );
-    let config = fuser_config(opts);
+    let plan = plan(opts);
     let ready = Readiness {
         mountpoint,
         under_dev,
@@ -58,13 +59,21 @@ pub fn run(opts: &Options) -> Result<()> {
         opts.mountpoint.display()
     );
     if opts.foreground {
-        serve(fs, &config, ready)
+        serve(fs, &plan, ready)
     } else {
-        background(fs, &config, ready)
+        background(fs, &plan, ready)
     }
 }
 
-fn fuser_config(opts: &Options) -> Config {
+/// fuser's settings and what our own mount(2) needs.
+struct MountPlan {
+    config: Config,
+    fsname: String,
+    acl: SessionACL,
+    fusermount: bool,
+}
+
+fn plan(opts: &Options) -> MountPlan {
     let fsname = opts.fsname.clone().unwrap_or_else(|| {
         let path = opts
             .archive
@@ -74,26 +83,33 @@ fn fuser_config(opts: &Options) -> Config {
         path.display().to_string().replace(',', "_")
     });
     let mut config = Config::default();
+    // Used when fusermount3 mounts; mount::mount_syscall sets the same itself.
     config.mount_options = vec![
         MountOption::RO,
         MountOption::NoDev,
         MountOption::NoSuid,
-        MountOption::FSName(fsname),
-        MountOption::Subtype("npzfs".into()),
+        MountOption::FSName(fsname.clone()),
+        MountOption::Subtype(mount::SUBTYPE.into()),
         // The kernel checks uid=/gid=/umask= permissions itself.
         MountOption::DefaultPermissions,
     ];
     if opts.auto_unmount {
         config.mount_options.push(MountOption::AutoUnmount);
     }
-    config.acl = match (opts.allow_other, opts.allow_root) {
+    let acl = match (opts.allow_other, opts.allow_root) {
         (true, _) => SessionACL::All,
         (false, true) => SessionACL::RootAndOwner,
         (false, false) => SessionACL::Owner,
     };
+    config.acl = acl;
     config.n_threads = Some(opts.threads);
     config.clone_fd = opts.threads > 1;
-    config
+    MountPlan {
+        config,
+        fsname,
+        acl,
+        fusermount: opts.auto_unmount,
+    }
 }
 
 /// What the serving process does once the mount exists.
@@ -106,7 +122,7 @@ struct Readiness {
     pipe: Option<std::io::PipeWriter>,
 }
 
-fn background(fs: NpzFs, config: &Config, mut ready: Readiness) -> Result<()> {
+fn background(fs: NpzFs, plan: &MountPlan, mut ready: Readiness) -> Result<()> {
     let fork_err = |e: std::io::Error| Error::Mount {
         path: ready.mountpoint.clone(),
         cause: format!("cannot start the daemon: {}", cause(&e)),
@@ -121,7 +137,7 @@ fn background(fs: NpzFs, config: &Config, mut ready: Readiness) -> Result<()> {
             detach();
             let status = writer.try_clone().ok();
             ready.pipe = Some(writer);
-            let code = match serve(fs, config, ready) {
+            let code = match serve(fs, plan, ready) {
                 Ok(()) => 0,
                 Err(e) => {
                     // Before readiness the parent prints this; after it, the log has it.
@@ -196,21 +212,33 @@ fn detach() {
     }
 }
 
-fn serve(fs: NpzFs, config: &Config, ready: Readiness) -> Result<()> {
+fn serve(fs: NpzFs, plan: &MountPlan, ready: Readiness) -> Result<()> {
     let signals = block_signals();
     let path = ready.mountpoint.clone();
     let mount_err = |e: std::io::Error| Error::Mount {
         path: path.clone(),
         cause: cause(&e),
     };
-    let mut session = Session::new(Fuse::new(fs), &path, config).map_err(mount_err)?;
-    let unmounter = session.unmount_callable();
+    let request = mount::Request {
+        fsname: &plan.fsname,
+        acl: plan.acl,
+        fusermount: plan.fusermount,
+    };
+    let (session, unmounter) =
+        mount::mount(Fuse::new(fs), &path, &plan.config, &request).map_err(mount_err)?;
+    let ours = matches!(unmounter, Unmounter::Kernel);
     let signal_path = path.clone();
     spawn("npzfs-signals", move || {
         handle_signals(signals, unmounter, &signal_path)
     })?;
     spawn("npzfs-ready", move || announce_ready(ready))?;
-    session.run().map_err(mount_err)?;
+    if let Err(e) = session.run() {
+        if ours {
+            // The session failed while mounted: leave no stale mount behind.
+            mount::unmount(&path, true).ok();
+        }
+        return Err(mount_err(e));
+    }
     log::info!("unmounted {}", path.display());
     Ok(())
 }
@@ -283,7 +311,7 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-fn handle_signals(set: libc::sigset_t, mut unmounter: SessionUnmounter, mountpoint: &Path) {
+fn handle_signals(set: libc::sigset_t, mut unmounter: Unmounter, mountpoint: &Path) {
     loop {
         let mut sig = 0;
         // SAFETY: `set` is an initialised signal set and `sig` a valid out pointer.
@@ -292,7 +320,7 @@ fn handle_signals(set: libc::sigset_t, mut unmounter: SessionUnmounter, mountpoi
         }
         log::info!("signal {sig}: unmounting {}", mountpoint.display());
         sd_notify("STOPPING=1");
-        match unmounter.unmount() {
+        match unmounter.unmount(mountpoint) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 log::warn!(
@@ -307,12 +335,7 @@ fn handle_signals(set: libc::sigset_t, mut unmounter: SessionUnmounter, mountpoi
 }
 
 fn lazy_unmount(mountpoint: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
-        return;
-    };
-    // SAFETY: `c` is a valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+    if mount::unmount(mountpoint, true).is_ok() {
         return;
     }
     let status = std::process::Command::new("fusermount3")

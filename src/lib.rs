@@ -6,7 +6,8 @@
 //! `Vec<Member>` ([`index`]); member names become an immutable inode table ([`tree`]); the
 //! filesystem core ([`fs`]) answers lookups from the tree and reads of stored members with
 //! slices of the archive mapping at `data_start + offset`, which the thin FUSE adapter
-//! ([`fuse`]) hands to the kernel. [`daemon`] runs the process: mount, readiness, signals.
+//! ([`fuse`]) hands to the kernel. [`daemon`] runs the process (readiness, signals), and
+//! [`mount`] mounts it as `fuse.npzfs`.
 //!
 //! Glossary (one name per concept):
 //! * *member*: one ZIP entry of the archive.
@@ -26,6 +27,7 @@ pub mod fs;
 pub mod fuse;
 pub mod index;
 pub mod logging;
+pub mod mount;
 pub mod mountpoint;
 pub mod options;
 pub mod passthrough;
