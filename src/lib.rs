@@ -27,6 +27,7 @@ pub mod fs;
 pub mod fuse;
 pub mod index;
 pub mod logging;
+pub mod manpage;
 pub mod mount;
 pub mod mountpoint;
 pub mod options;

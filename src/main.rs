@@ -3,12 +3,19 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use npzfs::options::{self, Parsed};
-use npzfs::{daemon, logging};
+use npzfs::{daemon, logging, manpage};
 
 fn main() {
     let opts = match options::parse(std::env::args_os()) {
         Ok(Parsed::Run(opts)) => opts,
         Ok(Parsed::Exit(clap_says)) => clap_says.exit(),
+        Ok(Parsed::ManPage) => {
+            if let Err(e) = manpage::render(&mut std::io::stdout().lock()) {
+                eprintln!("npzfs: cannot write the man page: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
         Err(e) => fail(&e),
     };
     logging::init(opts.log_level);

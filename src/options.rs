@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
 use crate::cache::{CacheConfig, DEFAULT_CACHE_SIZE};
 use crate::error::{Error, Result};
@@ -19,39 +19,126 @@ pub const DEFAULT_THREADS: usize = 2;
 /// mmap scans here against the kernel's 128 KiB; 4096 raised random-read p99 (DESIGN.md).
 pub const DEFAULT_READ_AHEAD_KB: u32 = 1024;
 
-const OPTIONS_HELP: &str = "\
-Mount options (-o, comma separated, repeatable):
-  allow_other          let other users read the mount (needs user_allow_other in
-                       /etc/fuse.conf when not root)
-  allow_root           let root read the mount too
-  auto_unmount         unmount when the daemon dies (needs allow_other or allow_root)
-  uid=N, gid=N         owner and group of every file (default: the mounting user)
-  umask=OCTAL          permission bits removed from 0444 (files) and 0555 (directories)
-  threads=N            request threads, 1 to 64 (default 2)
-  read_ahead_kb=N      kernel readahead set on the mount when root (default 1024;
-                       0 leaves the kernel's default)
-  fsname=NAME          source name shown in /proc/mounts (default: the archive path)
-  cache_dir=DIR        where compressed members are decoded to (default:
-                       $CACHE_DIRECTORY, else $XDG_CACHE_HOME/npzfs, else
-                       ~/.cache/npzfs, else /var/tmp/npzfs-UID)
-  cache_size=SIZE      disk budget of that cache, with K, M, G or T (default 4G)
-  ro, rw, defaults, nofail, _netdev, auto, noauto, user, users, dev, nodev, suid, nosuid,
-  exec, noexec, atime, noatime, relatime, sync, async, x-*, comment=...
-                       accepted for mount(8) and fstab; the mount is always read-only,
-                       nodev and nosuid
+/// `npzfs --print-man-page` prints the npzfs(1) man page (roff) and exits; `make install`
+/// installs it from there. Undocumented in `--help`.
+pub const MAN_PAGE_FLAG: &str = "--print-man-page";
 
-Exit codes: 0 mounted (or unmounted cleanly with -f), 1 internal error, 2 bad usage,
-3 archive cannot be opened, 4 archive is not a readable ZIP, 5 bad mount point,
-6 mount point already mounted or stale, 7 the mount itself failed,
-8 the cache directory cannot be used.";
+/// The `-o` options, as `--help` and the man page show them (one source for both).
+pub const MOUNT_OPTIONS: &[(&str, &str)] = &[
+    (
+        "allow_other",
+        "let other users read the mount (needs user_allow_other in /etc/fuse.conf when \
+         not root)",
+    ),
+    ("allow_root", "let root read the mount too"),
+    (
+        "auto_unmount",
+        "unmount when the daemon dies (needs allow_other or allow_root)",
+    ),
+    (
+        "uid=N, gid=N",
+        "owner and group of every file (default: the mounting user)",
+    ),
+    (
+        "umask=OCTAL",
+        "permission bits removed from 0444 (files) and 0555 (directories)",
+    ),
+    ("threads=N", "request threads, 1 to 64 (default 2)"),
+    (
+        "read_ahead_kb=N",
+        "kernel readahead set on the mount when root (default 1024; 0 leaves the kernel's \
+         default)",
+    ),
+    (
+        "fsname=NAME",
+        "source name shown in /proc/mounts (default: the archive path)",
+    ),
+    (
+        "cache_dir=DIR",
+        "where compressed members are decoded to (default: $CACHE_DIRECTORY, else \
+         $XDG_CACHE_HOME/npzfs, else ~/.cache/npzfs, else /var/tmp/npzfs-UID)",
+    ),
+    (
+        "cache_size=SIZE",
+        "disk budget of that cache, with K, M, G or T (default 4G)",
+    ),
+    (
+        "ro, rw, defaults, nofail, _netdev, auto, noauto, user, users, dev, nodev, suid, \
+         nosuid, exec, noexec, atime, noatime, relatime, sync, async, x-*, comment=...",
+        "accepted for mount(8) and fstab; the mount is always read-only, nodev and nosuid",
+    ),
+];
+
+/// The exit codes, as `--help` and the man page show them.
+pub const EXIT_CODES: &[(u8, &str)] = &[
+    (0, "mounted (or unmounted cleanly with -f)"),
+    (1, "internal error"),
+    (
+        2,
+        "bad usage: an unknown or malformed option, a missing argument",
+    ),
+    (3, "the archive cannot be opened"),
+    (4, "the archive is not a readable ZIP"),
+    (
+        5,
+        "bad mount point: missing, not a directory, no write access",
+    ),
+    (
+        6,
+        "the mount point is already mounted, or a stale mount is left there",
+    ),
+    (7, "the mount itself failed"),
+    (8, "the cache directory cannot be used"),
+];
+
+/// The text after the flags in `--help`: the tables above, wrapped to 100 columns.
+fn after_help() -> String {
+    const INDENT: usize = 23;
+    let mut out = String::from("Mount options (-o, comma separated, repeatable):\n");
+    for (name, what) in MOUNT_OPTIONS {
+        let mut lines = wrap(what, 100 - INDENT).into_iter();
+        if name.len() + 2 < INDENT {
+            let first = lines.next().unwrap_or_default();
+            out.push_str(&format!("  {name:<w$}{first}\n", w = INDENT - 2));
+        } else {
+            for line in wrap(name, 100 - 2) {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        for line in lines {
+            out.push_str(&format!("{:INDENT$}{line}\n", ""));
+        }
+    }
+    out.push_str("\nExit codes:\n");
+    for (code, what) in EXIT_CODES {
+        out.push_str(&format!("  {code}  {what}\n"));
+    }
+    out
+}
+
+/// Splits `text` into lines of at most `width` characters at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines
+}
 
 #[derive(Parser, Debug)]
 #[command(
     name = "npzfs",
     version,
     about = "Mount a NumPy .npz archive read-only: each member X.npy becomes a regular, \
-             mmappable file",
-    after_help = OPTIONS_HELP
+             mmappable file"
 )]
 struct Cli {
     /// The .npz (ZIP) archive to mount.
@@ -59,7 +146,7 @@ struct Cli {
     /// The directory to mount it on.
     mountpoint: PathBuf,
     /// Mount options, comma separated; see below.
-    #[arg(short = 'o', value_name = "OPT[,OPT...]")]
+    #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Stay in the foreground (systemd); otherwise return once the mount answers.
     #[arg(short = 'f', long)]
@@ -71,6 +158,11 @@ struct Cli {
     /// Log errors only.
     #[arg(short = 'q', long, conflicts_with = "verbose")]
     quiet: bool,
+}
+
+/// The command line as clap sees it, `--help` text included: the man page renders this.
+pub fn command() -> clap::Command {
+    Cli::command().after_help(after_help())
 }
 
 /// Everything the command line says.
@@ -113,6 +205,8 @@ pub enum Parsed {
     Run(Box<Options>),
     /// Print this and exit.
     Exit(clap::Error),
+    /// Print the man page and exit.
+    ManPage,
 }
 
 /// Parses `args` (with the program name first).
@@ -121,7 +215,15 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // Not a clap flag: it would make the two paths optional in the usage line.
+    if args.len() == 2 && args[1] == MAN_PAGE_FLAG {
+        return Ok(Parsed::ManPage);
+    }
+    let cli = match command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
         Err(e) => return Ok(Parsed::Exit(e)),
     };
@@ -309,6 +411,7 @@ mod tests {
         match parse(all)? {
             Parsed::Run(o) => Ok(*o),
             Parsed::Exit(e) => panic!("clap exit: {e}"),
+            Parsed::ManPage => panic!("man page"),
         }
     }
 

@@ -1,0 +1,143 @@
+//! The npzfs(1) man page, rendered from the same clap command and tables as `--help`, so the
+//! two cannot disagree. `npzfs --print-man-page` prints it; `make install` installs it.
+
+use std::io::{self, Write};
+
+use clap_mangen::Man;
+use clap_mangen::roff::{Roff, bold, italic, roman};
+
+use crate::options::{self, EXIT_CODES, MOUNT_OPTIONS};
+
+const DESCRIPTION: &str = "\
+npzfs mounts a NumPy .npz archive (a ZIP file) read-only on a directory, in which each member \
+X.npy is a regular file. np.load(path, mmap_mode='r'), mmap(2) or any other reader then maps \
+it through the kernel, which numpy cannot do for members of a ZIP archive.";
+
+const DESCRIPTION_MORE: &[&str] = &[
+    "Stored members (np.savez) are served straight from the archive's bytes. Compressed \
+     members (np.savez_compressed: deflate; also deflate64, bzip2, lzma, xz and zstd) are \
+     decoded in the background into a bounded on-disk cache (cache_dir=, cache_size=) and \
+     served while they decode; a reader waits only for the range it asks for. Every \
+     decoded member is checked against its CRC-32; a corrupt one gives EIO, never wrong bytes.",
+    "npzfs returns once the mount answers, leaving the daemon in the background; with -f it \
+     stays in the foreground and, under systemd (Type=notify), sends READY=1 at that moment. \
+     SIGTERM, SIGINT and SIGHUP unmount and exit; a mount still in use is detached and the \
+     daemon exits when its last user leaves. Unmount with umount(8) or fusermount3 -u.",
+    "mount(8) and fstab use it as file system type fuse.npzfs through mount.fuse3(8), which \
+     must find npzfs in the PATH it gives helpers (/usr/local/bin and /usr/bin are in it).",
+];
+
+const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "CACHE_DIRECTORY",
+        "the default cache_dir (systemd sets it from CacheDirectory=)",
+    ),
+    (
+        "XDG_CACHE_HOME",
+        "the default cache_dir is $XDG_CACHE_HOME/npzfs when CACHE_DIRECTORY is not set",
+    ),
+    (
+        "RUST_LOG",
+        "log filter (error, warn, info, debug, trace); overrides -v and -q",
+    ),
+    (
+        "JOURNAL_STREAM",
+        "set by systemd: when stderr is that stream, log lines carry syslog priority \
+         prefixes (<3>, <4>, ...) so that journalctl -p filters them",
+    ),
+    (
+        "NOTIFY_SOCKET",
+        "set by systemd for Type=notify: READY=1 once the mount answers, STOPPING=1 when \
+         unmounting",
+    ),
+];
+
+const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "Mount, use with numpy, unmount:",
+        "npzfs data.npz /mnt/data\n\
+         python3 -c \"import numpy as np; print(np.load('/mnt/data/x.npy', mmap_mode='r')[0])\"\n\
+         fusermount3 -u /mnt/data",
+    ),
+    (
+        "Through mount(8), and the same as an fstab line:",
+        "mount -t fuse.npzfs /data/x.npz /mnt/x -o allow_other,cache_size=4G\n\
+         /data/x.npz /mnt/x fuse.npzfs ro,allow_other,cache_size=4G,nofail 0 0",
+    ),
+    (
+        "As a systemd service (archive and options in /etc/npzfs/mnt-run42.env):",
+        "systemctl enable --now \"npzfs@$(systemd-escape --path /mnt/run42)\"",
+    ),
+];
+
+/// Writes the man page in roff.
+pub fn render(w: &mut dyn Write) -> io::Result<()> {
+    // clap_mangen drops the value of a short-only option from the synopsis ("[-o ]").
+    let cmd = options::command()
+        .long_about(DESCRIPTION)
+        .override_usage("npzfs [-f] [-v|-q] [-o OPTION[,OPTION...]]... ARCHIVE MOUNTPOINT");
+    let man = Man::new(cmd).manual("User Commands");
+    man.render_title(w)?;
+    man.render_name_section(w)?;
+    man.render_synopsis_section(w)?;
+    man.render_description_section(w)?;
+    let mut roff = Roff::new();
+    for paragraph in DESCRIPTION_MORE {
+        roff.control("PP", []).text([roman(*paragraph)]);
+    }
+    roff.to_writer(w)?;
+    man.render_options_section(w)?;
+
+    let mut roff = Roff::new();
+    roff.control("SH", ["MOUNT OPTIONS"]);
+    roff.text([roman(
+        "Given with -o, comma separated, repeatable; an unknown option is an error that names it.",
+    )]);
+    for (name, what) in MOUNT_OPTIONS {
+        roff.control("TP", [])
+            .text([bold(*name)])
+            .text([roman(*what)]);
+    }
+    roff.control("SH", ["EXIT STATUS"]);
+    for (code, what) in EXIT_CODES {
+        roff.control("TP", [])
+            .text([bold(code.to_string())])
+            .text([roman(*what)]);
+    }
+    roff.control("PP", []).text([roman(
+        "Every failure is one line on stderr naming the path and its cause, and leaves no \
+         mount behind.",
+    )]);
+    roff.control("SH", ["ENVIRONMENT"]);
+    for (name, what) in ENVIRONMENT {
+        roff.control("TP", [])
+            .text([bold(*name)])
+            .text([roman(*what)]);
+    }
+    roff.control("SH", ["EXAMPLES"]);
+    for (what, commands) in EXAMPLES {
+        roff.control("PP", []).text([roman(*what)]);
+        roff.control("PP", [])
+            .control("nf", [])
+            .control("RS", ["4"]);
+        for line in commands.lines() {
+            roff.text([roman(line)]).control("br", []);
+        }
+        roff.control("RE", []).control("fi", []);
+    }
+    roff.control("SH", ["SEE ALSO"]);
+    roff.text([
+        italic("fusermount3"),
+        roman("(1), "),
+        italic("mount.fuse3"),
+        roman("(8), "),
+        italic("fstab"),
+        roman("(5), "),
+        italic("systemd.mount"),
+        roman("(5), "),
+        italic("systemd.exec"),
+        roman("(5)"),
+    ]);
+    roff.to_writer(w)?;
+    man.render_version_section(w)
+}
