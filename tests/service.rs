@@ -481,7 +481,13 @@ fn foreground_log(journal: bool) -> String {
         .stderr(log)
         .spawn()
         .unwrap();
-    assert!(wait_until(20, || is_mounted(&mnt)));
+    // Ready once it says so: a SIGTERM during the readiness check's stat would find the
+    // mount busy (and detach it, logging a warning).
+    let log = s.p("log");
+    assert!(wait_until(20, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("mounted "))
+    }));
+    assert!(is_mounted(&mnt));
     // SAFETY: kill on our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     assert!(wait_until(20, || daemon.try_wait().unwrap().is_some()));
