@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark programs."""
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -7,7 +8,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = REPO / "target" / "release" / "npzfs"
+# NPZFS_BENCH_BIN runs another build (say, the previous commit's) against the same baselines.
+BIN = Path(os.environ.get("NPZFS_BENCH_BIN", REPO / "target" / "release" / "npzfs"))
 
 
 def build():

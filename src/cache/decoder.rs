@@ -104,6 +104,9 @@ impl Sink<'_> {
     /// reaches a reader whole.
     fn push(&mut self, chunk: &[u8], last: bool) -> Result<(), Stop> {
         if !chunk.is_empty() {
+            if !last && self.written + chunk.len() as u64 <= self.job.size {
+                self.entry.answer_from(self.written, chunk);
+            }
             self.written = flush(self.entry, chunk, self.written, self.job.size)?;
             self.crc.update(chunk);
             if !last {

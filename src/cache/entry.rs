@@ -151,6 +151,29 @@ impl Entry {
         }
     }
 
+    /// The writer holds the decoded bytes `chunk` of `[offset, offset + len)` and is about
+    /// to write them: answer the waiting reads that lie inside it straight from the chunk.
+    /// They get their bytes a write earlier, and without a copy through the cache file.
+    pub fn answer_from(&self, offset: u64, chunk: &[u8]) {
+        let end = offset + chunk.len() as u64;
+        let ready: Vec<Waiter> = {
+            let mut state = self.lock();
+            let (ready, waiting) = state
+                .waiters
+                .drain(..)
+                .partition(|w| w.offset >= offset && w.end <= end);
+            state.waiters = waiting;
+            ready
+        };
+        for w in ready {
+            let range = (w.offset - offset) as usize..(w.end - offset) as usize;
+            match chunk.get(range) {
+                Some(bytes) => (w.done)(Ok(bytes)),
+                None => reply(w.done, self.pread(w.offset, w.end)),
+            }
+        }
+    }
+
     /// The decoder has written `[0, decoded)`: answer the reads that fit.
     pub fn advance(&self, decoded: u64) {
         let ready = {
