@@ -1,20 +1,22 @@
 //! The background decoder: one thread per member decodes its bytes into the cache file at
 //! the member's own offsets, a chunk at a time, and lets waiting reads go as it advances.
 //!
-//! flate2's `Decompress` (zlib-rs backend) driven directly over `pread` buffers of the archive
-//! was the fastest pure-Rust inflate measured here (DESIGN.md, issue 3). The archive's bytes
-//! are read with `pread`, never through the mapping: a truncated archive is an I/O error here,
-//! not SIGBUS.
+//! zlib-rs driven directly over `pread` buffers of the archive was the fastest pure-Rust
+//! inflate measured here (DESIGN.md, issue 3); deflate members go through its zlib API
+//! ([`super::seek`]), stopping at block boundaries to record seek points on the way, at no
+//! measurable cost (195-200 MB/s against 196-207 for flate2 on the same member). The
+//! archive's bytes are read with `pread`, never through the mapping: a truncated archive is an
+//! I/O error here, not SIGBUS.
 
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
-
-use flate2::{Decompress, FlushDecompress, Status};
 
 use std::io::Read;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use super::entry::Entry;
+use super::seek::{History, Inflater, Point, SPAN};
+use super::seek_file::SeekIndex;
 use crate::archive::Archive;
 use crate::index::Method;
 
@@ -70,16 +72,18 @@ fn io_failed(what: &str, e: &std::io::Error) -> Stop {
 }
 
 /// Decodes `job` into `entry`'s file, announcing progress to waiting readers; `Ok` once every
-/// byte is written and the size and CRC-32 match. The caller settles the entry's final state.
-pub fn run(entry: &Entry, archive: &Archive, job: &Job) -> Result<(), Stop> {
+/// byte is written and the size and CRC-32 match, with the seek index of a deflate member.
+/// The caller settles the entry's final state.
+pub fn run(entry: &Entry, archive: &Archive, job: &Job) -> Result<Option<SeekIndex>, Stop> {
     let started = Instant::now();
     let result = decode(entry, archive, job);
     match &result {
-        Ok(()) => log::debug!(
-            "decoded {} ({} bytes) in {:.3} s",
+        Ok(index) => log::debug!(
+            "decoded {} ({} bytes) in {:.3} s, {} seek points",
             entry.name,
             job.size,
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            index.as_ref().map_or(0, |i| i.points.len())
         ),
         Err(Stop::Cancelled) => log::debug!("stopped decoding {}: no one holds it", entry.name),
         Err(Stop::Failed { cause, .. }) => log::warn!("cannot read {}: {cause}", entry.name),
@@ -87,7 +91,7 @@ pub fn run(entry: &Entry, archive: &Archive, job: &Job) -> Result<(), Stop> {
     result
 }
 
-/// Where decoded chunks go: the cache file, the running CRC, and the readers. Runs on its own
+/// Where decoded chunks go: the cache file, the running CRCs, and the readers. Runs on its own
 /// thread beside the decoder: writing into the page cache of a new file cost a third of the
 /// decode time of a 1 GiB member here (5.8 s without the writes, 8.0 s with them), and on its
 /// own core it overlaps with decoding instead.
@@ -96,6 +100,18 @@ struct Sink<'a> {
     job: &'a Job,
     written: u64,
     crc: crc32fast::Hasher,
+    /// Seek points received so far, and the CRC-32 of each span between them.
+    index: SeekIndex,
+    span_crc: crc32fast::Hasher,
+}
+
+/// One decoded chunk on its way to the [`Sink`].
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+    last: bool,
+    /// Seek points recorded at or before the chunk's end.
+    points: Vec<Point>,
 }
 
 impl Sink<'_> {
@@ -107,8 +123,10 @@ impl Sink<'_> {
             if !last && self.written + chunk.len() as u64 <= self.job.size {
                 self.entry.answer_from(self.written, chunk);
             }
+            let start = self.written;
             self.written = flush(self.entry, chunk, self.written, self.job.size)?;
             self.crc.update(chunk);
+            self.hash_spans(start, chunk);
             if !last {
                 self.entry.advance(self.written);
             }
@@ -116,7 +134,29 @@ impl Sink<'_> {
         Ok(())
     }
 
-    fn verify(self) -> Result<(), Stop> {
+    /// Adds `chunk` (at `start`) to the span CRCs, closing a span at every point inside it.
+    fn hash_spans(&mut self, start: u64, chunk: &[u8]) {
+        let mut at = 0usize;
+        let boundaries = self
+            .index
+            .points
+            .iter()
+            .map(|p| p.out)
+            .skip(self.index.span_crcs.len() + 1);
+        let cuts: Vec<u64> = boundaries
+            .take_while(|&out| out <= start + chunk.len() as u64)
+            .collect();
+        for out in cuts {
+            let cut = (out - start) as usize;
+            self.span_crc.update(chunk.get(at..cut).unwrap_or_default());
+            let done = std::mem::take(&mut self.span_crc);
+            self.index.span_crcs.push(done.finalize());
+            at = cut;
+        }
+        self.span_crc.update(chunk.get(at..).unwrap_or_default());
+    }
+
+    fn verify(mut self) -> Result<SeekIndex, Stop> {
         if self.written != self.job.size {
             let declared = self.job.size;
             return Err(failed(format!(
@@ -127,48 +167,63 @@ impl Sink<'_> {
         if self.crc.finalize() != self.job.crc32 {
             return Err(failed("CRC-32 mismatch"));
         }
-        Ok(())
+        self.index.span_crcs.push(self.span_crc.finalize());
+        Ok(self.index)
     }
 
     /// Takes chunks until the last one (then verifies) or until the decoder gives up.
-    fn drain(
-        mut self,
-        chunks: Receiver<(Vec<u8>, usize, bool)>,
-        spent: Sender<Vec<u8>>,
-    ) -> Result<(), Stop> {
-        for (buf, len, last) in chunks {
-            self.push(&buf[..len], last)?;
-            let _ = spent.send(buf);
-            if last {
+    fn drain(mut self, chunks: Receiver<Chunk>, spent: Sender<Vec<u8>>) -> Result<SeekIndex, Stop> {
+        for chunk in chunks {
+            self.index.points.extend(chunk.points);
+            self.push(&chunk.buf[..chunk.len], chunk.last)?;
+            let _ = spent.send(chunk.buf);
+            if chunk.last {
                 return self.verify();
             }
         }
-        Ok(()) // the decoder stopped early and says why
+        Err(Stop::Cancelled) // the decoder stopped early and says why
     }
 }
 
 /// The decoder's end of the pipeline to the [`Sink`].
 struct Pipe {
-    chunks: SyncSender<(Vec<u8>, usize, bool)>,
+    chunks: SyncSender<Chunk>,
     spent: Receiver<Vec<u8>>,
 }
 
 impl Pipe {
-    /// Hands `buf[..len]` over and returns a buffer to fill next.
-    fn send(&self, buf: Vec<u8>, len: usize, last: bool) -> Result<Vec<u8>, Stop> {
+    /// Hands `buf[..len]` over (with the points recorded since the last chunk) and returns a
+    /// buffer to fill next.
+    fn send(
+        &self,
+        buf: Vec<u8>,
+        len: usize,
+        last: bool,
+        points: Vec<Point>,
+    ) -> Result<Vec<u8>, Stop> {
         self.chunks
-            .send((buf, len, last))
+            .send(Chunk {
+                buf,
+                len,
+                last,
+                points,
+            })
             .map_err(|_| failed("the cache writer stopped"))?;
         Ok(self.spent.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]))
     }
 }
 
-fn decode(entry: &Entry, archive: &Archive, job: &Job) -> Result<(), Stop> {
+fn decode(entry: &Entry, archive: &Archive, job: &Job) -> Result<Option<SeekIndex>, Stop> {
     let sink = Sink {
         entry,
         job,
         written: 0,
         crc: crc32fast::Hasher::new(),
+        index: SeekIndex {
+            points: Vec::new(),
+            span_crcs: Vec::new(),
+        },
+        span_crc: crc32fast::Hasher::new(),
     };
     let (chunks_tx, chunks_rx) = sync_channel(2);
     let (spent_tx, spent_rx) = channel();
@@ -181,28 +236,40 @@ fn decode(entry: &Entry, archive: &Archive, job: &Job) -> Result<(), Stop> {
             chunks: chunks_tx,
             spent: spent_rx,
         };
-        let produced = match job.method {
-            Method::Deflated => inflate(pipe, entry, job, archive),
-            _ => unzip(pipe, entry, archive),
+        let deflate = job.method == Method::Deflated;
+        let produced = if deflate {
+            inflate(pipe, entry, job, archive)
+        } else {
+            unzip(pipe, entry, archive)
         };
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(failed("the cache writer panicked")));
         match (produced, written) {
             (Err(Stop::Cancelled), _) => Err(Stop::Cancelled),
-            (_, Err(w)) => Err(w),
-            (p, Ok(())) => p,
+            (Err(p), _) => Err(p),
+            (Ok(()), Err(w)) => Err(w),
+            (Ok(()), Ok(index)) => Ok(deflate.then_some(index)),
         }
     })
 }
 
-/// Deflate, driven directly over `pread` buffers: the fast path for what numpy writes.
+/// Deflate, driven directly over `pread` buffers: the fast path for what numpy writes. Stops
+/// at block boundaries to record a seek point every [`SPAN`] bytes of output.
 fn inflate(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<(), Stop> {
-    let mut inflater = Decompress::new(false);
+    let mut inflater = Inflater::new().map_err(failed)?;
     let mut input = vec![0u8; INPUT];
     let (mut in_pos, mut in_len, mut consumed_total) = (0usize, 0usize, 0u64);
     let mut out = vec![0u8; CHUNK];
-    let mut out_len = 0usize;
+    let (mut out_len, mut out_total) = (0usize, 0u64);
+    let mut history = History::default();
+    let mut points = vec![Point {
+        out: 0,
+        input: 0,
+        bits: 0,
+        window: Vec::new(),
+    }];
+    let mut last_point = 0u64;
     loop {
         if entry.is_cancelled() {
             return Err(Stop::Cancelled);
@@ -215,28 +282,33 @@ fn inflate(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<()
             (in_pos, in_len) = (0, n);
             consumed_total += n as u64;
         }
-        let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
-        let status = inflater
-            .decompress(
-                &input[in_pos..in_len],
-                &mut out[out_len..],
-                FlushDecompress::None,
-            )
-            .map_err(|e| failed(format!("corrupt deflate stream ({e})")))?;
-        let used = (inflater.total_in() - before_in) as usize;
-        let made = (inflater.total_out() - before_out) as usize;
-        in_pos += used;
-        out_len += made;
-        let end = status == Status::StreamEnd;
-        if out_len == out.len() || end {
-            out = pipe.send(out, out_len, end)?;
+        let step = inflater
+            .inflate(&input[in_pos..in_len], &mut out[out_len..], true)
+            .map_err(failed)?;
+        in_pos += step.used;
+        out_len += step.made;
+        out_total += step.made as u64;
+        if let Some(bits) = step.boundary
+            && out_total - last_point >= SPAN
+        {
+            points.push(Point {
+                out: out_total,
+                input: consumed_total - (in_len - in_pos) as u64,
+                bits,
+                window: history.window(&out[..out_len]),
+            });
+            last_point = out_total;
+        }
+        if out_len == out.len() || step.end {
+            history.push(&out[..out_len]);
+            out = pipe.send(out, out_len, step.end, std::mem::take(&mut points))?;
             out_len = 0;
         }
-        if end {
+        if step.end {
             return Ok(());
         }
         let starved = in_pos == in_len && consumed_total == job.compressed_size;
-        if used == 0 && made == 0 && starved {
+        if step.used == 0 && step.made == 0 && starved {
             return Err(failed("the deflate stream ends before its end marker"));
         }
     }
@@ -271,7 +343,7 @@ fn unzip(pipe: Pipe, entry: &Entry, archive: &Archive) -> Result<(), Stop> {
             }
         }
         let end = len < out.len();
-        out = pipe.send(out, len, end)?;
+        out = pipe.send(out, len, end, Vec::new())?;
         if end {
             return Ok(());
         }

@@ -15,6 +15,8 @@
 
 pub mod decoder;
 pub mod entry;
+pub mod seek;
+pub mod seek_file;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -414,11 +416,23 @@ impl Shared {
     /// renamed to its complete name; a failed or cancelled one is deleted; both under the
     /// entry's part lock. An entry its last holder left while decoding is then filed here.
     fn decode(&self, entry: &Entry, archive: &Archive, job: &decoder::Job) {
-        let result = decoder::run(entry, archive, job);
+        let (result, index) = match decoder::run(entry, archive, job) {
+            Ok(index) => (Ok(()), index),
+            Err(stop) => (Err(stop), None),
+        };
         if result.is_ok() {
             // Verified: readers may have the rest now. The sync that makes the file safe to
             // adopt after a power loss is the slow part (~1 s per GiB here), so it comes after.
             entry.publish();
+            if let Some(index) = index {
+                let member = seek_file::Member {
+                    size: job.size,
+                    compressed_size: job.compressed_size,
+                    crc32: job.crc32,
+                };
+                self.store
+                    .save_seek(entry.key, &seek_file::encode(&index, member));
+            }
             if let Err(e) = entry.file().sync_data() {
                 log::warn!(
                     "cannot sync the cache file of {}: {}",

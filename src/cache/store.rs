@@ -5,11 +5,13 @@
 //!   file is ever given this name, by rename, so a crash never leaves a complete-looking file.
 //! * `.<index>-<crc32>-<size>.<pid>.<n>.part`: a decode in progress; removed at the next mount
 //!   once its process is gone.
+//! * `<index>-<crc32>-<size>.seek`: the member's seek index (`seek_file.rs`), written once
+//!   its first full decode verified; kept when the member's data is evicted.
 //! * `archive`: the path of the archive this key belongs to, so that a later mount of a
 //!   *changed* archive at the same path can delete the stale directory.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,8 +112,10 @@ impl Store {
             if name == "archive" && is_file {
                 continue;
             }
+            let seek_key = name.strip_suffix(".seek").and_then(FileKey::parse);
             match FileKey::parse(&name) {
                 Some(key) if is_file => found.push(key),
+                None if is_file && seek_key.is_some() => {}
                 _ if name.ends_with(".part") && part_owner_alive(&name) => {}
                 _ => remove(&entry.path()),
             }
@@ -163,6 +167,62 @@ impl Store {
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(self.complete_path(key))
+    }
+}
+
+impl Store {
+    /// Where the seek index of `key` lives.
+    fn seek_path(&self, key: FileKey) -> PathBuf {
+        self.dir.join(format!("{}.seek", key.name()))
+    }
+
+    /// Writes the seek index of `key` (temporary file, then rename: never half a file under
+    /// the final name). A failure costs only the index, so it is logged, not returned.
+    pub fn save_seek(&self, key: FileKey, bytes: &[u8]) {
+        let path = self.seek_path(key);
+        // Named like a partial file, so that a crash leaves nothing the next scan keeps.
+        let n = self.next_part.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!(
+            ".{}.seek.{}.{n}.part",
+            key.name(),
+            std::process::id()
+        ));
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_data()))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            remove(&tmp);
+            log::warn!(
+                "cannot save the seek index {}: {}",
+                path.display(),
+                cause(&e)
+            );
+        }
+    }
+
+    /// The bytes of the seek index of `key`, if there is one (not yet checked).
+    pub fn load_seek(&self, key: FileKey) -> Option<Vec<u8>> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.seek_path(key))
+            .ok()?;
+        let mut bytes = Vec::new();
+        // An index is about 1-3% of its member; a file far larger is not one.
+        let cap = key.size / 8 + (1 << 20);
+        (&mut file).take(cap).read_to_end(&mut bytes).ok()?;
+        Some(bytes)
+    }
+
+    /// Deletes the seek index of `key` (damaged or stale).
+    pub fn drop_seek(&self, key: FileKey) {
+        remove(&self.seek_path(key));
     }
 }
 

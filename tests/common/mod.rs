@@ -7,8 +7,34 @@ pub mod mount;
 
 use std::path::Path;
 
-/// Member files under a cache directory (not the `archive` marker): (name, bytes on disk).
+/// Member files under a cache directory (not the `archive` marker, not seek indexes):
+/// (name, bytes on disk).
 pub fn cache_files(root: &Path) -> Vec<(String, u64)> {
+    let mut files = all_cache_files(root);
+    files.retain(|(n, _)| !n.contains(".seek"));
+    files
+}
+
+/// Seek index files under a cache directory: (path, bytes).
+pub fn seek_files(root: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if f.file_name().to_string_lossy().ends_with(".seek") {
+                out.push((f.path(), f.metadata().map(|m| m.len()).unwrap_or(0)));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every file under a cache directory but the `archive` marker: (name, bytes on disk).
+pub fn all_cache_files(root: &Path) -> Vec<(String, u64)> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     for dir in std::fs::read_dir(root).into_iter().flatten().flatten() {
