@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::fs::{OWNER, ino, mount_with_cache, read_all};
+use common::fs::{OWNER, ino, mount_with_cache, read, read_all};
 use common::mount::wait_until;
 use common::{Entry, build_zip, compressible, seek_files};
 use npzfs::archive::Archive;
 use npzfs::cache::seek::{Inflater, SPAN, WINDOW};
-use npzfs::cache::seek_file::{self, Member};
+use npzfs::cache::seek_file::{Member, SeekTable};
 use npzfs::index::read_index;
 
 const MIB: usize = 1 << 20;
@@ -31,8 +31,8 @@ fn the_first_decode_records_a_checked_seek_index_that_restarts_anywhere() {
     let start = member.data_start(&archive).unwrap();
     let packed = archive.slice(start, member.compressed_size).unwrap();
     let (path, len) = &seek_files(&root)[0];
-    let index = seek_file::decode(
-        &std::fs::read(path).unwrap(),
+    let index = SeekTable::load(
+        std::fs::File::open(path).unwrap(),
         Member {
             size: member.size,
             compressed_size: member.compressed_size,
@@ -41,18 +41,24 @@ fn the_first_decode_records_a_checked_seek_index_that_restarts_anywhere() {
     )
     .unwrap();
     // A point at least every SPAN bytes, at the first block boundary after it.
-    assert!(index.points.len() >= 4, "{} points", index.points.len());
-    for pair in index.points.windows(2) {
-        assert!(pair[1].out - pair[0].out >= SPAN);
-        assert!(pair[1].out - pair[0].out < 2 * SPAN);
+    assert!(index.len() >= 4, "{} points", index.len());
+    for i in 1..index.len() {
+        let (start, end) = index.span(i - 1);
+        assert!(end - start >= SPAN && end - start < 2 * SPAN, "span {i}");
     }
     // Stored windows cost (here, on very compressible data) far less than 1% of the member.
     assert!(*len * 100 < data.len() as u64, "index of {len} bytes");
 
-    for (i, p) in index.points.iter().enumerate() {
-        let end = index.span_end(i, member.size) as usize;
-        let span = &data[p.out as usize..end];
-        assert_eq!(crc32fast::hash(span), index.span_crcs[i], "span {i}");
+    for i in 0..index.len() {
+        let p = index.point(i).unwrap();
+        let (start, end) = index.span(i);
+        assert_eq!(start, p.out);
+        let span = &data[start as usize..end as usize];
+        assert_eq!(
+            crc32fast::hash(span),
+            index.row(i).unwrap().span_crc,
+            "span {i}"
+        );
         assert!(p.window[..] == data[(p.out as usize).saturating_sub(WINDOW)..p.out as usize]);
         // Restarting at the point decodes the span exactly.
         let previous = if p.input > 0 {
@@ -60,7 +66,7 @@ fn the_first_decode_records_a_checked_seek_index_that_restarts_anywhere() {
         } else {
             0
         };
-        let mut inflater = Inflater::at(p, previous).unwrap();
+        let mut inflater = Inflater::at(&p, previous).unwrap();
         let mut out = vec![0u8; span.len()];
         let (mut pos, mut made) = (p.input as usize, 0);
         while made < out.len() {
@@ -74,4 +80,185 @@ fn the_first_decode_records_a_checked_seek_index_that_restarts_anywhere() {
         }
         assert!(out == span, "restart at point {i}");
     }
+}
+
+/// The bytes the summary line says were decoded from seek points.
+fn span_bytes(summary: &str) -> u64 {
+    let (_, rest) = summary.split_once("spans from seek points (").unwrap();
+    rest.split_once(' ').unwrap().0.parse().unwrap()
+}
+
+/// A member larger than the cache, decoded once through (which writes its seek index and,
+/// being too large to keep, is deleted on its last close).
+fn decoded_once(data: &[u8], budget: u64) -> common::fs::Fixture {
+    let f = mount_with_cache(
+        &build_zip(b"", &[Entry::deflated("x.npy", data.to_vec())]),
+        OWNER,
+        tempfile::tempdir().unwrap(),
+        budget,
+    );
+    assert_eq!(read_all(&f.fs, ino(&f.fs, "x.npy")), data);
+    let root = f.cache.path().join("c");
+    assert!(wait_until(10, || !seek_files(&root).is_empty()));
+    assert!(wait_until(10, || f
+        .cache_files()
+        .iter()
+        .all(|(_, b)| *b == 0)));
+    f
+}
+
+#[test]
+fn with_an_index_any_offset_costs_one_span_and_the_cache_stays_in_its_bound() {
+    let data = compressible(22, 24 * MIB + 77);
+    let budget = 4 * MIB as u64;
+    let f = decoded_once(&data, budget);
+
+    let fs = f.remount(budget);
+    let x = ino(&fs, "x.npy");
+    fs.open(x, false).unwrap();
+    // Far ahead first: the last bytes, then the middle, then the header.
+    let mut spans = 0;
+    for offset in [data.len() as u64 - 100, 13 * MIB as u64 + 5, 0] {
+        let got = read(&fs, x, offset, 100).unwrap();
+        assert!(
+            got[..] == data[offset as usize..][..got.len()],
+            "at {offset}"
+        );
+        spans += 1;
+        let decoded = span_bytes(&fs.summary().unwrap());
+        assert!(
+            decoded < spans * 2 * SPAN,
+            "{decoded} bytes for {spans} reads"
+        );
+    }
+    // Random reads all over, verified; the cache never holds more than its budget.
+    let mut x_state = 7u64;
+    for _ in 0..60 {
+        x_state = x_state.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let offset = (x_state >> 20) % data.len() as u64;
+        let got = read(&fs, x, offset, 70_000).unwrap();
+        assert!(
+            got[..] == data[offset as usize..][..got.len()],
+            "at {offset}"
+        );
+        assert!(f.cache_bytes() <= budget, "{} > {budget}", f.cache_bytes());
+    }
+    fs.release(x);
+    let summary = fs.summary().unwrap();
+    assert!(!summary.contains(" and 0 spans"), "{summary}");
+}
+
+#[test]
+fn spans_evicted_under_concurrent_readers_never_give_wrong_bytes() {
+    let data = compressible(23, 16 * MIB);
+    let budget = 3 * MIB as u64;
+    let f = decoded_once(&data, budget);
+    let fs = std::sync::Arc::new(f.remount(budget));
+    let x = ino(&fs, "x.npy");
+    std::thread::scope(|s| {
+        for t in 0..6u64 {
+            let (fs, data) = (fs.clone(), &data);
+            s.spawn(move || {
+                fs.open(x, false).unwrap();
+                let mut state = t + 1;
+                for _ in 0..40 {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(t);
+                    let offset = (state >> 16) % data.len() as u64;
+                    let got = read(&fs, x, offset, 200_000).unwrap();
+                    assert!(
+                        got[..] == data[offset as usize..][..got.len()],
+                        "at {offset}"
+                    );
+                }
+                fs.release(x);
+            });
+        }
+    });
+    assert!(
+        f.cache_bytes() <= budget,
+        "{} > {budget}: {:?} {}",
+        f.cache_bytes(),
+        f.cache_files(),
+        fs.summary().unwrap()
+    );
+}
+
+#[test]
+fn a_remount_reads_every_span_back_and_the_member_becomes_complete() {
+    let data = compressible(24, 6 * MIB + 3);
+    let f = decoded_once(&data, 2 * MIB as u64);
+    // A larger cache now: the member fits, so once every span is in it is complete.
+    let fs = f.remount(1 << 30);
+    let x = ino(&fs, "x.npy");
+    assert_eq!(read_all(&fs, x), data);
+    assert!(wait_until(10, || f
+        .cache_files()
+        .iter()
+        .any(|(n, _)| n.starts_with("0-"))));
+    let third = f.remount(1 << 30);
+    assert_eq!(read_all(&third, ino(&third, "x.npy")), data);
+    assert!(third.summary().unwrap().contains("reused 1"));
+}
+
+#[test]
+fn a_damaged_index_is_not_trusted_and_is_rebuilt() {
+    let data = compressible(25, 5 * MIB);
+    let f = decoded_once(&data, MIB as u64);
+    let root = f.cache.path().join("c");
+    let (path, _) = seek_files(&root).remove(0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let fs = f.remount(MIB as u64);
+    let x = ino(&fs, "x.npy");
+    assert_eq!(read_all(&fs, x), data);
+    assert!(
+        span_bytes(&fs.summary().unwrap()) == 0,
+        "the damaged index was used"
+    );
+    // Decoded from the start again, which wrote a new, good index.
+    assert!(wait_until(10, || seek_files(&root).len() == 1
+        && std::fs::read(&seek_files(&root)[0].0).unwrap() != bytes));
+    let again = f.remount(MIB as u64);
+    let y = ino(&again, "x.npy");
+    again.open(y, false).unwrap();
+    let got = read(&again, y, 4 * MIB as u64, 1000).unwrap();
+    assert!(got[..] == data[4 * MIB..][..1000]);
+    assert!(span_bytes(&again.summary().unwrap()) > 0);
+    again.release(y);
+}
+
+#[test]
+fn an_index_whose_spans_do_not_match_the_archive_gives_eio_never_wrong_bytes() {
+    let data = compressible(26, 4 * MIB);
+    let f = decoded_once(&data, MIB as u64);
+    let root = f.cache.path().join("c");
+    let (path, _) = seek_files(&root).remove(0);
+    // A well-formed index, checksum and all, whose span CRCs are wrong.
+    let archive = Archive::open(f._file.path()).unwrap();
+    let m = &read_index(&archive).unwrap()[0];
+    let member = Member {
+        size: m.size,
+        compressed_size: m.compressed_size,
+        crc32: m.crc32,
+    };
+    let good = SeekTable::load(std::fs::File::open(&path).unwrap(), member).unwrap();
+    let points: Vec<_> = (0..good.len())
+        .map(|i| (good.point(i).unwrap(), good.row(i).unwrap().span_crc))
+        .collect();
+    let mut w = npzfs::cache::seek_file::Writer::new(std::fs::File::create(&path).unwrap());
+    for (i, (point, crc)) in points.iter().enumerate() {
+        w.add(point).unwrap();
+        w.set_span_crc(i, crc ^ 1);
+    }
+    w.finish(member).unwrap();
+
+    let fs = f.remount(MIB as u64);
+    let x = ino(&fs, "x.npy");
+    fs.open(x, false).unwrap();
+    let err = read(&fs, x, 2 * MIB as u64, 100).unwrap_err();
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    fs.release(x);
 }

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use super::entry::Entry;
 use super::seek::{History, Inflater, Point, SPAN};
-use super::seek_file::SeekIndex;
+use super::seek_file::Writer;
 use crate::archive::Archive;
 use crate::index::Method;
 
@@ -72,18 +72,23 @@ fn io_failed(what: &str, e: &std::io::Error) -> Stop {
 }
 
 /// Decodes `job` into `entry`'s file, announcing progress to waiting readers; `Ok` once every
-/// byte is written and the size and CRC-32 match, with the seek index of a deflate member.
-/// The caller settles the entry's final state.
-pub fn run(entry: &Entry, archive: &Archive, job: &Job) -> Result<Option<SeekIndex>, Stop> {
+/// byte is written and the size and CRC-32 match. `seek`, for a deflate member, receives its
+/// seek points and comes back complete but for its footer. The caller settles the entry.
+pub fn run(
+    entry: &Entry,
+    archive: &Archive,
+    job: &Job,
+    seek: Option<Writer>,
+) -> Result<Option<Writer>, Stop> {
     let started = Instant::now();
-    let result = decode(entry, archive, job);
+    let result = decode(entry, archive, job, seek);
     match &result {
         Ok(index) => log::debug!(
             "decoded {} ({} bytes) in {:.3} s, {} seek points",
             entry.name,
             job.size,
             started.elapsed().as_secs_f64(),
-            index.as_ref().map_or(0, |i| i.points.len())
+            index.as_ref().map_or(0, Writer::points)
         ),
         Err(Stop::Cancelled) => log::debug!("stopped decoding {}: no one holds it", entry.name),
         Err(Stop::Failed { cause, .. }) => log::warn!("cannot read {}: {cause}", entry.name),
@@ -100,8 +105,9 @@ struct Sink<'a> {
     job: &'a Job,
     written: u64,
     crc: crc32fast::Hasher,
-    /// Seek points received so far, and the CRC-32 of each span between them.
-    index: SeekIndex,
+    /// The seek index being written (points as they come, a CRC-32 per span between them).
+    seek: Option<Writer>,
+    closed_spans: usize,
     span_crc: crc32fast::Hasher,
 }
 
@@ -124,7 +130,7 @@ impl Sink<'_> {
                 self.entry.answer_from(self.written, chunk);
             }
             let start = self.written;
-            self.written = flush(self.entry, chunk, self.written, self.job.size)?;
+            self.written = write_chunk(self.entry, chunk, self.written, self.job.size)?;
             self.crc.update(chunk);
             self.hash_spans(start, chunk);
             if !last {
@@ -136,27 +142,38 @@ impl Sink<'_> {
 
     /// Adds `chunk` (at `start`) to the span CRCs, closing a span at every point inside it.
     fn hash_spans(&mut self, start: u64, chunk: &[u8]) {
+        let Some(seek) = &mut self.seek else {
+            return;
+        };
+        let end = start + chunk.len() as u64;
         let mut at = 0usize;
-        let boundaries = self
-            .index
-            .points
-            .iter()
-            .map(|p| p.out)
-            .skip(self.index.span_crcs.len() + 1);
-        let cuts: Vec<u64> = boundaries
-            .take_while(|&out| out <= start + chunk.len() as u64)
-            .collect();
-        for out in cuts {
+        while let Some(out) = seek.boundary(self.closed_spans).filter(|&o| o <= end) {
             let cut = (out - start) as usize;
             self.span_crc.update(chunk.get(at..cut).unwrap_or_default());
-            let done = std::mem::take(&mut self.span_crc);
-            self.index.span_crcs.push(done.finalize());
+            let crc = std::mem::take(&mut self.span_crc).finalize();
+            seek.set_span_crc(self.closed_spans, crc);
+            self.closed_spans += 1;
             at = cut;
         }
         self.span_crc.update(chunk.get(at..).unwrap_or_default());
     }
 
-    fn verify(mut self) -> Result<SeekIndex, Stop> {
+    /// Hands new seek points to the index writer; if it cannot write, the index is given up
+    /// (the member is still served, just without seek points).
+    fn record(&mut self, points: &[Point]) {
+        if let Some(seek) = &mut self.seek
+            && let Err(e) = points.iter().try_for_each(|p| seek.add(p))
+        {
+            log::warn!(
+                "cannot write the seek index of {}: {}",
+                self.entry.name,
+                crate::error::cause(&e)
+            );
+            self.seek = None;
+        }
+    }
+
+    fn verify(mut self) -> Result<Option<Writer>, Stop> {
         if self.written != self.job.size {
             let declared = self.job.size;
             return Err(failed(format!(
@@ -167,14 +184,20 @@ impl Sink<'_> {
         if self.crc.finalize() != self.job.crc32 {
             return Err(failed("CRC-32 mismatch"));
         }
-        self.index.span_crcs.push(self.span_crc.finalize());
-        Ok(self.index)
+        if let Some(seek) = &mut self.seek {
+            seek.set_span_crc(self.closed_spans, self.span_crc.finalize());
+        }
+        Ok(self.seek)
     }
 
     /// Takes chunks until the last one (then verifies) or until the decoder gives up.
-    fn drain(mut self, chunks: Receiver<Chunk>, spent: Sender<Vec<u8>>) -> Result<SeekIndex, Stop> {
+    fn drain(
+        mut self,
+        chunks: Receiver<Chunk>,
+        spent: Sender<Vec<u8>>,
+    ) -> Result<Option<Writer>, Stop> {
         for chunk in chunks {
-            self.index.points.extend(chunk.points);
+            self.record(&chunk.points);
             self.push(&chunk.buf[..chunk.len], chunk.last)?;
             let _ = spent.send(chunk.buf);
             if chunk.last {
@@ -213,16 +236,20 @@ impl Pipe {
     }
 }
 
-fn decode(entry: &Entry, archive: &Archive, job: &Job) -> Result<Option<SeekIndex>, Stop> {
+fn decode(
+    entry: &Entry,
+    archive: &Archive,
+    job: &Job,
+    seek: Option<Writer>,
+) -> Result<Option<Writer>, Stop> {
+    let deflate = job.method == Method::Deflated;
     let sink = Sink {
         entry,
         job,
         written: 0,
         crc: crc32fast::Hasher::new(),
-        index: SeekIndex {
-            points: Vec::new(),
-            span_crcs: Vec::new(),
-        },
+        seek: seek.filter(|_| deflate),
+        closed_spans: 0,
         span_crc: crc32fast::Hasher::new(),
     };
     let (chunks_tx, chunks_rx) = sync_channel(2);
@@ -236,7 +263,6 @@ fn decode(entry: &Entry, archive: &Archive, job: &Job) -> Result<Option<SeekInde
             chunks: chunks_tx,
             spent: spent_rx,
         };
-        let deflate = job.method == Method::Deflated;
         let produced = if deflate {
             inflate(pipe, entry, job, archive)
         } else {
@@ -249,7 +275,7 @@ fn decode(entry: &Entry, archive: &Archive, job: &Job) -> Result<Option<SeekInde
             (Err(Stop::Cancelled), _) => Err(Stop::Cancelled),
             (Err(p), _) => Err(p),
             (Ok(()), Err(w)) => Err(w),
-            (Ok(()), Ok(index)) => Ok(deflate.then_some(index)),
+            (Ok(()), Ok(seek)) => Ok(seek),
         }
     })
 }
@@ -352,7 +378,12 @@ fn unzip(pipe: Pipe, entry: &Entry, archive: &Archive) -> Result<(), Stop> {
 
 /// Writes one decoded chunk at `offset`, space reserved first so that a full disk is a clean
 /// ENOSPC here rather than a hole a reader could see.
-fn flush(entry: &Entry, chunk: &[u8], offset: u64, size: u64) -> Result<u64, Stop> {
+pub(super) fn write_chunk(
+    entry: &Entry,
+    chunk: &[u8],
+    offset: u64,
+    size: u64,
+) -> Result<u64, Stop> {
     let end = offset + chunk.len() as u64;
     if end > size {
         return Err(failed(format!(

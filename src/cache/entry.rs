@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use super::seek_file::SeekTable;
 use super::store::FileKey;
 use crate::error::{Error, Result};
 
@@ -23,17 +24,51 @@ pub enum Fill {
     Complete,
     /// Decoding failed; every read fails with this cause.
     Failed { cause: String, errno: i32 },
+    /// Served span by span from a seek index: each span is decoded from its point when a
+    /// read needs it, and may be evicted on its own.
+    Sparse,
+}
+
+/// Where one span of a sparse member stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// Not in the cache file.
+    Absent,
+    /// Being decoded.
+    Filling,
+    /// In the cache file, verified against its CRC-32.
+    Present,
+}
+
+/// What a sparse member is decoded from.
+pub struct Sparse {
+    /// The member's seek points.
+    pub table: SeekTable,
+    /// Where the member's compressed bytes start in the archive.
+    pub data_start: u64,
+    /// How many compressed bytes there are.
+    pub compressed_size: u64,
 }
 
 struct Waiter {
     offset: u64,
     end: u64,
     done: ReadDone,
+    /// Sparse members: the bytes gathered so far and the spans still missing. A read
+    /// collects each span as it fills, so it never needs all of them resident at once.
+    partial: Option<Partial>,
+}
+
+struct Partial {
+    buf: Vec<u8>,
+    need: Vec<usize>,
 }
 
 struct State {
     fill: Fill,
     waiters: Vec<Waiter>,
+    /// Sparse members: each span's state.
+    spans: Vec<Span>,
 }
 
 /// A member being served from the cache.
@@ -49,6 +84,8 @@ pub struct Entry {
     /// Open handles on this member; the entry is never evicted while this is non-zero.
     pub pins: AtomicUsize,
     cancelled: AtomicBool,
+    /// Sparse members: where their spans are decoded from.
+    pub sparse: Option<Sparse>,
 }
 
 impl Entry {
@@ -62,6 +99,16 @@ impl Entry {
         Entry::new(key, name, file, None, Fill::Complete)
     }
 
+    /// A member served span by span from `sparse`, its (empty, sparse) cache file `file` at
+    /// `part`.
+    pub fn sparse(key: FileKey, name: String, file: File, part: PathBuf, sparse: Sparse) -> Entry {
+        let spans = sparse.table.len();
+        let mut entry = Entry::new(key, name, file, Some(part), Fill::Sparse);
+        entry.sparse = Some(sparse);
+        entry.lock().spans = vec![Span::Absent; spans];
+        entry
+    }
+
     fn new(key: FileKey, name: String, file: File, part: Option<PathBuf>, fill: Fill) -> Entry {
         Entry {
             key,
@@ -71,10 +118,30 @@ impl Entry {
             state: Mutex::new(State {
                 fill,
                 waiters: Vec::new(),
+                spans: Vec::new(),
             }),
             pins: AtomicUsize::new(0),
             cancelled: AtomicBool::new(false),
+            sparse: None,
         }
+    }
+
+    /// Whether the member is served span by span (until every span is in).
+    pub fn is_sparse(&self) -> bool {
+        matches!(self.lock().fill, Fill::Sparse)
+    }
+
+    /// If every span is present, the member is complete: it becomes an ordinary complete
+    /// member. Returns the span count if it did.
+    pub fn promote_if_full(&self) -> Option<usize> {
+        let mut state = self.lock();
+        let full =
+            matches!(state.fill, Fill::Sparse) && state.spans.iter().all(|s| *s == Span::Present);
+        if !full {
+            return None;
+        }
+        state.fill = Fill::Complete;
+        Some(std::mem::take(&mut state.spans).len())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -132,23 +199,211 @@ impl Entry {
         self.cancelled.load(Ordering::Relaxed)
     }
 
-    /// Reads `[offset, end)` now if decoded, else once the decoder gets there.
-    pub fn read(&self, offset: u64, end: u64, done: ReadDone) {
+    /// Reads `[offset, end)` now if decoded, else once the decoder gets there. For a sparse
+    /// member, returns the spans the caller must start decoding for it.
+    #[must_use]
+    pub fn read(&self, offset: u64, end: u64, done: ReadDone) -> Vec<usize> {
         let mut state = self.lock();
         let ready = match &state.fill {
             Fill::Complete => Ok(()),
             Fill::Decoding { decoded } if *decoded >= end => Ok(()),
             Fill::Decoding { .. } => {
-                state.waiters.push(Waiter { offset, end, done });
-                return;
+                state.waiters.push(Waiter {
+                    offset,
+                    end,
+                    done,
+                    partial: None,
+                });
+                return Vec::new();
             }
             Fill::Failed { cause, errno } => Err((cause.clone(), *errno)),
+            Fill::Sparse => return self.read_sparse(state, offset, end, done),
         };
         drop(state);
         match ready {
             Ok(()) => reply(done, self.pread(offset, end)),
             Err((cause, errno)) => done(Err(self.failure(cause, errno))),
         }
+        Vec::new()
+    }
+
+    /// The spans `[first, last]` that `[offset, end)` touches.
+    fn spans_of(&self, offset: u64, end: u64) -> (usize, usize) {
+        match &self.sparse {
+            Some(s) => (
+                s.table.span_of(offset),
+                s.table.span_of(end.saturating_sub(1).max(offset)),
+            ),
+            None => (0, 0),
+        }
+    }
+
+    /// A read of a sparse member. Spans present now are copied at once, under the entry's
+    /// lock: holes are punched under it too, so no eviction can zero bytes mid-copy. The read
+    /// waits for the rest, which it collects as they fill.
+    fn read_sparse(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        offset: u64,
+        end: u64,
+        done: ReadDone,
+    ) -> Vec<usize> {
+        let (first, last) = self.spans_of(offset, end);
+        let len = usize::try_from(end.saturating_sub(offset)).unwrap_or(0);
+        let mut partial = Partial {
+            buf: vec![0u8; len],
+            need: Vec::new(),
+        };
+        let mut start = Vec::new();
+        for i in first..=last {
+            match state.spans.get_mut(i) {
+                Some(Span::Present) => {
+                    if let Err(e) = self.copy_span(i, offset, end, &mut partial.buf) {
+                        drop(state);
+                        done(Err(e));
+                        return Vec::new();
+                    }
+                }
+                Some(span @ Span::Absent) => {
+                    *span = Span::Filling;
+                    start.push(i);
+                    partial.need.push(i);
+                }
+                _ => partial.need.push(i),
+            }
+        }
+        if partial.need.is_empty() || len == 0 {
+            drop(state);
+            done(Ok(&partial.buf));
+            return Vec::new();
+        }
+        state.waiters.push(Waiter {
+            offset,
+            end,
+            done,
+            partial: Some(partial),
+        });
+        start
+    }
+
+    /// Copies the part of span `i` inside `[offset, end)` from the cache file into `buf`.
+    fn copy_span(&self, i: usize, offset: u64, end: u64, buf: &mut [u8]) -> Result<()> {
+        let (from, to) = self.overlap(i, offset, end);
+        let range = (from - offset) as usize..(to - offset) as usize;
+        let dest = buf.get_mut(range).unwrap_or_default();
+        self.file.read_exact_at(dest, from).map_err(|e| Error::Io {
+            what: format!("cache file of {}", self.name),
+            cause: e,
+        })
+    }
+
+    /// Where span `i` and `[offset, end)` overlap.
+    fn overlap(&self, i: usize, offset: u64, end: u64) -> (u64, u64) {
+        let (start, stop) = self.sparse.as_ref().map_or((0, 0), |s| s.table.span(i));
+        let from = start.clamp(offset, end);
+        (from, stop.clamp(from, end))
+    }
+
+    /// Span `i` (`bytes`, at `start`) is verified and written: hands each waiting read its
+    /// part, and answers those that have everything now.
+    pub fn span_filled(&self, i: usize, start: u64, bytes: &[u8]) {
+        let ready: Vec<Waiter> = {
+            let mut state = self.lock();
+            if let Some(span) = state.spans.get_mut(i) {
+                *span = Span::Present;
+            }
+            for w in &mut state.waiters {
+                let Some(p) = &mut w.partial else { continue };
+                if !p.need.contains(&i) {
+                    continue;
+                }
+                let (from, to) = self.overlap(i, w.offset, w.end);
+                let src = bytes.get((from - start) as usize..(to - start) as usize);
+                let dest = p
+                    .buf
+                    .get_mut((from - w.offset) as usize..(to - w.offset) as usize);
+                if let (Some(src), Some(dest)) = (src, dest) {
+                    dest.copy_from_slice(src);
+                }
+                p.need.retain(|&k| k != i);
+            }
+            let waiters = std::mem::take(&mut state.waiters);
+            let (ready, waiting) = waiters
+                .into_iter()
+                .partition(|w| w.partial.as_ref().is_some_and(|p| p.need.is_empty()));
+            state.waiters = waiting;
+            ready
+        };
+        for w in ready {
+            let buf = w.partial.map(|p| p.buf).unwrap_or_default();
+            (w.done)(Ok(&buf));
+        }
+    }
+
+    /// Span `i` (`[start, end)`) could not be decoded: the reads that need it fail.
+    pub fn span_failed(&self, i: usize, start: u64, end: u64, cause: &str, errno: i32) {
+        let failed: Vec<Waiter> = {
+            let mut state = self.lock();
+            if let Some(span) = state.spans.get_mut(i) {
+                *span = Span::Absent;
+            }
+            let waiters = std::mem::take(&mut state.waiters);
+            let (failed, waiting) = waiters.into_iter().partition(|w| match &w.partial {
+                Some(p) => p.need.contains(&i),
+                None => w.offset < end && w.end > start,
+            });
+            state.waiters = waiting;
+            failed
+        };
+        for w in failed {
+            (w.done)(Err(self.failure(cause.to_string(), errno)));
+        }
+    }
+
+    /// Marks span `i` absent if it is present; true if it was (the caller punches its hole).
+    pub fn evict_span(&self, i: usize) -> bool {
+        let mut state = self.lock();
+        match state.spans.get_mut(i) {
+            Some(span @ Span::Present) => {
+                *span = Span::Absent;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Frees the disk space of evicted span `i` (`[start, end)`), unless it is being filled
+    /// again already. Under the entry's lock, so that a new fill (which must mark the span
+    /// filling under it first) never writes before the hole is punched: else the punch could
+    /// land on fresh bytes and a reader would get zeros.
+    pub fn punch(&self, i: usize, start: u64, end: u64) -> std::io::Result<()> {
+        let state = self.lock();
+        if state.spans.get(i) != Some(&Span::Absent) {
+            return Ok(());
+        }
+        let (Ok(off), Ok(len)) = (i64::try_from(start), i64::try_from(end - start)) else {
+            return Ok(());
+        };
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall on a descriptor this entry owns.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                off,
+                len,
+            )
+        };
+        drop(state);
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Spans `i` with their state (for tests and the summary).
+    pub fn spans(&self) -> Vec<Span> {
+        self.lock().spans.clone()
     }
 
     /// The writer holds the decoded bytes `chunk` of `[offset, offset + len)` and is about

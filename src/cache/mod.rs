@@ -17,6 +17,7 @@ pub mod decoder;
 pub mod entry;
 pub mod seek;
 pub mod seek_file;
+mod spans;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -82,6 +83,25 @@ struct Stats {
     reused: AtomicU64,
     evicted: AtomicU64,
     evicted_bytes: AtomicU64,
+    span_fills: AtomicU64,
+    span_bytes: AtomicU64,
+    evicted_spans: AtomicU64,
+}
+
+/// What an eviction took: files to delete and spans whose holes to punch, once the cache
+/// lock is released.
+#[derive(Default)]
+#[must_use]
+struct Victims {
+    files: Vec<PathBuf>,
+    holes: Vec<(Arc<Entry>, usize)>,
+}
+
+impl Victims {
+    fn apply(self) {
+        self.files.iter().for_each(|p| store::remove(p));
+        Victims::punch(self.holes);
+    }
 }
 
 struct State {
@@ -89,7 +109,10 @@ struct State {
     live: HashMap<usize, Arc<Entry>>,
     /// Complete files on disk that no one holds, least recently used first out.
     done: LruCache<usize, FileKey>,
-    /// Bytes of every member in `live` and `done`.
+    /// Spans of sparse members in their cache files, least recently filled first out:
+    /// (member, span) -> bytes.
+    spans: LruCache<(usize, usize), u64>,
+    /// Bytes of every member in `live` and `done`, and of every span in `spans`.
     used: u64,
     /// Members whose complete file an earlier mount left, not yet opened (for the summary).
     adopted: HashSet<usize>,
@@ -121,6 +144,7 @@ impl Cache {
         let mut state = State {
             live: HashMap::new(),
             done: LruCache::unbounded(),
+            spans: LruCache::unbounded(),
             used: 0,
             adopted: HashSet::new(),
         };
@@ -143,7 +167,7 @@ impl Cache {
             stats: Stats::default(),
         };
         let victims = shared.evict(&mut shared.lock(), 0);
-        victims.iter().for_each(|p| store::remove(p));
+        victims.apply();
         log::debug!(
             "cache {}: {} members reusable, budget {} bytes",
             shared.store.dir().display(),
@@ -204,6 +228,16 @@ impl Cache {
             what: format!("a cache file for {}", member.name),
             cause: e,
         })?;
+        if let Some(table) = self.seek_table(key, member) {
+            let sparse = entry::Sparse {
+                table,
+                data_start,
+                compressed_size: member.compressed_size,
+            };
+            let entry = Entry::sparse(key, member.name.clone(), file, part, sparse);
+            log::debug!("{}: served span by span from its seek index", member.name);
+            return self.adopt(Arc::new(entry), true);
+        }
         let entry = Arc::new(Entry::decoding(key, member.name.clone(), file, part));
         let job = decoder::Job {
             data_start,
@@ -216,11 +250,14 @@ impl Cache {
         if entry.pins.load(Ordering::SeqCst) == 0 {
             return Ok(()); // another open won the race; ours was discarded
         }
+        let seek = (member.method == crate::index::Method::Deflated)
+            .then(|| self.shared.store.create_seek(key).ok())
+            .flatten();
         let (archive, shared, failed_entry) =
             (self.archive.clone(), self.shared.clone(), entry.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("npzfs-decode-{index}"))
-            .spawn(move || shared.decode(&entry, &archive, &job));
+            .spawn(move || shared.decode(&entry, &archive, &job, seek));
         if let Err(e) = spawned {
             // No decoder will ever fill this entry: fail it, so no one waits on it, and drop
             // our pin, which files it out of the cache.
@@ -240,6 +277,28 @@ impl Cache {
         Ok(())
     }
 
+    /// The checked seek index of `key`, if one was saved; a damaged or stale one is deleted
+    /// (the next full decode writes it again).
+    fn seek_table(&self, key: FileKey, member: &Member) -> Option<seek_file::SeekTable> {
+        let file = self.shared.store.open_seek(key)?;
+        let expected = seek_file::Member {
+            size: member.size,
+            compressed_size: member.compressed_size,
+            crc32: member.crc32,
+        };
+        match seek_file::SeekTable::load(file, expected) {
+            Ok(table) => Some(table),
+            Err(e) => {
+                log::warn!(
+                    "seek index of {} cannot be used ({e}): decoding from the start",
+                    member.name
+                );
+                self.shared.store.drop_seek(key);
+                None
+            }
+        }
+    }
+
     /// Makes `entry` live with one pin, unless another open made the same member live first
     /// (then that one is pinned and `entry` discarded). `new` entries are charged to the
     /// budget, evicting what they must.
@@ -252,22 +311,22 @@ impl Cache {
                 if !new {
                     st.used -= entry.key.size; // the reused file was charged while in `done`
                 }
-                (Vec::new(), true)
+                (Victims::default(), true)
             } else {
-                let victims = if new {
-                    self.shared.evict(&mut st, entry.key.size)
+                // A sparse member is charged span by span, as they fill.
+                let charge = if new && !entry.is_sparse() {
+                    entry.key.size
                 } else {
-                    Vec::new()
+                    0
                 };
-                if new {
-                    st.used += entry.key.size;
-                }
+                let victims = self.shared.evict(&mut st, charge);
+                st.used += charge;
                 entry.pins.store(1, Ordering::SeqCst);
                 st.live.insert(index, entry.clone());
                 (victims, false)
             }
         };
-        victims.iter().for_each(|p| store::remove(p));
+        victims.apply();
         if lost && let Some(part) = entry.take_part() {
             store::remove(&part);
         }
@@ -276,13 +335,14 @@ impl Cache {
 
     /// Drops one pin of member `index`; on the last, keeps the member for reuse or lets it go.
     pub fn release(&self, index: usize) {
-        let mut remove = Vec::new();
+        let mut remove = Victims::default();
         {
             let mut st = self.lock();
             let Some(entry) = st.live.get(&index).cloned() else {
                 return;
             };
-            if entry.pins.fetch_sub(1, Ordering::SeqCst) != 1 {
+            // A sparse member stays: its spans are kept and evicted one by one.
+            if entry.pins.fetch_sub(1, Ordering::SeqCst) != 1 || entry.is_sparse() {
                 return;
             }
             // Until the decoder settles (renames or deletes the partial file, under the part
@@ -293,7 +353,7 @@ impl Cache {
                 st.live.remove(&index);
                 st.used -= entry.key.size;
                 entry.cancel();
-                remove.push(part);
+                remove.files.push(part);
                 log::debug!(
                     "{} is larger than the cache: dropped on last close",
                     entry.name
@@ -303,14 +363,19 @@ impl Cache {
                 remove = self.shared.dispose(&mut st, &entry, &entry.fill());
             }
         }
-        remove.iter().for_each(|p| store::remove(p));
+        remove.apply();
     }
 
     /// Reads `[offset, end)` of open member `index` and calls `done` with the bytes.
     pub fn read(&self, index: usize, offset: u64, end: u64, done: ReadDone) {
         let entry = self.lock().live.get(&index).cloned();
         match entry {
-            Some(entry) => entry.read(offset, end, done),
+            Some(entry) if entry.is_sparse() => {
+                self.shared
+                    .serve_sparse(&entry, &self.archive, offset, end, done);
+            }
+            // Only sparse members ask for spans.
+            Some(entry) => drop(entry.read(offset, end, done)),
             None => done(Err(Error::Corrupt {
                 what: format!("member {index}"),
                 cause: "read without an open handle".into(),
@@ -327,12 +392,16 @@ impl Cache {
     pub fn summary(&self) -> String {
         let s = &self.shared.stats;
         format!(
-            "cache: decoded {} members ({} bytes), reused {} from disk, evicted {} ({} bytes); \
-             {} of {} bytes in use",
+            "cache: decoded {} members ({} bytes), {} spans from seek points ({} bytes), \
+             reused {} from disk, evicted {} members and {} spans ({} bytes); {} of {} bytes \
+             in use",
             s.decoded.load(Ordering::Relaxed),
             s.decoded_bytes.load(Ordering::Relaxed),
+            s.span_fills.load(Ordering::Relaxed),
+            s.span_bytes.load(Ordering::Relaxed),
             s.reused.load(Ordering::Relaxed),
             s.evicted.load(Ordering::Relaxed),
+            s.evicted_spans.load(Ordering::Relaxed),
             s.evicted_bytes.load(Ordering::Relaxed),
             self.used(),
             self.shared.budget
@@ -348,22 +417,33 @@ impl Shared {
     /// Evicts members no one holds until `incoming` more bytes fit; returns their files.
     /// Complete ones go first, least recently used first; then, if that is not enough, those
     /// still decoding or syncing after their last close (their decoders are cancelled).
-    fn evict(&self, st: &mut State, incoming: u64) -> Vec<PathBuf> {
-        let mut victims = Vec::new();
+    fn evict(&self, st: &mut State, incoming: u64) -> Victims {
+        let mut victims = Victims::default();
         while st.used + incoming > self.budget {
             let key = if let Some((_, key)) = st.done.pop_lru() {
                 st.adopted.remove(&key.index);
-                victims.push(self.store.complete_path(key));
+                victims.files.push(self.store.complete_path(key));
                 key
+            } else if let Some(((index, i), len)) = st.spans.pop_lru() {
+                st.used -= len;
+                if let Some(entry) = st.live.get(&index)
+                    && entry.evict_span(i)
+                {
+                    victims.holes.push((entry.clone(), i));
+                }
+                self.stats.evicted_spans.fetch_add(1, Ordering::Relaxed);
+                self.stats.evicted_bytes.fetch_add(len, Ordering::Relaxed);
+                log::trace!("evicting span {i} of member {index} ({len} bytes)");
+                continue;
             } else if let Some(entry) = self.unheld(st) {
                 st.live.remove(&entry.key.index);
                 entry.cancel();
                 // Whoever takes the partial file settles it: if the decoder got there first,
                 // the file already has its complete name.
                 match entry.take_part() {
-                    Some(part) => victims.push(part),
+                    Some(part) => victims.files.push(part),
                     None if matches!(entry.fill(), Fill::Complete) => {
-                        victims.push(self.store.complete_path(entry.key));
+                        victims.files.push(self.store.complete_path(entry.key));
                     }
                     None => {}
                 }
@@ -381,17 +461,18 @@ impl Shared {
         victims
     }
 
-    /// A live entry no open handle holds (its decoder is still running or syncing).
+    /// A live entry no open handle holds (its decoder is still running or syncing); sparse
+    /// members are evicted span by span instead.
     fn unheld(&self, st: &State) -> Option<Arc<Entry>> {
         st.live
             .values()
-            .find(|e| e.pins.load(Ordering::SeqCst) == 0)
+            .find(|e| e.pins.load(Ordering::SeqCst) == 0 && !e.is_sparse())
             .cloned()
     }
 
     /// Files a member no one holds any more, whose decoding has settled: a complete one that
     /// fits is kept for reuse, anything else leaves the budget. Returns files to delete.
-    fn dispose(&self, st: &mut State, entry: &Entry, fill: &Fill) -> Vec<PathBuf> {
+    fn dispose(&self, st: &mut State, entry: &Entry, fill: &Fill) -> Victims {
         match fill {
             Fill::Complete if entry.key.size <= self.budget => {
                 st.done.put(entry.key.index, entry.key);
@@ -403,11 +484,14 @@ impl Shared {
                     "{} is larger than the cache: deleted on last close",
                     entry.name
                 );
-                vec![self.store.complete_path(entry.key)]
+                Victims {
+                    files: vec![self.store.complete_path(entry.key)],
+                    holes: Vec::new(),
+                }
             }
             _ => {
                 st.used -= entry.key.size;
-                Vec::new()
+                Victims::default()
             }
         }
     }
@@ -415,30 +499,47 @@ impl Shared {
     /// The decoder thread: decode, then settle the entry. A verified file is synced and
     /// renamed to its complete name; a failed or cancelled one is deleted; both under the
     /// entry's part lock. An entry its last holder left while decoding is then filed here.
-    fn decode(&self, entry: &Entry, archive: &Archive, job: &decoder::Job) {
-        let (result, index) = match decoder::run(entry, archive, job) {
-            Ok(index) => (Ok(()), index),
+    fn decode(
+        &self,
+        entry: &Entry,
+        archive: &Archive,
+        job: &decoder::Job,
+        seek: Option<(File, PathBuf)>,
+    ) {
+        let (seek_file, seek_part) = seek.unzip();
+        let writer = seek_file.map(seek_file::Writer::new);
+        let (result, writer) = match decoder::run(entry, archive, job, writer) {
+            Ok(writer) => (Ok(()), writer),
             Err(stop) => (Err(stop), None),
         };
         if result.is_ok() {
             // Verified: readers may have the rest now. The sync that makes the file safe to
             // adopt after a power loss is the slow part (~1 s per GiB here), so it comes after.
             entry.publish();
-            if let Some(index) = index {
-                let member = seek_file::Member {
-                    size: job.size,
-                    compressed_size: job.compressed_size,
-                    crc32: job.crc32,
-                };
-                self.store
-                    .save_seek(entry.key, &seek_file::encode(&index, member));
-            }
             if let Err(e) = entry.file().sync_data() {
                 log::warn!(
                     "cannot sync the cache file of {}: {}",
                     entry.name,
                     cause(&e)
                 );
+            }
+        }
+        if let Some(part) = seek_part {
+            let member = seek_file::Member {
+                size: job.size,
+                compressed_size: job.compressed_size,
+                crc32: job.crc32,
+            };
+            let kept = match writer {
+                Some(w) => w
+                    .finish(member)
+                    .and_then(|_| self.store.keep_seek(&part, entry.key))
+                    .map_err(|e| log::warn!("cannot save the seek index of {}: {e}", entry.name))
+                    .is_ok(),
+                None => false,
+            };
+            if !kept {
+                store::remove(&part);
             }
         }
         let fill = entry.settle(|part| self.finish_file(entry, result, part));
@@ -452,10 +553,10 @@ impl Shared {
                 st.live.remove(&entry.key.index);
                 self.dispose(&mut st, entry, &fill)
             } else {
-                Vec::new()
+                Victims::default()
             }
         };
-        remove.iter().for_each(|p| store::remove(p));
+        remove.apply();
     }
 
     fn finish_file(

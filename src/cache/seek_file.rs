@@ -1,41 +1,35 @@
-//! The seek index of one member on disk: written once its first full decode verified, read
-//! back by later mounts of the same archive, and never trusted before it is checked.
+//! The seek index of one member on disk: written while its first full decode runs, kept once
+//! that decode verified, read back by later mounts of the same archive, and never trusted
+//! before it is checked.
 //!
 //! Layout (little endian), in `<key>.seek` beside the cache files:
 //!
 //! ```text
-//! "NPZSEEK1"  size u64  compressed_size u64  crc32 u32  count u32
-//! count x { out u64  input u64  bits u8  span_crc u32  window_len u32  packed_len u32
-//!           packed window (raw deflate) }
-//! crc32 of everything before it, u32
+//! packed windows, one per point (raw deflate), in point order
+//! table: count x { out u64  input u64  bits u8  span_crc u32  window_at u64
+//!                  packed_len u32  window_len u32 }
+//! footer: "NPZSEEK2"  size u64  compressed_size u64  crc32 u32  count u32  table_at u64
+//!         crc32 of every byte before this field, u32
 //! ```
 //!
-//! Point 0 is the start of the stream (empty window). `span_crc` is the CRC-32 of the decoded
-//! bytes from this point to the next (or to the end): a span decoded again from its point is
-//! checked against it before anyone reads it. Windows are stored deflated: they are the
-//! bulk of the file (32 KiB per point before compression).
+//! The windows go first so that the writer can append each as its point is recorded: only
+//! the table (41 bytes a point, 41 KiB per GiB at 1 MiB spans) stays in memory, never the
+//! windows (32 KiB a point). Point 0 is the start of the stream (empty window). `span_crc` is
+//! the CRC-32 of the decoded bytes from this point to the next (or to the end): a span decoded
+//! again from its point is checked against it before anyone reads it.
 
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 
 use super::seek::{Point, WINDOW};
 
-const MAGIC: &[u8; 8] = b"NPZSEEK1";
-/// Header: magic, size, compressed_size, crc32, count.
-const HEADER: usize = 8 + 8 + 8 + 4 + 4;
-/// Per point before its packed window.
-const POINT: usize = 8 + 8 + 1 + 4 + 4 + 4;
-
-/// Where decoding of a member can restart, and what each span must decode to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SeekIndex {
-    /// Restart points, the first at offset 0, in increasing order.
-    pub points: Vec<Point>,
-    /// CRC-32 of each span `[points[i].out, points[i + 1].out or size)`.
-    pub span_crcs: Vec<u32>,
-}
+const MAGIC: &[u8; 8] = b"NPZSEEK2";
+const FOOTER: usize = 8 + 8 + 8 + 4 + 4 + 8 + 4;
+const ROW: usize = 8 + 8 + 1 + 4 + 8 + 4 + 4;
 
 /// What the index must agree with: the member as the central directory describes it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Member {
     /// Uncompressed size.
     pub size: u64,
@@ -45,94 +39,244 @@ pub struct Member {
     pub crc32: u32,
 }
 
-impl SeekIndex {
-    /// The index of the span holding `offset`.
+/// One point as the table records it; its window stays on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// Offset in the decoded member.
+    pub out: u64,
+    /// Offset in the compressed member of the first byte to feed the inflater.
+    pub input: u64,
+    /// Bits of the byte before `input` that belong to the next block.
+    pub bits: u8,
+    /// CRC-32 of the span from this point to the next one (or the end).
+    pub span_crc: u32,
+    window_at: u64,
+    packed_len: u32,
+    window_len: u32,
+}
+
+/// A loaded, checked index: the table in memory, windows read from the file when needed.
+pub struct SeekTable {
+    rows: Vec<Row>,
+    file: File,
+    size: u64,
+}
+
+impl SeekTable {
+    /// Reads and checks the index in `file` against `member`: any damage, any disagreement
+    /// with the member, any point that cannot be right is an error.
+    pub fn load(mut file: File, member: Member) -> Result<SeekTable, String> {
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        // Windows pack to at most about their own size: 33 KiB per point, a point per SPAN.
+        if len > member.size / 16 + (1 << 20) {
+            return Err(format!("{len} bytes is too large"));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        let rows = parse(&bytes, member)?;
+        Ok(SeekTable {
+            rows,
+            file,
+            size: member.size,
+        })
+    }
+
+    /// The number of points (and spans).
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Always false: every index has point 0.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Point `i`'s row.
+    pub fn row(&self, i: usize) -> Option<&Row> {
+        self.rows.get(i)
+    }
+
+    /// The span holding `offset`.
     pub fn span_of(&self, offset: u64) -> usize {
-        self.points
+        self.rows
             .partition_point(|p| p.out <= offset)
             .saturating_sub(1)
     }
 
-    /// Where span `i` ends.
-    pub fn span_end(&self, i: usize, size: u64) -> u64 {
-        self.points.get(i + 1).map_or(size, |p| p.out)
+    /// Where span `i` starts and ends.
+    pub fn span(&self, i: usize) -> (u64, u64) {
+        let start = self.rows.get(i).map_or(self.size, |r| r.out);
+        let end = self.rows.get(i + 1).map_or(self.size, |r| r.out);
+        (start, end)
+    }
+
+    /// Point `i` with its window, read from the file.
+    pub fn point(&self, i: usize) -> Result<Point, String> {
+        let row = self.rows.get(i).ok_or("no such point")?;
+        let mut packed = vec![0u8; row.packed_len as usize];
+        self.file
+            .read_exact_at(&mut packed, row.window_at)
+            .map_err(|e| format!("cannot read the seek index: {e}"))?;
+        let window = unpack(&packed, row.window_len as usize)
+            .ok_or_else(|| format!("the window of point {i} is damaged"))?;
+        Ok(Point {
+            out: row.out,
+            input: row.input,
+            bits: row.bits,
+            window,
+        })
     }
 }
 
-/// Serialises `index` for `member`.
-pub fn encode(index: &SeekIndex, member: Member) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + index.points.len() * (POINT + WINDOW / 2));
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&member.size.to_le_bytes());
-    out.extend_from_slice(&member.compressed_size.to_le_bytes());
-    out.extend_from_slice(&member.crc32.to_le_bytes());
-    out.extend_from_slice(&(index.points.len() as u32).to_le_bytes());
-    for (p, crc) in index.points.iter().zip(&index.span_crcs) {
-        let packed = pack(&p.window);
-        out.extend_from_slice(&p.out.to_le_bytes());
-        out.extend_from_slice(&p.input.to_le_bytes());
-        out.push(p.bits);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&(p.window.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(packed.len() as u32).to_le_bytes());
-        out.extend_from_slice(&packed);
-    }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+/// Builds an index file while the first decode runs: windows appended as points come, the
+/// table and footer at the end.
+pub struct Writer {
+    file: File,
+    at: u64,
+    crc: crc32fast::Hasher,
+    rows: Vec<Row>,
 }
 
-/// Parses and checks an index file for `member`: any damage, any disagreement with the
-/// member, any point that cannot be right is an error (and the index is rebuilt).
-pub fn decode(bytes: &[u8], member: Member) -> Result<SeekIndex, String> {
+impl Writer {
+    /// Starts writing into `file` (new and empty).
+    pub fn new(file: File) -> Writer {
+        Writer {
+            file,
+            at: 0,
+            crc: crc32fast::Hasher::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.crc.update(bytes);
+        self.at += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Records `point` (its window goes to the file now).
+    pub fn add(&mut self, point: &Point) -> io::Result<()> {
+        let packed = pack(&point.window);
+        let row = Row {
+            out: point.out,
+            input: point.input,
+            bits: point.bits,
+            span_crc: 0,
+            window_at: self.at,
+            packed_len: packed.len() as u32,
+            window_len: point.window.len() as u32,
+        };
+        self.append(&packed)?;
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// Where the next span boundary after the closed `closed` spans lies, if known.
+    pub fn boundary(&self, closed: usize) -> Option<u64> {
+        self.rows.get(closed + 1).map(|r| r.out)
+    }
+
+    /// Sets the CRC-32 of span `i`.
+    pub fn set_span_crc(&mut self, i: usize, crc: u32) {
+        if let Some(row) = self.rows.get_mut(i) {
+            row.span_crc = crc;
+        }
+    }
+
+    /// The number of points so far.
+    pub fn points(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Writes the table and footer and syncs; the caller renames the file into place.
+    pub fn finish(mut self, member: Member) -> io::Result<File> {
+        let table_at = self.at;
+        let mut tail = Vec::with_capacity(self.rows.len() * ROW + FOOTER);
+        for r in &self.rows {
+            tail.extend_from_slice(&r.out.to_le_bytes());
+            tail.extend_from_slice(&r.input.to_le_bytes());
+            tail.push(r.bits);
+            tail.extend_from_slice(&r.span_crc.to_le_bytes());
+            tail.extend_from_slice(&r.window_at.to_le_bytes());
+            tail.extend_from_slice(&r.packed_len.to_le_bytes());
+            tail.extend_from_slice(&r.window_len.to_le_bytes());
+        }
+        tail.extend_from_slice(MAGIC);
+        tail.extend_from_slice(&member.size.to_le_bytes());
+        tail.extend_from_slice(&member.compressed_size.to_le_bytes());
+        tail.extend_from_slice(&member.crc32.to_le_bytes());
+        tail.extend_from_slice(&(self.rows.len() as u32).to_le_bytes());
+        tail.extend_from_slice(&table_at.to_le_bytes());
+        self.append(&tail)?;
+        let crc = self.crc.clone().finalize();
+        self.file.write_all(&crc.to_le_bytes())?;
+        self.file.sync_data()?;
+        Ok(self.file)
+    }
+}
+
+fn parse(bytes: &[u8], member: Member) -> Result<Vec<Row>, String> {
     let (body, trailer) = bytes
         .split_last_chunk::<4>()
         .ok_or("shorter than its checksum")?;
     if crc32fast::hash(body) != u32::from_le_bytes(*trailer) {
         return Err("checksum mismatch".into());
     }
-    let mut r = Reader { bytes: body };
-    if r.take(8)? != MAGIC {
+    let footer_at = body
+        .len()
+        .checked_sub(FOOTER - 4)
+        .ok_or("shorter than its footer")?;
+    let mut f = Reader {
+        bytes: &body[footer_at..],
+    };
+    if f.take(8)? != MAGIC {
         return Err("not a seek index of this version".into());
     }
-    let (size, compressed_size, crc32) = (r.u64()?, r.u64()?, r.u32()?);
+    let (size, compressed_size, crc32) = (f.u64()?, f.u64()?, f.u32()?);
     if (size, compressed_size, crc32) != (member.size, member.compressed_size, member.crc32) {
         return Err("written for another member".into());
     }
-    let count = r.u32()? as usize;
-    if count == 0 || count > body.len() / POINT {
-        return Err(format!("impossible point count {count}"));
+    let count = f.u32()? as usize;
+    let table_at = usize::try_from(f.u64()?).map_err(|_| "bad table offset")?;
+    if count == 0 || table_at.checked_add(count * ROW) != Some(footer_at) {
+        return Err("the table does not fit".into());
     }
-    let mut index = SeekIndex {
-        points: Vec::with_capacity(count),
-        span_crcs: Vec::with_capacity(count),
+    let mut t = Reader {
+        bytes: &body[table_at..footer_at],
     };
+    let mut rows: Vec<Row> = Vec::with_capacity(count);
     for i in 0..count {
-        let (out, input, bits, crc) = (r.u64()?, r.u64()?, r.u8()?, r.u32()?);
-        let (window_len, packed_len) = (r.u32()? as usize, r.u32()? as usize);
-        let expected_window = usize::try_from(out).map_or(WINDOW, |o| o.min(WINDOW));
-        let previous = index.points.last();
-        let valid = match previous {
-            None => out == 0 && input == 0 && bits == 0,
-            Some(p) => out > p.out && input > p.input && out < size && input < compressed_size,
+        let row = Row {
+            out: t.u64()?,
+            input: t.u64()?,
+            bits: t.u8()?,
+            span_crc: t.u32()?,
+            window_at: t.u64()?,
+            packed_len: t.u32()?,
+            window_len: t.u32()?,
         };
-        if !valid || bits > 7 || window_len != expected_window {
+        let expected_window = usize::try_from(row.out).map_or(WINDOW, |o| o.min(WINDOW));
+        let in_order = match rows.last() {
+            None => row.out == 0 && row.input == 0 && row.bits == 0,
+            Some(p) => {
+                row.out > p.out
+                    && row.input > p.input
+                    && row.out < size
+                    && row.input <= compressed_size
+            }
+        };
+        let window_end = row.window_at.checked_add(u64::from(row.packed_len));
+        if !in_order
+            || row.bits > 7
+            || row.window_len as usize != expected_window
+            || window_end.is_none_or(|e| e > table_at as u64)
+        {
             return Err(format!("point {i} cannot be right"));
         }
-        let window = unpack(r.take(packed_len)?, window_len)
-            .ok_or_else(|| format!("the window of point {i} is damaged"))?;
-        index.points.push(Point {
-            out,
-            input,
-            bits,
-            window,
-        });
-        index.span_crcs.push(crc);
+        rows.push(row);
     }
-    if !r.bytes.is_empty() {
-        return Err("trailing bytes".into());
-    }
-    Ok(index)
+    Ok(rows)
 }
 
 fn pack(window: &[u8]) -> Vec<u8> {
@@ -168,8 +312,9 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(a))
     }
 
     fn u64(&mut self) -> Result<u64, String> {
@@ -183,69 +328,91 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    fn sample() -> (SeekIndex, Member) {
+    const MEMBER: Member = Member {
+        size: 3 << 20,
+        compressed_size: 900_000,
+        crc32: 0xdead_beef,
+    };
+
+    fn points() -> Vec<Point> {
         let window: Vec<u8> = (0..WINDOW).map(|i| (i % 251) as u8).collect();
-        let index = SeekIndex {
-            points: vec![
-                Point {
-                    out: 0,
-                    input: 0,
-                    bits: 0,
-                    window: vec![],
-                },
-                Point {
-                    out: 1 << 20,
-                    input: 300_000,
-                    bits: 3,
-                    window: window.clone(),
-                },
-                Point {
-                    out: 2 << 20,
-                    input: 610_000,
-                    bits: 0,
-                    window,
-                },
-            ],
-            span_crcs: vec![1, 2, 3],
-        };
-        let member = Member {
-            size: 3 << 20,
-            compressed_size: 900_000,
-            crc32: 0xdead_beef,
-        };
-        (index, member)
+        vec![
+            Point {
+                out: 0,
+                input: 0,
+                bits: 0,
+                window: vec![],
+            },
+            Point {
+                out: 1 << 20,
+                input: 300_000,
+                bits: 3,
+                window: window.clone(),
+            },
+            Point {
+                out: 2 << 20,
+                input: 610_000,
+                bits: 0,
+                window,
+            },
+        ]
+    }
+
+    fn write(points: &[Point]) -> Vec<u8> {
+        let file = tempfile::tempfile().unwrap();
+        let mut w = Writer::new(file);
+        for (i, p) in points.iter().enumerate() {
+            w.add(p).unwrap();
+            w.set_span_crc(i, i as u32 + 100);
+        }
+        let mut file = w.finish(MEMBER).unwrap();
+        let mut bytes = Vec::new();
+        use std::io::Seek;
+        file.seek(io::SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        bytes
+    }
+
+    fn load(bytes: &[u8], member: Member) -> Result<SeekTable, String> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        use std::io::Seek;
+        file.seek(io::SeekFrom::Start(0)).unwrap();
+        SeekTable::load(file, member)
     }
 
     #[test]
     fn round_trip() {
-        let (index, member) = sample();
-        let bytes = encode(&index, member);
-        assert!(bytes.len() < 3 * WINDOW / 2, "windows are stored packed");
-        assert_eq!(decode(&bytes, member).unwrap(), index);
-        assert_eq!(index.span_of(0), 0);
-        assert_eq!(index.span_of((1 << 20) - 1), 0);
-        assert_eq!(index.span_of(1 << 20), 1);
-        assert_eq!(index.span_of(10 << 20), 2);
-        assert_eq!(index.span_end(2, member.size), 3 << 20);
+        let bytes = write(&points());
+        assert!(bytes.len() < 2 * WINDOW, "windows are stored packed");
+        let t = load(&bytes, MEMBER).unwrap();
+        assert_eq!(t.len(), 3);
+        for (i, p) in points().iter().enumerate() {
+            assert_eq!(&t.point(i).unwrap(), p);
+            assert_eq!(t.row(i).unwrap().span_crc, i as u32 + 100);
+        }
+        assert_eq!(t.span_of(0), 0);
+        assert_eq!(t.span_of((1 << 20) - 1), 0);
+        assert_eq!(t.span_of(1 << 20), 1);
+        assert_eq!(t.span_of(10 << 20), 2);
+        assert_eq!(t.span(2), (2 << 20, 3 << 20));
     }
 
     #[test]
     fn any_damage_or_other_member_is_refused() {
-        let (index, member) = sample();
-        let bytes = encode(&index, member);
-        for at in (0..bytes.len()).step_by(97) {
+        let bytes = write(&points());
+        for at in (0..bytes.len()).step_by(37) {
             let mut bad = bytes.clone();
             bad[at] ^= 0x10;
-            assert!(decode(&bad, member).is_err(), "flip at {at}");
+            assert!(load(&bad, MEMBER).is_err(), "flip at {at}");
         }
         for len in [0, 3, 4, 40, bytes.len() - 1] {
-            assert!(decode(&bytes[..len], member).is_err(), "cut at {len}");
+            assert!(load(&bytes[..len], MEMBER).is_err(), "cut at {len}");
         }
-        let other = Member { crc32: 1, ..member };
-        assert!(decode(&bytes, other).is_err());
+        assert!(load(&bytes, Member { crc32: 1, ..MEMBER }).is_err());
         // A checksum made to match does not make impossible points pass.
-        let mut bad_index = index.clone();
-        bad_index.points[2].out = bad_index.points[1].out;
-        assert!(decode(&encode(&bad_index, member), member).is_err());
+        let mut bad = points();
+        bad[2].out = bad[1].out;
+        assert!(load(&write(&bad), MEMBER).is_err());
     }
 }

@@ -11,7 +11,7 @@
 //!   *changed* archive at the same path can delete the stale directory.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,48 +176,37 @@ impl Store {
         self.dir.join(format!("{}.seek", key.name()))
     }
 
-    /// Writes the seek index of `key` (temporary file, then rename: never half a file under
-    /// the final name). A failure costs only the index, so it is logged, not returned.
-    pub fn save_seek(&self, key: FileKey, bytes: &[u8]) {
-        let path = self.seek_path(key);
-        // Named like a partial file, so that a crash leaves nothing the next scan keeps.
+    /// A new file to write the seek index of `key` into while it decodes; named like a partial
+    /// file, so that a crash leaves nothing the next scan keeps.
+    pub fn create_seek(&self, key: FileKey) -> io::Result<(File, PathBuf)> {
         let n = self.next_part.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(format!(
+        let path = self.dir.join(format!(
             ".{}.seek.{}.{n}.part",
             key.name(),
             std::process::id()
         ));
-        let written = OpenOptions::new()
+        let file = OpenOptions::new()
+            .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_data()))
-            .and_then(|()| fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            remove(&tmp);
-            log::warn!(
-                "cannot save the seek index {}: {}",
-                path.display(),
-                cause(&e)
-            );
-        }
+            .open(&path)?;
+        Ok((file, path))
     }
 
-    /// The bytes of the seek index of `key`, if there is one (not yet checked).
-    pub fn load_seek(&self, key: FileKey) -> Option<Vec<u8>> {
-        let mut file = OpenOptions::new()
+    /// Gives a finished seek index its name.
+    pub fn keep_seek(&self, part: &Path, key: FileKey) -> io::Result<()> {
+        fs::rename(part, self.seek_path(key))
+    }
+
+    /// Opens the seek index of `key`, if there is one (not yet checked).
+    pub fn open_seek(&self, key: FileKey) -> Option<File> {
+        OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(self.seek_path(key))
-            .ok()?;
-        let mut bytes = Vec::new();
-        // An index is about 1-3% of its member; a file far larger is not one.
-        let cap = key.size / 8 + (1 << 20);
-        (&mut file).take(cap).read_to_end(&mut bytes).ok()?;
-        Some(bytes)
+            .ok()
     }
 
     /// Deletes the seek index of `key` (damaged or stale).
