@@ -1,15 +1,18 @@
-//! The decompression cache: compressed members are decoded once into files on disk, under a
-//! byte budget, and served from there.
+//! The decompression cache: compressed members are decoded into files on disk, under a byte
+//! budget, and served from there.
 //!
 //! * One decoder per member (single flight): the first open starts it, later opens share it.
+//!   It decodes from the start and, for deflate, records a seek point every
+//!   [`seek::SPAN`] bytes into the member's seek index ([`seek_file`]).
 //! * A read waits only for its own range, and never in a request thread ([`entry`]).
-//! * The budget (`cache_size`) counts every member with a cache file by its size. Members no
-//!   one holds open are evicted: complete ones least recently used first, then, if that is not
-//!   enough, ones still decoding after their last close. Members held open are never
-//!   evicted, so the budget can be exceeded by at most what open handles pin. A member larger
-//!   than the whole budget is decoded for its holders and deleted on its last close (or its
-//!   decoding stops, if it was still running). Any other member closed mid-decode finishes
-//!   decoding in the background (so a reopen joins it) and is then kept like the others.
+//! * With a seek index, a member whose file is gone is *sparse* (`spans.rs`): each span is
+//!   decoded from its own seek point when a read needs it and evicted on its own.
+//! * The budget (`cache_size`) counts every member with a cache file by its size, and every
+//!   span of a sparse member by its own. Eviction order and rules are in `budget.rs`: members
+//!   held open are never evicted whole, so the budget can be exceeded by what open handles
+//!   pin; a member larger than the whole budget is decoded for its holders and deleted on its
+//!   last close, and from then on served sparse, within the budget. Any other member closed
+//!   mid-decode finishes decoding in the background (so a reopen joins it).
 //! * Complete files are verified (size, CRC-32) and renamed into place, so they survive the
 //!   daemon and are reused by the next mount of the same, unchanged archive ([`store`]).
 
@@ -17,6 +20,7 @@ pub mod decoder;
 pub mod entry;
 pub mod seek;
 pub mod seek_file;
+mod budget;
 mod spans;
 pub mod store;
 
@@ -31,6 +35,7 @@ use lru::LruCache;
 use crate::archive::Archive;
 use crate::error::{Error, Result, cause};
 use crate::index::Member;
+use budget::Victims;
 use entry::{Entry, Fill, ReadDone};
 use store::{FileKey, Store};
 
@@ -86,22 +91,6 @@ struct Stats {
     span_fills: AtomicU64,
     span_bytes: AtomicU64,
     evicted_spans: AtomicU64,
-}
-
-/// What an eviction took: files to delete and spans whose holes to punch, once the cache
-/// lock is released.
-#[derive(Default)]
-#[must_use]
-struct Victims {
-    files: Vec<PathBuf>,
-    holes: Vec<(Arc<Entry>, usize)>,
-}
-
-impl Victims {
-    fn apply(self) {
-        self.files.iter().for_each(|p| store::remove(p));
-        Victims::punch(self.holes);
-    }
 }
 
 struct State {
@@ -412,88 +401,6 @@ impl Cache {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Evicts members no one holds until `incoming` more bytes fit; returns their files.
-    /// Complete ones go first, least recently used first; then, if that is not enough, those
-    /// still decoding or syncing after their last close (their decoders are cancelled).
-    fn evict(&self, st: &mut State, incoming: u64) -> Victims {
-        let mut victims = Victims::default();
-        while st.used + incoming > self.budget {
-            let key = if let Some((_, key)) = st.done.pop_lru() {
-                st.adopted.remove(&key.index);
-                victims.files.push(self.store.complete_path(key));
-                key
-            } else if let Some(((index, i), len)) = st.spans.pop_lru() {
-                st.used -= len;
-                if let Some(entry) = st.live.get(&index)
-                    && entry.evict_span(i)
-                {
-                    victims.holes.push((entry.clone(), i));
-                }
-                self.stats.evicted_spans.fetch_add(1, Ordering::Relaxed);
-                self.stats.evicted_bytes.fetch_add(len, Ordering::Relaxed);
-                log::trace!("evicting span {i} of member {index} ({len} bytes)");
-                continue;
-            } else if let Some(entry) = self.unheld(st) {
-                st.live.remove(&entry.key.index);
-                entry.cancel();
-                // Whoever takes the partial file settles it: if the decoder got there first,
-                // the file already has its complete name.
-                match entry.take_part() {
-                    Some(part) => victims.files.push(part),
-                    None if matches!(entry.fill(), Fill::Complete) => {
-                        victims.files.push(self.store.complete_path(entry.key));
-                    }
-                    None => {}
-                }
-                entry.key
-            } else {
-                break;
-            };
-            st.used -= key.size;
-            self.stats.evicted.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .evicted_bytes
-                .fetch_add(key.size, Ordering::Relaxed);
-            log::debug!("evicting member {} ({} bytes)", key.index, key.size);
-        }
-        victims
-    }
-
-    /// A live entry no open handle holds (its decoder is still running or syncing); sparse
-    /// members are evicted span by span instead.
-    fn unheld(&self, st: &State) -> Option<Arc<Entry>> {
-        st.live
-            .values()
-            .find(|e| e.pins.load(Ordering::SeqCst) == 0 && !e.is_sparse())
-            .cloned()
-    }
-
-    /// Files a member no one holds any more, whose decoding has settled: a complete one that
-    /// fits is kept for reuse, anything else leaves the budget. Returns files to delete.
-    fn dispose(&self, st: &mut State, entry: &Entry, fill: &Fill) -> Victims {
-        match fill {
-            Fill::Complete if entry.key.size <= self.budget => {
-                st.done.put(entry.key.index, entry.key);
-                self.evict(st, 0)
-            }
-            Fill::Complete => {
-                st.used -= entry.key.size;
-                log::debug!(
-                    "{} is larger than the cache: deleted on last close",
-                    entry.name
-                );
-                Victims {
-                    files: vec![self.store.complete_path(entry.key)],
-                    holes: Vec::new(),
-                }
-            }
-            _ => {
-                st.used -= entry.key.size;
-                Victims::default()
-            }
-        }
     }
 
     /// The decoder thread: decode, then settle the entry. A verified file is synced and
