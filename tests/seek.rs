@@ -44,7 +44,7 @@ fn the_first_decode_records_a_checked_seek_index_that_restarts_anywhere() {
     assert!(index.len() >= 4, "{} points", index.len());
     for i in 1..index.len() {
         let (start, end) = index.span(i - 1);
-        assert!(end - start >= SPAN && end - start < 2 * SPAN, "span {i}");
+        assert!(end - start >= SPAN && end - start < 4 * SPAN, "span {i}");
     }
     // Stored windows cost (here, on very compressible data) far less than 1% of the member.
     assert!(*len * 100 < data.len() as u64, "index of {len} bytes");

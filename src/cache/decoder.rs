@@ -15,7 +15,7 @@ use std::io::Read;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use super::entry::Entry;
-use super::seek::{History, Inflater, Point, SPAN};
+use super::seek::{History, Inflater, Point, SPAN, span_after};
 use super::seek_file::Writer;
 use crate::archive::Archive;
 use crate::index::Method;
@@ -281,7 +281,7 @@ fn decode(
 }
 
 /// Deflate, driven directly over `pread` buffers: the fast path for what numpy writes. Stops
-/// at block boundaries to record a seek point every [`SPAN`] bytes of output.
+/// at block boundaries to record a seek point every span of output ([`span_after`]).
 fn inflate(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<(), Stop> {
     let mut inflater = Inflater::new().map_err(failed)?;
     let mut input = vec![0u8; INPUT];
@@ -295,7 +295,7 @@ fn inflate(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<()
         bits: 0,
         window: Vec::new(),
     }];
-    let mut last_point = 0u64;
+    let (mut last_point, mut last_input, mut next_span) = (0u64, 0u64, SPAN);
     loop {
         if entry.is_cancelled() {
             return Err(Stop::Cancelled);
@@ -315,15 +315,17 @@ fn inflate(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<()
         out_len += step.made;
         out_total += step.made as u64;
         if let Some(bits) = step.boundary
-            && out_total - last_point >= SPAN
+            && out_total - last_point >= next_span
         {
+            let input = consumed_total - (in_len - in_pos) as u64;
             points.push(Point {
                 out: out_total,
-                input: consumed_total - (in_len - in_pos) as u64,
+                input,
                 bits,
                 window: history.window(&out[..out_len]),
             });
-            last_point = out_total;
+            next_span = span_after(input - last_input, out_total - last_point);
+            (last_point, last_input) = (out_total, input);
         }
         if out_len == out.len() || step.end {
             history.push(&out[..out_len]);

@@ -16,11 +16,11 @@
 //! * Complete files are verified (size, CRC-32) and renamed into place, so they survive the
 //!   daemon and are reused by the next mount of the same, unchanged archive ([`store`]).
 
+mod budget;
 pub mod decoder;
 pub mod entry;
 pub mod seek;
 pub mod seek_file;
-mod budget;
 mod spans;
 pub mod store;
 
@@ -423,6 +423,7 @@ impl Shared {
             // Verified: readers may have the rest now. The sync that makes the file safe to
             // adopt after a power loss is the slow part (~1 s per GiB here), so it comes after.
             entry.publish();
+            self.keep_seek(entry, job, writer, seek_part);
             if let Err(e) = entry.file().sync_data() {
                 log::warn!(
                     "cannot sync the cache file of {}: {}",
@@ -430,24 +431,8 @@ impl Shared {
                     cause(&e)
                 );
             }
-        }
-        if let Some(part) = seek_part {
-            let member = seek_file::Member {
-                size: job.size,
-                compressed_size: job.compressed_size,
-                crc32: job.crc32,
-            };
-            let kept = match writer {
-                Some(w) => w
-                    .finish(member)
-                    .and_then(|_| self.store.keep_seek(&part, entry.key))
-                    .map_err(|e| log::warn!("cannot save the seek index of {}: {e}", entry.name))
-                    .is_ok(),
-                None => false,
-            };
-            if !kept {
-                store::remove(&part);
-            }
+        } else if let Some(part) = seek_part {
+            store::remove(&part);
         }
         let fill = entry.settle(|part| self.finish_file(entry, result, part));
         let remove = {
@@ -464,6 +449,35 @@ impl Shared {
             }
         };
         remove.apply();
+    }
+
+    /// Finishes and names the seek index `writer` wrote into `part`, or deletes it.
+    fn keep_seek(
+        &self,
+        entry: &Entry,
+        job: &decoder::Job,
+        writer: Option<seek_file::Writer>,
+        part: Option<PathBuf>,
+    ) {
+        let Some(part) = part else {
+            return;
+        };
+        let member = seek_file::Member {
+            size: job.size,
+            compressed_size: job.compressed_size,
+            crc32: job.crc32,
+        };
+        let kept = match writer {
+            Some(w) => w
+                .finish(member)
+                .and_then(|_| self.store.keep_seek(&part, entry.key))
+                .map_err(|e| log::warn!("cannot save the seek index of {}: {e}", entry.name))
+                .is_ok(),
+            None => false,
+        };
+        if !kept {
+            store::remove(&part);
+        }
     }
 
     fn finish_file(

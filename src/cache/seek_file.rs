@@ -280,7 +280,9 @@ fn parse(bytes: &[u8], member: Member) -> Result<Vec<Row>, String> {
 }
 
 fn pack(window: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    // The level numpy writes with: a window then packs about as well as the stream around it,
+    // which is what `seek::span_after` counts on.
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     // Writing to a Vec cannot fail.
     let _ = e.write_all(window);
     e.finish().unwrap_or_default()
