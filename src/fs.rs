@@ -261,6 +261,13 @@ impl NpzFs {
         self.archive.slice(start + offset, end - offset)
     }
 
+    /// The mount is going away: lets go of the cache's partial files.
+    pub fn close(&self) {
+        if let Some(cache) = &self.cache {
+            cache.close();
+        }
+    }
+
     /// A line about the cache for the log at unmount, if there is a cache.
     pub fn summary(&self) -> Option<String> {
         self.cache.as_ref().map(Cache::summary)

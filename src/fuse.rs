@@ -97,6 +97,7 @@ impl Filesystem for Fuse {
         if let Some(summary) = self.fs.summary() {
             log::info!("{summary}");
         }
+        self.fs.close();
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

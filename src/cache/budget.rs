@@ -37,10 +37,10 @@ impl Shared {
     pub(super) fn evict(&self, st: &mut State, incoming: u64) -> Victims {
         let mut victims = Victims::default();
         while st.used + incoming > self.budget {
-            let key = if let Some((_, key)) = st.done.pop_lru() {
+            let (key, charged) = if let Some((_, key)) = st.done.pop_lru() {
                 st.adopted.remove(&key.index);
                 victims.files.push(self.store.complete_path(key));
-                key
+                (key, key.size)
             } else if let Some(((index, i), len)) = st.spans.pop_lru() {
                 st.used -= len;
                 if let Some(entry) = st.live.get(&index)
@@ -54,6 +54,7 @@ impl Shared {
                 continue;
             } else if let Some(entry) = self.unheld(st) {
                 st.live.remove(&entry.key.index);
+                let charged = entry.charge();
                 entry.cancel();
                 // Whoever takes the partial file settles it: if the decoder got there first,
                 // the file already has its complete name.
@@ -64,16 +65,16 @@ impl Shared {
                     }
                     None => {}
                 }
-                entry.key
+                (entry.key, charged)
             } else {
                 break;
             };
-            st.used -= key.size;
+            st.used -= charged;
             self.stats.evicted.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .evicted_bytes
-                .fetch_add(key.size, Ordering::Relaxed);
-            log::debug!("evicting member {} ({} bytes)", key.index, key.size);
+                .fetch_add(charged, Ordering::Relaxed);
+            log::debug!("evicting member {} ({charged} bytes)", key.index);
         }
         victims
     }
@@ -107,7 +108,7 @@ impl Shared {
                 }
             }
             _ => {
-                st.used -= entry.key.size;
+                st.used -= entry.charge();
                 Victims::default()
             }
         }

@@ -136,6 +136,13 @@ impl Sink<'_> {
             if !last {
                 self.entry.advance(self.written);
             }
+            // A member larger than the cache keeps only its window: the rest is freed as
+            // soon as the reads waiting for it are answered (by `advance`, above).
+            if let Some(window) = self.entry.window
+                && let Err(e) = self.entry.trim(self.written.saturating_sub(window))
+            {
+                log::debug!("cannot free behind the window of {}: {e}", self.entry.name);
+            }
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use super::seek_file::SeekTable;
 use super::store::FileKey;
@@ -28,6 +28,10 @@ pub enum Fill {
     /// read needs it, and may be evicted on its own.
     Sparse,
 }
+
+/// A read that waited behind a first pass's window: `(offset, end, done)`, asked again once
+/// the member is sparse.
+pub type LateRead = (u64, u64, ReadDone);
 
 /// Where one span of a sparse member stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +73,8 @@ struct State {
     waiters: Vec<Waiter>,
     /// Sparse members: each span's state.
     spans: Vec<Span>,
+    /// A first pass keeping a window: bytes before this were written and punched out again.
+    kept_from: u64,
 }
 
 /// A member being served from the cache.
@@ -84,14 +90,26 @@ pub struct Entry {
     /// Open handles on this member; the entry is never evicted while this is non-zero.
     pub pins: AtomicUsize,
     cancelled: AtomicBool,
-    /// Sparse members: where their spans are decoded from.
-    pub sparse: Option<Sparse>,
+    /// Sparse members: where their spans are decoded from (set once, when the member
+    /// becomes sparse).
+    sparse: OnceLock<Sparse>,
+    /// A first pass of a member larger than the cache keeps only its last this many bytes
+    /// in the file; reads behind them wait for the seek index (then the member is sparse).
+    pub window: Option<u64>,
 }
 
 impl Entry {
     /// An entry whose decoder is about to start, writing `file` (at `part`).
-    pub fn decoding(key: FileKey, name: String, file: File, part: PathBuf) -> Entry {
-        Entry::new(key, name, file, Some(part), Fill::Decoding { decoded: 0 })
+    pub fn decoding(
+        key: FileKey,
+        name: String,
+        file: File,
+        part: PathBuf,
+        window: Option<u64>,
+    ) -> Entry {
+        let mut entry = Entry::new(key, name, file, Some(part), Fill::Decoding { decoded: 0 });
+        entry.window = window;
+        entry
     }
 
     /// An entry for a complete, verified file from an earlier decode.
@@ -101,10 +119,16 @@ impl Entry {
 
     /// A member served span by span from `sparse`, its (empty, sparse) cache file `file` at
     /// `part`.
-    pub fn sparse(key: FileKey, name: String, file: File, part: PathBuf, sparse: Sparse) -> Entry {
+    pub fn new_sparse(
+        key: FileKey,
+        name: String,
+        file: File,
+        part: PathBuf,
+        sparse: Sparse,
+    ) -> Entry {
         let spans = sparse.table.len();
-        let mut entry = Entry::new(key, name, file, Some(part), Fill::Sparse);
-        entry.sparse = Some(sparse);
+        let entry = Entry::new(key, name, file, Some(part), Fill::Sparse);
+        let _ = entry.sparse.set(sparse);
         entry.lock().spans = vec![Span::Absent; spans];
         entry
     }
@@ -119,11 +143,77 @@ impl Entry {
                 fill,
                 waiters: Vec::new(),
                 spans: Vec::new(),
+                kept_from: 0,
             }),
             pins: AtomicUsize::new(0),
             cancelled: AtomicBool::new(false),
-            sparse: None,
+            sparse: OnceLock::new(),
+            window: None,
         }
+    }
+
+    /// Where a sparse member's spans are decoded from.
+    pub fn sparse(&self) -> Option<&Sparse> {
+        self.sparse.get()
+    }
+
+    /// The bytes this member is charged to the budget while it is live: its size, its window
+    /// during a windowed first pass, nothing as a sparse member (its spans are charged).
+    pub fn charge(&self) -> u64 {
+        if self.is_sparse() {
+            0
+        } else {
+            self.window.unwrap_or(self.key.size).min(self.key.size)
+        }
+    }
+
+    /// The windowed first pass wrote everything up to `decoded`: frees `[kept_from, to)`.
+    /// Under the entry's lock, as reads of a windowed member copy under it: a punch never
+    /// lands under a read.
+    pub fn trim(&self, to: u64) -> std::io::Result<()> {
+        let mut state = self.lock();
+        if to <= state.kept_from {
+            return Ok(());
+        }
+        let from = std::mem::replace(&mut state.kept_from, to);
+        punch_hole(&self.file, from, to)
+    }
+
+    /// The windowed first pass is done and its seek index saved: the member becomes sparse,
+    /// with the spans still in its window present. Returns the reads still waiting (those
+    /// behind the window), to be asked again, and the present spans with their sizes.
+    pub fn become_sparse(&self, sparse: Sparse) -> (Vec<LateRead>, Vec<(usize, u64)>) {
+        let mut state = self.lock();
+        let n = sparse.table.len();
+        let mut present = Vec::new();
+        state.spans = (0..n)
+            .map(|i| {
+                let (start, end) = sparse.table.span(i);
+                if start >= state.kept_from {
+                    present.push((i, end - start));
+                    Span::Present
+                } else {
+                    Span::Absent
+                }
+            })
+            .collect();
+        // The window's first span is only partly there: free that part, which no span
+        // accounts for.
+        let first_present = present
+            .first()
+            .map_or(self.key.size, |&(i, _)| sparse.table.span(i).0);
+        if state.kept_from < first_present
+            && let Err(e) = punch_hole(&self.file, state.kept_from, first_present)
+        {
+            log::debug!("cannot free the head of the window of {}: {e}", self.name);
+        }
+        let _ = self.sparse.set(sparse);
+        state.fill = Fill::Sparse;
+        let late = std::mem::take(&mut state.waiters)
+            .into_iter()
+            .map(|w| (w.offset, w.end, w.done))
+            .collect();
+        (late, present)
     }
 
     /// Whether the member is served span by span (until every span is in).
@@ -206,7 +296,16 @@ impl Entry {
         let mut state = self.lock();
         let ready = match &state.fill {
             Fill::Complete => Ok(()),
-            Fill::Decoding { decoded } if *decoded >= end => Ok(()),
+            Fill::Decoding { decoded } if *decoded >= end && offset >= state.kept_from => {
+                if self.window.is_some() {
+                    // Under the lock: `trim` cannot punch under this read.
+                    let bytes = self.pread(offset, end);
+                    drop(state);
+                    reply(done, bytes);
+                    return Vec::new();
+                }
+                Ok(())
+            }
             Fill::Decoding { .. } => {
                 state.waiters.push(Waiter {
                     offset,
@@ -229,7 +328,7 @@ impl Entry {
 
     /// The spans `[first, last]` that `[offset, end)` touches.
     fn spans_of(&self, offset: u64, end: u64) -> (usize, usize) {
-        match &self.sparse {
+        match self.sparse.get() {
             Some(s) => (
                 s.table.span_of(offset),
                 s.table.span_of(end.saturating_sub(1).max(offset)),
@@ -299,7 +398,7 @@ impl Entry {
 
     /// Where span `i` and `[offset, end)` overlap.
     fn overlap(&self, i: usize, offset: u64, end: u64) -> (u64, u64) {
-        let (start, stop) = self.sparse.as_ref().map_or((0, 0), |s| s.table.span(i));
+        let (start, stop) = self.sparse.get().map_or((0, 0), |s| s.table.span(i));
         let from = start.clamp(offset, end);
         (from, stop.clamp(from, end))
     }
@@ -381,24 +480,9 @@ impl Entry {
         if state.spans.get(i) != Some(&Span::Absent) {
             return Ok(());
         }
-        let (Ok(off), Ok(len)) = (i64::try_from(start), i64::try_from(end - start)) else {
-            return Ok(());
-        };
-        use std::os::fd::AsRawFd;
-        // SAFETY: plain syscall on a descriptor this entry owns.
-        let rc = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                off,
-                len,
-            )
-        };
+        let punched = punch_hole(&self.file, start, end);
         drop(state);
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        punched
     }
 
     /// Spans `i` with their state (for tests and the summary).
@@ -434,7 +518,11 @@ impl Entry {
         let ready = {
             let mut state = self.lock();
             state.fill = Fill::Decoding { decoded };
-            let (ready, waiting) = state.waiters.drain(..).partition(|w| w.end <= decoded);
+            let kept_from = state.kept_from;
+            let (ready, waiting) = state
+                .waiters
+                .drain(..)
+                .partition(|w| w.end <= decoded && w.offset >= kept_from);
             state.waiters = waiting;
             ready
         };
@@ -486,6 +574,27 @@ impl Entry {
             })?;
         Ok(buf)
     }
+}
+
+/// Frees `[start, end)` of `file` (the size stays).
+fn punch_hole(file: &File, start: u64, end: u64) -> std::io::Result<()> {
+    let (Ok(off), Ok(len)) = (i64::try_from(start), i64::try_from(end - start)) else {
+        return Ok(());
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on an open descriptor.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn reply(done: ReadDone, bytes: Result<Vec<u8>>) {

@@ -223,11 +223,24 @@ impl Cache {
                 data_start,
                 compressed_size: member.compressed_size,
             };
-            let entry = Entry::sparse(key, member.name.clone(), file, part, sparse);
+            let entry = Entry::new_sparse(key, member.name.clone(), file, part, sparse);
             log::debug!("{}: served span by span from its seek index", member.name);
             return self.adopt(Arc::new(entry), true);
         }
-        let entry = Arc::new(Entry::decoding(key, member.name.clone(), file, part));
+        let seek = (member.method == crate::index::Method::Deflated)
+            .then(|| self.shared.store.create_seek(key).ok())
+            .flatten();
+        // A member larger than the whole cache keeps only a window of itself (half the budget)
+        // during its first pass, and is served sparse once its seek index is saved.
+        let budget = self.shared.budget;
+        let window = (seek.is_some() && member.size > budget).then_some(budget / 2);
+        let entry = Arc::new(Entry::decoding(
+            key,
+            member.name.clone(),
+            file,
+            part,
+            window,
+        ));
         let job = decoder::Job {
             data_start,
             compressed_size: member.compressed_size,
@@ -237,11 +250,12 @@ impl Cache {
         };
         self.adopt(entry.clone(), true)?;
         if entry.pins.load(Ordering::SeqCst) == 0 {
-            return Ok(()); // another open won the race; ours was discarded
+            // Another open won the race; ours was discarded.
+            if let Some((_, part)) = seek {
+                store::remove(&part);
+            }
+            return Ok(());
         }
-        let seek = (member.method == crate::index::Method::Deflated)
-            .then(|| self.shared.store.create_seek(key).ok())
-            .flatten();
         let (archive, shared, failed_entry) =
             (self.archive.clone(), self.shared.clone(), entry.clone());
         let spawned = std::thread::Builder::new()
@@ -302,12 +316,7 @@ impl Cache {
                 }
                 (Victims::default(), true)
             } else {
-                // A sparse member is charged span by span, as they fill.
-                let charge = if new && !entry.is_sparse() {
-                    entry.key.size
-                } else {
-                    0
-                };
+                let charge = if new { entry.charge() } else { 0 };
                 let victims = self.shared.evict(&mut st, charge);
                 st.used += charge;
                 entry.pins.store(1, Ordering::SeqCst);
@@ -340,7 +349,7 @@ impl Cache {
             let too_big = entry.key.size > self.shared.budget;
             if too_big && let Some(part) = entry.take_part() {
                 st.live.remove(&index);
-                st.used -= entry.key.size;
+                st.used -= entry.charge();
                 entry.cancel();
                 remove.files.push(part);
                 log::debug!(
@@ -370,6 +379,23 @@ impl Cache {
                 cause: "read without an open handle".into(),
             })),
         }
+    }
+
+    /// At unmount: partial and sparse cache files are of no use to a later mount (complete
+    /// files and seek indexes are), so they are deleted now rather than at its scan; running
+    /// decoders are told to stop.
+    pub fn close(&self) {
+        let parts: Vec<PathBuf> = {
+            let st = self.lock();
+            st.live
+                .values()
+                .filter_map(|e| {
+                    e.cancel();
+                    e.take_part()
+                })
+                .collect()
+        };
+        parts.iter().for_each(|p| store::remove(p));
     }
 
     /// Bytes the cache accounts for now (held, decoding and kept members).
@@ -407,19 +433,30 @@ impl Shared {
     /// renamed to its complete name; a failed or cancelled one is deleted; both under the
     /// entry's part lock. An entry its last holder left while decoding is then filed here.
     fn decode(
-        &self,
-        entry: &Entry,
-        archive: &Archive,
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        archive: &Arc<Archive>,
         job: &decoder::Job,
         seek: Option<(File, PathBuf)>,
     ) {
         let (seek_file, seek_part) = seek.unzip();
         let writer = seek_file.map(seek_file::Writer::new);
-        let (result, writer) = match decoder::run(entry, archive, job, writer) {
+        let (mut result, writer) = match decoder::run(entry, archive, job, writer) {
             Ok(writer) => (Ok(()), writer),
             Err(stop) => (Err(stop), None),
         };
-        if result.is_ok() {
+        if result.is_ok() && entry.window.is_some() {
+            // Its file has holes: never published as complete. Sparse from now on.
+            if self.keep_seek(entry, job, writer, seek_part)
+                && self.make_sparse(entry, archive, job)
+            {
+                return;
+            }
+            result = Err(decoder::Stop::Failed {
+                cause: "cannot keep the seek index of a member larger than the cache".into(),
+                errno: libc::EIO,
+            });
+        } else if result.is_ok() {
             // Verified: readers may have the rest now. The sync that makes the file safe to
             // adopt after a power loss is the slow part (~1 s per GiB here), so it comes after.
             entry.publish();
@@ -440,7 +477,7 @@ impl Shared {
             let ours = st
                 .live
                 .get(&entry.key.index)
-                .is_some_and(|e| std::ptr::eq(&**e, entry));
+                .is_some_and(|e| Arc::ptr_eq(e, entry));
             if ours && entry.pins.load(Ordering::SeqCst) == 0 {
                 st.live.remove(&entry.key.index);
                 self.dispose(&mut st, entry, &fill)
@@ -451,16 +488,17 @@ impl Shared {
         remove.apply();
     }
 
-    /// Finishes and names the seek index `writer` wrote into `part`, or deletes it.
+    /// Finishes and names the seek index `writer` wrote into `part`, or deletes it. True if
+    /// it is kept.
     fn keep_seek(
         &self,
         entry: &Entry,
         job: &decoder::Job,
         writer: Option<seek_file::Writer>,
         part: Option<PathBuf>,
-    ) {
+    ) -> bool {
         let Some(part) = part else {
-            return;
+            return false;
         };
         let member = seek_file::Member {
             size: job.size,
@@ -478,6 +516,71 @@ impl Shared {
         if !kept {
             store::remove(&part);
         }
+        kept
+    }
+
+    /// A windowed first pass is done: the member becomes sparse, charged for the spans its
+    /// window still holds, and the reads that waited behind the window are asked again.
+    fn make_sparse(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        archive: &Arc<Archive>,
+        job: &decoder::Job,
+    ) -> bool {
+        let expected = seek_file::Member {
+            size: job.size,
+            compressed_size: job.compressed_size,
+            crc32: job.crc32,
+        };
+        let table = self
+            .store
+            .open_seek(entry.key)
+            .ok_or_else(|| "missing".to_string())
+            .and_then(|file| seek_file::SeekTable::load(file, expected));
+        let table = match table {
+            Ok(table) => table,
+            Err(e) => {
+                log::warn!("cannot read back the seek index of {}: {e}", entry.name);
+                return false;
+            }
+        };
+        let sparse = entry::Sparse {
+            table,
+            data_start: job.data_start,
+            compressed_size: job.compressed_size,
+        };
+        let (victims, late) = {
+            let mut st = self.lock();
+            let ours = st
+                .live
+                .get(&entry.key.index)
+                .is_some_and(|e| Arc::ptr_eq(e, entry));
+            if !ours {
+                // Its last holder left (and took its file): the index is all that stays.
+                return true;
+            }
+            let window = entry.charge();
+            let (late, present) = entry.become_sparse(sparse);
+            st.used -= window;
+            for (i, len) in present {
+                st.used += len;
+                st.spans.put((entry.key.index, i), len);
+            }
+            (self.evict(&mut st, 0), late)
+        };
+        victims.apply();
+        self.stats.decoded.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .decoded_bytes
+            .fetch_add(entry.key.size, Ordering::Relaxed);
+        log::debug!(
+            "{}: decoded once through a window; served span by span now",
+            entry.name
+        );
+        for (offset, end, done) in late {
+            self.serve_sparse(entry, archive, offset, end, done);
+        }
+        true
     }
 
     fn finish_file(

@@ -52,7 +52,7 @@ impl Shared {
     /// Decodes span `i` of `entry`, checks it, makes room for it, writes it, answers reads.
     fn fill_span(self: &Arc<Self>, entry: &Arc<Entry>, archive: &Arc<Archive>, i: usize) {
         let (start, end) = span_range(entry, i);
-        let Some(sparse) = &entry.sparse else {
+        let Some(sparse) = entry.sparse() else {
             return;
         };
         let bytes = match decode_span(sparse, archive, i, end - start) {
@@ -143,7 +143,7 @@ impl Victims {
 
 /// Where span `i` of a sparse entry lies in the member.
 fn span_range(entry: &Entry, i: usize) -> (u64, u64) {
-    entry.sparse.as_ref().map_or((0, 0), |s| s.table.span(i))
+    entry.sparse().map_or((0, 0), |s| s.table.span(i))
 }
 
 /// Decodes span `i` (`len` bytes) from its seek point and checks its CRC-32.

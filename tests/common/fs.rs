@@ -103,6 +103,15 @@ impl Fixture {
         NpzFs::new(archive, members, OWNER, &config).unwrap()
     }
 
+    /// The same archive and cache directory mounted afresh, the old mount gone first (the
+    /// new mount's scan removes the partial files it left, as after an unmount).
+    pub fn reopen(mut self, size: u64) -> Fixture {
+        let fresh = self.remount(size);
+        drop(std::mem::replace(&mut self.fs, fresh));
+        self.fs = self.remount(size);
+        self
+    }
+
     /// Member files under the cache directory: (name, bytes allocated on disk).
     pub fn cache_files(&self) -> Vec<(String, u64)> {
         super::cache_files(&self.cache.path().join("c"))
