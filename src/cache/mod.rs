@@ -10,9 +10,10 @@
 //! * The budget (`cache_size`) counts every member with a cache file by its size, and every
 //!   span of a sparse member by its own. Eviction order and rules are in `budget.rs`: members
 //!   held open are never evicted whole, so the budget can be exceeded by what open handles
-//!   pin; a member larger than the whole budget is decoded for its holders and deleted on its
-//!   last close, and from then on served sparse, within the budget. Any other member closed
-//!   mid-decode finishes decoding in the background (so a reopen joins it).
+//!   pin. A deflated member larger than the whole budget keeps only a window of itself (half
+//!   the budget) during its first decode and is sparse from then on, within the budget; one of
+//!   another method is decoded for its holders and deleted on its last close. Any other member
+//!   closed mid-decode finishes decoding in the background (so a reopen joins it).
 //! * Complete files are verified (size, CRC-32) and renamed into place, so they survive the
 //!   daemon and are reused by the next mount of the same, unchanged archive ([`store`]).
 

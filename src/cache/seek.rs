@@ -22,14 +22,15 @@ pub const WINDOW: usize = 32 << 10;
 pub const SPAN: u64 = 1 << 20;
 
 /// The span after a point whose last span took `compressed` bytes for `decoded`: at least
-/// [`SPAN`], and long enough that the point's window, stored deflated, costs about 0.9% of it
+/// [`SPAN`], and long enough that the point's window, stored deflated, costs about 0.85% of it
 /// (under 1% with the table). A window packs about as well as the stream around it, so it costs
 /// `WINDOW * compressed / decoded`: 1 MiB spans on compressible data (numpy's zeros, smooth
-/// floats), up to 3.5 MiB on data deflate barely shrinks. Measured on noisy int16 (76% ratio,
-/// bench/seek.py): fixed 1 MiB spans made an index of 3.2% of the member.
+/// floats), up to 3.75 MiB on data deflate barely shrinks. Measured on noisy int16 (76% ratio,
+/// bench/seek.py): fixed 1 MiB spans made an index of 3.2% of the member; 110x the window,
+/// 1.05% of a 1 GiB member (a window packs a little worse alone than in its stream): 120x.
 pub fn span_after(compressed: u64, decoded: u64) -> u64 {
     let window_cost = (WINDOW as u64).saturating_mul(compressed) / decoded.max(1);
-    SPAN.max(window_cost.saturating_mul(110))
+    SPAN.max(window_cost.saturating_mul(120))
 }
 
 /// One place decoding can restart.
@@ -298,7 +299,7 @@ mod tests {
         let noisy = span_after(800_000, 1 << 20);
         assert!(noisy > 2 * SPAN && noisy < 4 * SPAN, "{noisy}");
         // A window costs at most its own size: 3.2 MiB spans at worst.
-        assert!(span_after(2 << 20, 1 << 20) <= 110 * (WINDOW as u64) * 2);
+        assert!(span_after(2 << 20, 1 << 20) <= 120 * (WINDOW as u64) * 2);
     }
 
     #[test]
