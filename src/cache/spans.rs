@@ -57,8 +57,12 @@ impl Shared {
         };
         let bytes = match decode_span(sparse, archive, i, end - start) {
             Ok(bytes) => bytes,
-            Err(cause) => {
+            Err(SpanError { cause, stale }) => {
                 log::warn!("cannot read {}: span {i} at {start}: {cause}", entry.name);
+                if stale {
+                    // Not trusted again: the next mount decodes from the start and rebuilds it.
+                    self.store.drop_seek(entry.key);
+                }
                 entry.span_failed(i, start, end, &cause, libc::EIO);
                 return;
             }
@@ -146,8 +150,34 @@ fn span_range(entry: &Entry, i: usize) -> (u64, u64) {
     entry.sparse().map_or((0, 0), |s| s.table.span(i))
 }
 
+/// Why a span could not be decoded; `stale` when the index itself is at fault.
+struct SpanError {
+    cause: String,
+    stale: bool,
+}
+
+impl From<String> for SpanError {
+    fn from(cause: String) -> SpanError {
+        SpanError {
+            cause,
+            stale: false,
+        }
+    }
+}
+
+impl From<&str> for SpanError {
+    fn from(cause: &str) -> SpanError {
+        SpanError::from(cause.to_string())
+    }
+}
+
 /// Decodes span `i` (`len` bytes) from its seek point and checks its CRC-32.
-fn decode_span(sparse: &Sparse, archive: &Archive, i: usize, len: u64) -> Result<Vec<u8>, String> {
+fn decode_span(
+    sparse: &Sparse,
+    archive: &Archive,
+    i: usize,
+    len: u64,
+) -> Result<Vec<u8>, SpanError> {
     let point = sparse.table.point(i)?;
     let row = sparse.table.row(i).ok_or("no such span")?;
     let changed = |_| "the archive cannot be read (changed while mounted?)".to_string();
@@ -185,7 +215,10 @@ fn decode_span(sparse: &Sparse, archive: &Archive, i: usize, len: u64) -> Result
         }
     }
     if crc32fast::hash(&out) != row.span_crc {
-        return Err("CRC-32 mismatch (the seek index or the archive changed)".into());
+        return Err(SpanError {
+            cause: "CRC-32 mismatch (the seek index or the archive changed)".into(),
+            stale: true,
+        });
     }
     Ok(out)
 }
