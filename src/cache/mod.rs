@@ -281,28 +281,6 @@ impl Cache {
         Ok(())
     }
 
-    /// The checked seek index of `key`, if one was saved; a damaged or stale one is deleted
-    /// (the next full decode writes it again).
-    fn seek_table(&self, key: FileKey, member: &Member) -> Option<seek_file::SeekTable> {
-        let file = self.shared.store.open_seek(key)?;
-        let expected = seek_file::Member {
-            size: member.size,
-            compressed_size: member.compressed_size,
-            crc32: member.crc32,
-        };
-        match seek_file::SeekTable::load(file, expected) {
-            Ok(table) => Some(table),
-            Err(e) => {
-                log::warn!(
-                    "seek index of {} cannot be used ({e}): decoding from the start",
-                    member.name
-                );
-                self.shared.store.drop_seek(key);
-                None
-            }
-        }
-    }
-
     /// Makes `entry` live with one pin, unless another open made the same member live first
     /// (then that one is pinned and `entry` discarded). `new` entries are charged to the
     /// budget, evicting what they must.
@@ -487,101 +465,6 @@ impl Shared {
             }
         };
         remove.apply();
-    }
-
-    /// Finishes and names the seek index `writer` wrote into `part`, or deletes it. True if
-    /// it is kept.
-    fn keep_seek(
-        &self,
-        entry: &Entry,
-        job: &decoder::Job,
-        writer: Option<seek_file::Writer>,
-        part: Option<PathBuf>,
-    ) -> bool {
-        let Some(part) = part else {
-            return false;
-        };
-        let member = seek_file::Member {
-            size: job.size,
-            compressed_size: job.compressed_size,
-            crc32: job.crc32,
-        };
-        let kept = match writer {
-            Some(w) => w
-                .finish(member)
-                .and_then(|_| self.store.keep_seek(&part, entry.key))
-                .map_err(|e| log::warn!("cannot save the seek index of {}: {e}", entry.name))
-                .is_ok(),
-            None => false,
-        };
-        if !kept {
-            store::remove(&part);
-        }
-        kept
-    }
-
-    /// A windowed first pass is done: the member becomes sparse, charged for the spans its
-    /// window still holds, and the reads that waited behind the window are asked again.
-    fn make_sparse(
-        self: &Arc<Self>,
-        entry: &Arc<Entry>,
-        archive: &Arc<Archive>,
-        job: &decoder::Job,
-    ) -> bool {
-        let expected = seek_file::Member {
-            size: job.size,
-            compressed_size: job.compressed_size,
-            crc32: job.crc32,
-        };
-        let table = self
-            .store
-            .open_seek(entry.key)
-            .ok_or_else(|| "missing".to_string())
-            .and_then(|file| seek_file::SeekTable::load(file, expected));
-        let table = match table {
-            Ok(table) => table,
-            Err(e) => {
-                log::warn!("cannot read back the seek index of {}: {e}", entry.name);
-                return false;
-            }
-        };
-        let sparse = entry::Sparse {
-            table,
-            data_start: job.data_start,
-            compressed_size: job.compressed_size,
-        };
-        let (victims, late) = {
-            let mut st = self.lock();
-            let ours = st
-                .live
-                .get(&entry.key.index)
-                .is_some_and(|e| Arc::ptr_eq(e, entry));
-            if !ours {
-                // Its last holder left (and took its file): the index is all that stays.
-                return true;
-            }
-            let window = entry.charge();
-            let (late, present) = entry.become_sparse(sparse);
-            st.used -= window;
-            for (i, len) in present {
-                st.used += len;
-                st.spans.put((entry.key.index, i), len);
-            }
-            (self.evict(&mut st, 0), late)
-        };
-        victims.apply();
-        self.stats.decoded.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .decoded_bytes
-            .fetch_add(entry.key.size, Ordering::Relaxed);
-        log::debug!(
-            "{}: decoded once through a window; served span by span now",
-            entry.name
-        );
-        for (offset, end, done) in late {
-            self.serve_sparse(entry, archive, offset, end, done);
-        }
-        true
     }
 
     fn finish_file(

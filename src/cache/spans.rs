@@ -2,25 +2,148 @@
 //! seek point, when a read needs it, and its spans are evicted one by one.
 //!
 //! A span costs one restart (the window read from the index file, `inflatePrime`,
-//! `inflateSetDictionary`) and the decoding of at most [`SPAN`](super::seek::SPAN) plus one
-//! deflate block of output. It is checked against the CRC-32 the first full decode recorded
-//! before anyone reads it, so a damaged index or a changed archive gives EIO, never wrong
-//! bytes. Spans are charged to the budget one by one, so a member larger than the whole
-//! cache is served within it.
+//! `inflateSetDictionary`) and the decoding of one span ([`span_after`](super::seek::span_after):
+//! 1 to 3.75 MiB). It is checked against the CRC-32 the first full decode recorded before
+//! anyone reads it, so a damaged index or a changed archive gives EIO, never wrong bytes.
+//! Spans are charged to the budget one by one, so a member larger than the whole cache is
+//! served within it. Also here: the seek index's life around the cache (loaded and checked at
+//! open, kept after a first pass, and a windowed first pass turned sparse).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::decoder;
 use super::entry::{Entry, ReadDone, Sparse};
 use super::seek::Inflater;
-use super::{Shared, Victims};
+use super::store::FileKey;
+use super::{Cache, Shared, Victims, entry, seek_file, store};
 use crate::archive::Archive;
+use crate::index::Member;
 
 /// Compressed bytes read from the archive at a time while decoding a span.
 const INPUT: usize = 64 << 10;
 
+impl Cache {
+    /// The checked seek index of `key`, if one was saved; a damaged or stale one is deleted
+    /// (the next full decode writes it again).
+    pub(super) fn seek_table(&self, key: FileKey, member: &Member) -> Option<seek_file::SeekTable> {
+        let file = self.shared.store.open_seek(key)?;
+        let expected = seek_file::Member {
+            size: member.size,
+            compressed_size: member.compressed_size,
+            crc32: member.crc32,
+        };
+        match seek_file::SeekTable::load(file, expected) {
+            Ok(table) => Some(table),
+            Err(e) => {
+                log::warn!(
+                    "seek index of {} cannot be used ({e}): decoding from the start",
+                    member.name
+                );
+                self.shared.store.drop_seek(key);
+                None
+            }
+        }
+    }
+}
+
 impl Shared {
+    /// Finishes and names the seek index `writer` wrote into `part`, or deletes it. True if
+    /// it is kept.
+    pub(super) fn keep_seek(
+        &self,
+        entry: &Entry,
+        job: &decoder::Job,
+        writer: Option<seek_file::Writer>,
+        part: Option<PathBuf>,
+    ) -> bool {
+        let Some(part) = part else {
+            return false;
+        };
+        let member = seek_file::Member {
+            size: job.size,
+            compressed_size: job.compressed_size,
+            crc32: job.crc32,
+        };
+        let kept = match writer {
+            Some(w) => w
+                .finish(member)
+                .and_then(|_| self.store.keep_seek(&part, entry.key))
+                .map_err(|e| log::warn!("cannot save the seek index of {}: {e}", entry.name))
+                .is_ok(),
+            None => false,
+        };
+        if !kept {
+            store::remove(&part);
+        }
+        kept
+    }
+
+    /// A windowed first pass is done: the member becomes sparse, charged for the spans its
+    /// window still holds, and the reads that waited behind the window are asked again.
+    pub(super) fn make_sparse(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        archive: &Arc<Archive>,
+        job: &decoder::Job,
+    ) -> bool {
+        let expected = seek_file::Member {
+            size: job.size,
+            compressed_size: job.compressed_size,
+            crc32: job.crc32,
+        };
+        let table = self
+            .store
+            .open_seek(entry.key)
+            .ok_or_else(|| "missing".to_string())
+            .and_then(|file| seek_file::SeekTable::load(file, expected));
+        let table = match table {
+            Ok(table) => table,
+            Err(e) => {
+                log::warn!("cannot read back the seek index of {}: {e}", entry.name);
+                return false;
+            }
+        };
+        let sparse = entry::Sparse {
+            table,
+            data_start: job.data_start,
+            compressed_size: job.compressed_size,
+        };
+        let (victims, late) = {
+            let mut st = self.lock();
+            let ours = st
+                .live
+                .get(&entry.key.index)
+                .is_some_and(|e| Arc::ptr_eq(e, entry));
+            if !ours {
+                // Its last holder left (and took its file): the index is all that stays.
+                return true;
+            }
+            let window = entry.charge();
+            let (late, present) = entry.become_sparse(sparse);
+            st.used -= window;
+            for (i, len) in present {
+                st.used += len;
+                st.spans.put((entry.key.index, i), len);
+            }
+            (self.evict(&mut st, 0), late)
+        };
+        victims.apply();
+        self.stats.decoded.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .decoded_bytes
+            .fetch_add(entry.key.size, Ordering::Relaxed);
+        log::debug!(
+            "{}: decoded once through a window; served span by span now",
+            entry.name
+        );
+        for (offset, end, done) in late {
+            self.serve_sparse(entry, archive, offset, end, done);
+        }
+        true
+    }
+
     /// A read of a sparse member: answered now, or parked while the spans it needs decode.
     pub(super) fn serve_sparse(
         self: &Arc<Self>,
