@@ -40,6 +40,17 @@ pub struct Job {
     pub method: Method,
 }
 
+impl Job {
+    /// What the member's seek index must agree with.
+    pub fn seek_member(&self) -> super::seek_file::Member {
+        super::seek_file::Member {
+            size: self.size,
+            compressed_size: self.compressed_size,
+            crc32: self.crc32,
+        }
+    }
+}
+
 /// Why a decode stopped early.
 #[derive(Debug)]
 pub enum Stop {

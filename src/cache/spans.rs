@@ -61,14 +61,9 @@ impl Shared {
         let Some(part) = part else {
             return false;
         };
-        let member = seek_file::Member {
-            size: job.size,
-            compressed_size: job.compressed_size,
-            crc32: job.crc32,
-        };
         let kept = match writer {
             Some(w) => w
-                .finish(member)
+                .finish(job.seek_member())
                 .and_then(|_| self.store.keep_seek(&part, entry.key))
                 .map_err(|e| log::warn!("cannot save the seek index of {}: {e}", entry.name))
                 .is_ok(),
@@ -88,16 +83,11 @@ impl Shared {
         archive: &Arc<Archive>,
         job: &decoder::Job,
     ) -> bool {
-        let expected = seek_file::Member {
-            size: job.size,
-            compressed_size: job.compressed_size,
-            crc32: job.crc32,
-        };
         let table = self
             .store
             .open_seek(entry.key)
             .ok_or_else(|| "missing".to_string())
-            .and_then(|file| seek_file::SeekTable::load(file, expected));
+            .and_then(|file| seek_file::SeekTable::load(file, job.seek_member()));
         let table = match table {
             Ok(table) => table,
             Err(e) => {

@@ -39,10 +39,13 @@ def test_a_member_larger_than_the_cache_maps_with_random_rows_exact(tmp_path):
     with mounted(npz, tmp_path / "m2", *opts) as mnt:
         a = np.load(mnt / "x.npy", mmap_mode="r")
         assert isinstance(a, np.memmap) and a.shape == base.shape
+        # The bound, plus the spans being filled at that moment (kernel readahead runs some
+        # beside the read that returned; they are 1-2 MiB here), which evict when they land.
+        slack = 4 << 20
         for i in np.random.default_rng(5).integers(0, rows, 300):
             assert np.array_equal(a[i], base[i]), i
-            assert allocated(cache) <= 6 << 20
+            assert allocated(cache) <= (6 << 20) + slack
         # Every row, in order, through the same map: the whole member within 6 MiB of cache.
         assert np.array_equal(np.asarray(a), base)
-        assert allocated(cache) <= 6 << 20
+        assert wait_until(lambda: allocated(cache) <= 6 << 20), allocated(cache)
         del a
