@@ -23,8 +23,16 @@ pub fn init(level: log::LevelFilter) {
     builder.filter_level(level);
     // fuser warns about an unmount that someone else already did ("Failed to umount
     // filesystem") on every external unmount; only its errors matter at default verbosity.
-    if level <= log::LevelFilter::Info {
-        builder.filter_module("fuser", log::LevelFilter::Error);
+    // Its debug output is a line per request and per capability: -v is for npzfs's own
+    // (fills, evictions, spans), -vv shows everything.
+    match level {
+        log::LevelFilter::Trace => {}
+        log::LevelFilter::Debug => {
+            builder.filter_module("fuser", log::LevelFilter::Warn);
+        }
+        _ => {
+            builder.filter_module("fuser", log::LevelFilter::Error);
+        }
     }
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);

@@ -151,8 +151,9 @@ struct Cli {
     /// Stay in the foreground (systemd); otherwise return once the mount answers.
     #[arg(short = 'f', long)]
     foreground: bool,
-    /// More log output: -v debug, -vv trace (RUST_LOG overrides). The default logs the mount,
-    /// the unmount with a cache summary, and every failure.
+    /// More log output: -v debug (decodes, evictions, seek indexes), -vv trace (also spans and
+    /// every FUSE request); RUST_LOG overrides. The default logs the mount, the unmount with a
+    /// cache summary, and every failure.
     #[arg(short = 'v', long, action = ArgAction::Count)]
     verbose: u8,
     /// Log errors only.

@@ -228,7 +228,11 @@ impl Cache {
             log::debug!("{}: served span by span from its seek index", member.name);
             return self.adopt(Arc::new(entry), true);
         }
-        let seek = (member.method == crate::index::Method::Deflated)
+        // Seek points pay off from two spans on; a smaller member is decoded whole anyway
+        // (and an archive of 10^5 small members gets no 10^5 index files).
+        let seekable =
+            member.method == crate::index::Method::Deflated && member.size > 2 * seek::SPAN;
+        let seek = seekable
             .then(|| self.shared.store.create_seek(key).ok())
             .flatten();
         // A member larger than the whole cache keeps only a window of itself (half the budget)
