@@ -364,21 +364,32 @@ impl Cache {
         }
     }
 
-    /// At unmount: partial and sparse cache files are of no use to a later mount (complete
-    /// files and seek indexes are), so they are deleted now rather than at its scan; running
-    /// decoders are told to stop.
+    /// At unmount: sparse cache files are of no use to a later mount (complete files and seek
+    /// indexes are), so they are deleted now; decoders still running are stopped, and those
+    /// verified and being synced are given a few seconds to name their file complete, so a
+    /// member read to its end just before the unmount is reused by the next mount.
     pub fn close(&self) {
-        let parts: Vec<PathBuf> = {
+        let (sparse, settling): (Vec<PathBuf>, Vec<Arc<Entry>>) = {
             let st = self.lock();
-            st.live
-                .values()
-                .filter_map(|e| {
-                    e.cancel();
-                    e.take_part()
-                })
-                .collect()
+            let mut sparse = Vec::new();
+            let mut settling = Vec::new();
+            for e in st.live.values() {
+                if e.is_sparse() {
+                    sparse.extend(e.take_part());
+                } else if e.has_part() {
+                    if !matches!(e.fill(), Fill::Complete) {
+                        e.cancel();
+                    }
+                    settling.push(e.clone());
+                }
+            }
+            (sparse, settling)
         };
-        parts.iter().for_each(|p| store::remove(p));
+        sparse.iter().for_each(|p| store::remove(p));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while settling.iter().any(|e| e.has_part()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// Bytes the cache accounts for now (held, decoding and kept members).
@@ -497,10 +508,18 @@ impl Shared {
                     }
                 }
             }
-            (Ok(()), None) | (Err(decoder::Stop::Cancelled), _) => Fill::Failed {
+            (Ok(()), None) | (Err(decoder::Stop::Cancelled), None) => Fill::Failed {
                 cause: "decoding was cancelled".into(),
                 errno: libc::EIO,
             },
+            (Err(decoder::Stop::Cancelled), Some(part)) => {
+                // Whoever cancelled usually took the file; if not (unmount), it goes here.
+                store::remove(&part);
+                Fill::Failed {
+                    cause: "decoding was cancelled".into(),
+                    errno: libc::EIO,
+                }
+            }
             (Err(decoder::Stop::Failed { cause, errno }), part) => {
                 part.iter().for_each(|p| store::remove(p));
                 Fill::Failed { cause, errno }
