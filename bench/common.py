@@ -16,6 +16,21 @@ def build():
     subprocess.run(["cargo", "build", "--release", "--quiet", "--examples", "--bins"], cwd=REPO, check=True)
 
 
+def int16_signal(mib: int):
+    """The compressed benchmarks' member: noisy int16 samples of a slow signal (deflate leaves
+    about 76% of it), made 64 Mi elements at a time so that 4 GiB needs no float64 copy."""
+    import numpy as np
+
+    n = mib * (1 << 20) // 2
+    rng = np.random.default_rng(5)
+    data = np.empty(n, np.int16)
+    step = 1 << 26
+    for i in range(0, n, step):
+        k = min(step, n - i)
+        data[i:i + k] = np.sin(np.arange(i, i + k) / 5000.0) * 8000 + rng.normal(0, 20, k)
+    return data
+
+
 def read_all(path: Path) -> int:
     """Sequential read with 1 MiB reads; returns the byte count."""
     buf = bytearray(1 << 20)

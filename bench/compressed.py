@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, build, cleanup, median, mount, read_all, timed, unmount
+from common import REPO, build, cleanup, int16_signal, median, mount, read_all, timed, unmount
 
 
 def main():
@@ -34,10 +34,8 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="npzfs-bench-"))
     try:
-        n = args.mib * (1 << 20) // 2
-        rng = np.random.default_rng(5)
         # Moderately compressible: noisy int16 samples of a slow signal.
-        data = (np.sin(np.arange(n) / 5000.0) * 8000 + rng.normal(0, 20, n)).astype(np.int16)
+        data = int16_signal(args.mib)
         npz = work / "data.npz"
         np.savez_compressed(npz, x=data)
         size = data.nbytes + 128

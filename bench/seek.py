@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import build, cleanup, mount, unmount
+from common import build, cleanup, int16_signal, mount, unmount
 
 
 def wait_for(cond, secs=600):
@@ -90,15 +90,7 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="npzfs-bench-"))
     try:
-        n = args.mib * (1 << 20) // 2
-        rng = np.random.default_rng(5)
-        # The int16 data of bench/compressed.py, made 64 Mi elements at a time (a 4 GiB member
-        # would otherwise need 16 GiB float64 temporaries).
-        data = np.empty(n, np.int16)
-        step = 1 << 26
-        for i in range(0, n, step):
-            k = min(step, n - i)
-            data[i:i + k] = np.sin(np.arange(i, i + k) / 5000.0) * 8000 + rng.normal(0, 20, k)
+        data = int16_signal(args.mib)
         npz = work / "data.npz"
         np.savez_compressed(npz, x=data)
         del data

@@ -383,13 +383,18 @@ fn notification(socket: &UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-/// A notify socket as systemd's, with a deadline on every wait.
-fn notify_socket(path: &Path) -> UnixDatagram {
-    let socket = UnixDatagram::bind(path).unwrap();
+/// The unit's ExecStart= started as systemd would, with a notify socket as systemd's (a
+/// deadline on every wait), once it has said READY=1.
+fn ready_as_systemd() -> (Setup, UnixDatagram, std::process::Child, PathBuf) {
+    let s = Setup::new();
+    let socket_path = s.p("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    socket
+    let (daemon, mnt) = start_as_systemd(&s, &socket_path);
+    assert_eq!(notification(&socket), "READY=1");
+    (s, socket, daemon, mnt)
 }
 
 #[test]
@@ -397,12 +402,8 @@ fn the_units_exec_start_notifies_ready_once_mounted_and_stopping_on_sigterm() {
     if !root_or_skip("exec_start_notifies") {
         return;
     }
-    let s = Setup::new();
-    let socket_path = s.p("notify.sock");
-    let socket = notify_socket(&socket_path);
-    let (mut daemon, mnt) = start_as_systemd(&s, &socket_path);
+    let (s, socket, mut daemon, mnt) = ready_as_systemd();
     // READY=1 means the mount answers: the files are there the moment systemd hears it.
-    assert_eq!(notification(&socket), "READY=1");
     assert!(is_mounted(&mnt));
     assert!(std::fs::read(mnt.join("stored.bin")).unwrap() == s.stored);
     assert!(std::fs::read(mnt.join("deflated.bin")).unwrap() == s.deflated);
@@ -422,11 +423,8 @@ fn the_safety_net_clears_a_killed_daemons_mount_and_nothing_else() {
     if !root_or_skip("safety_net") {
         return;
     }
-    let s = Setup::new();
+    let (s, socket, mut daemon, mnt) = ready_as_systemd();
     let socket_path = s.p("notify.sock");
-    let socket = notify_socket(&socket_path);
-    let (mut daemon, mnt) = start_as_systemd(&s, &socket_path);
-    assert_eq!(notification(&socket), "READY=1");
 
     let unit = std::fs::read_to_string(UNIT).unwrap();
     let stop_post = exec_line(&unit, "ExecStopPost", &instance_for(&mnt), &HashMap::new());

@@ -8,34 +8,27 @@ pub mod mount;
 use std::path::Path;
 
 /// Member files under a cache directory (not the `archive` marker, not seek indexes):
-/// (name, bytes on disk).
+/// (name, bytes allocated on disk).
 pub fn cache_files(root: &Path) -> Vec<(String, u64)> {
-    let mut files = all_cache_files(root);
-    files.retain(|(n, _)| !n.contains(".seek"));
-    files
-}
-
-/// Seek index files under a cache directory: (path, bytes).
-pub fn seek_files(root: &Path) -> Vec<(std::path::PathBuf, u64)> {
-    let mut out = Vec::new();
-    for dir in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if f.file_name().to_string_lossy().ends_with(".seek") {
-                out.push((f.path(), f.metadata().map(|m| m.len()).unwrap_or(0)));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Every file under a cache directory but the `archive` marker: (name, bytes on disk).
-pub fn all_cache_files(root: &Path) -> Vec<(String, u64)> {
     use std::os::unix::fs::MetadataExt;
+    cache_entries(root)
+        .into_iter()
+        .filter(|(name, _, _)| name != "archive" && !name.contains(".seek"))
+        .map(|(name, _, meta)| (name, meta.blocks() * 512))
+        .collect()
+}
+
+/// Seek index files under a cache directory: (path, length).
+pub fn seek_files(root: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    cache_entries(root)
+        .into_iter()
+        .filter(|(name, _, _)| name.ends_with(".seek"))
+        .map(|(_, path, meta)| (path, meta.len()))
+        .collect()
+}
+
+/// Every file in the archive subdirectories of a cache directory, sorted by name.
+fn cache_entries(root: &Path) -> Vec<(String, std::path::PathBuf, std::fs::Metadata)> {
     let mut out = Vec::new();
     for dir in std::fs::read_dir(root).into_iter().flatten().flatten() {
         for f in std::fs::read_dir(dir.path())
@@ -43,13 +36,12 @@ pub fn all_cache_files(root: &Path) -> Vec<(String, u64)> {
             .flatten()
             .flatten()
         {
-            let name = f.file_name().to_string_lossy().into_owned();
-            if name != "archive" {
-                out.push((name, f.metadata().map(|m| m.blocks() * 512).unwrap_or(0)));
+            if let Ok(meta) = f.metadata() {
+                out.push((f.file_name().to_string_lossy().into_owned(), f.path(), meta));
             }
         }
     }
-    out.sort();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
 
