@@ -42,40 +42,46 @@ impl Handles {
 
     /// Replies to an open of `ino`: by passthrough to `complete` (a complete cache file) when
     /// possible, else as a normal open that keeps the page cache across opens.
+    ///
+    /// The kernel keeps an inode in one mode at a time: it fails (EIO) a normal open while the
+    /// inode has passthrough opens, and a passthrough open while it has normal ones. So the
+    /// choice and its count are made under one lock, and once an inode has a passthrough
+    /// open every further open joins it, even one whose caller found the member not complete
+    /// (a race with the decoder finishing, seen under load: opens failing with EIO).
     pub fn open(&self, ino: u64, complete: Option<File>, reply: ReplyOpen) {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(file) = complete.filter(|_| self.enabled.load(Ordering::Relaxed))
-            && let Some(id) = self.backing_id(ino, &file, &reply)
-        {
-            let mut st = self.lock();
-            st.by_ino.insert(ino, Arc::downgrade(&id));
-            st.by_fh.insert(fh, id.clone());
-            drop(st);
-            log::debug!("open ino {ino}: passthrough to its cache file");
-            return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
-        }
-        *self.lock().cached.entry(ino).or_default() += 1;
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
-    }
-
-    /// The inode's backing id, registering `file` if it has none; `None` when the inode has
-    /// normal opens or the kernel refuses (then passthrough is off for good).
-    fn backing_id(&self, ino: u64, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
-        {
-            let st = self.lock();
-            if st.cached.get(&ino).is_some_and(|&n| n > 0) {
-                return None;
+        let mut st = self.lock();
+        let passthrough = if !self.enabled.load(Ordering::Relaxed) {
+            None
+        } else if let Some(id) = st.by_ino.get(&ino).and_then(Weak::upgrade) {
+            Some(id)
+        } else if st.cached.get(&ino).is_some_and(|&n| n > 0) {
+            None
+        } else if let Some(file) = complete {
+            // Under the lock: an ioctl, quick, and it must not race another open's choice.
+            match reply.open_backing(&file) {
+                Ok(id) => Some(Arc::new(id)),
+                Err(e) => {
+                    log::info!("passthrough unavailable ({e}); serving through the normal path");
+                    self.enabled.store(false, Ordering::Relaxed);
+                    None
+                }
             }
-            if let Some(id) = st.by_ino.get(&ino).and_then(Weak::upgrade) {
-                return Some(id);
+        } else {
+            None
+        };
+        match passthrough {
+            Some(id) => {
+                st.by_ino.insert(ino, Arc::downgrade(&id));
+                st.by_fh.insert(fh, id.clone());
+                drop(st);
+                log::debug!("open ino {ino}: passthrough to its cache file");
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
             }
-        }
-        match reply.open_backing(file) {
-            Ok(id) => Some(Arc::new(id)),
-            Err(e) => {
-                log::info!("passthrough unavailable ({e}); serving through the normal path");
-                self.enabled.store(false, Ordering::Relaxed);
-                None
+            None => {
+                *st.cached.entry(ino).or_default() += 1;
+                drop(st);
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
             }
         }
     }

@@ -38,6 +38,20 @@ def wait_until(cond, secs=10.0) -> bool:
     return cond()
 
 
+def allocated(cache: Path) -> int:
+    """Bytes allocated by member cache files (seek indexes aside); a file evicted while we
+    look counts as gone."""
+    total = 0
+    for p in cache.glob("*/*"):
+        if ".seek" in p.name or p.name == "archive":
+            continue
+        try:
+            total += p.stat().st_blocks * 512
+        except FileNotFoundError:
+            pass
+    return total
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _require_fuse():
     if not fuse_usable():

@@ -1,20 +1,11 @@
 """Seek points through a real mount: np.load(mmap_mode='r') of a deflated member larger than
 the cache, random rows exact, the cache within its bound."""
 
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
-from conftest import mounted, wait_until
-
-
-def allocated(cache: Path) -> int:
-    """Bytes allocated by member cache files (seek indexes aside)."""
-    return sum(
-        p.stat().st_blocks * 512 for p in cache.glob("*/*") if ".seek" not in p.name and p.name != "archive"
-    )
+from conftest import allocated, mounted, wait_until
 
 
 def test_a_member_larger_than_the_cache_maps_with_random_rows_exact(tmp_path):
