@@ -31,6 +31,15 @@ def int16_signal(mib: int):
     return data
 
 
+def int16_npz(work: Path, mib: int) -> Path:
+    """work/data.npz holding x = int16_signal(mib), written by np.savez_compressed."""
+    import numpy as np
+
+    npz = work / "data.npz"
+    np.savez_compressed(npz, x=int16_signal(mib))
+    return npz
+
+
 def read_all(path: Path) -> int:
     """Sequential read with 1 MiB reads; returns the byte count."""
     buf = bytearray(1 << 20)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import build, cleanup, int16_signal, mount, unmount
+from common import build, cleanup, int16_npz, mount, unmount
 
 
 def wait_for(cond, secs=600):
@@ -90,10 +90,7 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="npzfs-bench-"))
     try:
-        data = int16_signal(args.mib)
-        npz = work / "data.npz"
-        np.savez_compressed(npz, x=data)
-        del data
+        npz = int16_npz(work, args.mib)
         mnt, cache = work / "mnt", work / "cache"
         opts = ("-o", f"cache_dir={cache},cache_size={args.cache_mib}M")
         size = None

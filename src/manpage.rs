@@ -93,27 +93,24 @@ pub fn render(w: &mut dyn Write) -> io::Result<()> {
     roff.text([roman(
         "Given with -o, comma separated, repeatable; an unknown option is an error that names it.",
     )]);
-    for (name, what) in MOUNT_OPTIONS {
-        roff.control("TP", [])
-            .text([bold(*name)])
-            .text([roman(*what)]);
-    }
+    tagged(
+        &mut roff,
+        MOUNT_OPTIONS.iter().map(|(n, w)| (n.to_string(), *w)),
+    );
     roff.control("SH", ["EXIT STATUS"]);
-    for (code, what) in EXIT_CODES {
-        roff.control("TP", [])
-            .text([bold(code.to_string())])
-            .text([roman(*what)]);
-    }
+    tagged(
+        &mut roff,
+        EXIT_CODES.iter().map(|(c, w)| (c.to_string(), *w)),
+    );
     roff.control("PP", []).text([roman(
         "Every failure is one line on stderr naming the path and its cause, and leaves no \
          mount behind.",
     )]);
     roff.control("SH", ["ENVIRONMENT"]);
-    for (name, what) in ENVIRONMENT {
-        roff.control("TP", [])
-            .text([bold(*name)])
-            .text([roman(*what)]);
-    }
+    tagged(
+        &mut roff,
+        ENVIRONMENT.iter().map(|(n, w)| (n.to_string(), *w)),
+    );
     roff.control("SH", ["EXAMPLES"]);
     for (what, commands) in EXAMPLES {
         roff.control("PP", []).text([roman(*what)]);
@@ -140,4 +137,11 @@ pub fn render(w: &mut dyn Write) -> io::Result<()> {
     ]);
     roff.to_writer(w)?;
     man.render_version_section(w)
+}
+
+/// A list of `.TP` paragraphs: each tag in bold, its text below.
+fn tagged<'a>(roff: &mut Roff, items: impl Iterator<Item = (String, &'a str)>) {
+    for (tag, what) in items {
+        roff.control("TP", []).text([bold(tag)]).text([roman(what)]);
+    }
 }

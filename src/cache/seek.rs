@@ -23,11 +23,12 @@ pub const SPAN: u64 = 1 << 20;
 
 /// The span after a point whose last span took `compressed` bytes for `decoded`: at least
 /// [`SPAN`], and long enough that the point's window, stored deflated, costs about 0.85% of it
-/// (under 1% with the table). A window packs about as well as the stream around it, so it costs
-/// `WINDOW * compressed / decoded`: 1 MiB spans on compressible data (numpy's zeros, smooth
-/// floats), up to 3.75 MiB on data deflate barely shrinks. Measured on noisy int16 (76% ratio,
-/// bench/seek.py): fixed 1 MiB spans made an index of 3.2% of the member; 110x the window,
-/// 1.05% of a 1 GiB member (a window packs a little worse alone than in its stream): 120x.
+/// (about 1% with the table: 0.96% of 4 GiB, 1.03% of 16 MiB). A window packs about as well as
+/// the stream around it, so it costs `WINDOW * compressed / decoded`: 1 MiB spans on
+/// compressible data (numpy's zeros, smooth floats), up to 3.75 MiB on data deflate barely
+/// shrinks. Measured on noisy int16 (76% ratio, bench/seek.py): fixed 1 MiB spans made an index
+/// of 3.2% of the member; 110x the window, 1.05% of a 1 GiB member (a window packs a little
+/// worse alone than in its stream): 120x.
 pub fn span_after(compressed: u64, decoded: u64) -> u64 {
     let window_cost = (WINDOW as u64).saturating_mul(compressed) / decoded.max(1);
     SPAN.max(window_cost.saturating_mul(120))
