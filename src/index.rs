@@ -59,6 +59,8 @@ pub struct Member {
     pub is_dir: bool,
     /// Set when the member is listed but cannot be read.
     pub problem: Option<Problem>,
+    /// FNV-1a of the name's raw bytes, to check the local header's copy against.
+    name_hash: u32,
     data_start: OnceLock<u64>,
 }
 
@@ -103,6 +105,19 @@ impl Member {
             return Err(corrupt(
                 "local header and central directory disagree on method".into(),
             ));
+        }
+        // The name's length places the data: a local header naming something else would
+        // shift a stored member's bytes (Python's zipfile refuses it the same way).
+        let mut local_name = vec![0u8; u16_at(26) as usize];
+        archive
+            .read_exact_at(&mut local_name, self.header_start + LOCAL_HEADER_LEN)
+            .map_err(|_| corrupt("local header is truncated".into()))?;
+        if fnv1a(&local_name) != self.name_hash {
+            return Err(corrupt(format!(
+                "local header names {:?}, the central directory {:?}",
+                String::from_utf8_lossy(&local_name),
+                self.name
+            )));
         }
         let start = self.header_start + LOCAL_HEADER_LEN + u16_at(26) + u16_at(28);
         if start
@@ -171,6 +186,7 @@ pub fn read_index(archive: &Archive) -> Result<Vec<Member>> {
             crc32: entry.crc32(),
             is_dir: entry.is_dir(),
             problem: None,
+            name_hash: fnv1a(entry.name_raw()),
             data_start: OnceLock::new(),
         };
         member.problem = validate(&member, entry.encrypted(), archive.size());

@@ -1,4 +1,6 @@
-//! The filesystem core without the kernel: fixtures over archives from the builder.
+//! The filesystem core without the kernel: fixtures over archives from the builder, and what
+//! their cache directories hold.
+#![allow(dead_code)]
 
 use npzfs::archive::Archive;
 use npzfs::cache::CacheConfig;
@@ -6,6 +8,8 @@ use npzfs::error::Error;
 use npzfs::fs::{NpzFs, Ownership};
 use npzfs::index::read_index;
 use npzfs::tree::ROOT;
+
+use std::path::Path;
 
 use super::{Entry, build_zip};
 
@@ -114,11 +118,49 @@ impl Fixture {
 
     /// Member files under the cache directory: (name, bytes allocated on disk).
     pub fn cache_files(&self) -> Vec<(String, u64)> {
-        super::cache_files(&self.cache.path().join("c"))
+        cache_files(&self.cache.path().join("c"))
     }
 
     /// Bytes allocated by member cache files.
     pub fn cache_bytes(&self) -> u64 {
         self.cache_files().iter().map(|(_, b)| b).sum()
     }
+}
+
+/// Member files under a cache directory (not the `archive` marker, not seek indexes):
+/// (name, bytes allocated on disk).
+pub fn cache_files(root: &Path) -> Vec<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    cache_entries(root)
+        .into_iter()
+        .filter(|(name, _, _)| name != "archive" && !name.contains(".seek"))
+        .map(|(name, _, meta)| (name, meta.blocks() * 512))
+        .collect()
+}
+
+/// Seek index files under a cache directory: (path, length).
+pub fn seek_files(root: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    cache_entries(root)
+        .into_iter()
+        .filter(|(name, _, _)| name.ends_with(".seek"))
+        .map(|(_, path, meta)| (path, meta.len()))
+        .collect()
+}
+
+/// Every file in the archive subdirectories of a cache directory, sorted by name.
+fn cache_entries(root: &Path) -> Vec<(String, std::path::PathBuf, std::fs::Metadata)> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(meta) = f.metadata() {
+                out.push((f.file_name().to_string_lossy().into_owned(), f.path(), meta));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
