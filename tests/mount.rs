@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::mount::{BIN, Mounted, fuse_or_skip, is_mounted, wait_until};
+use common::mount::{BIN, Mounted, as_user, fuse_or_skip, is_mounted, test_user, wait_until};
 use common::{Entry, pattern, write_zip};
 
 const BIG: usize = 3 << 20;
@@ -288,34 +288,6 @@ fn readahead_is_raised_on_the_mount_when_root() {
         );
         assert_eq!(fs::read_to_string(path).unwrap().trim(), want);
     }
-}
-
-/// A throwaway unprivileged user for the tests that need one (created when root).
-fn test_user() -> Option<String> {
-    const USER: &str = "npzfs-test";
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    let exists = Command::new("id")
-        .arg(USER)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !exists {
-        let made = Command::new("useradd")
-            .args(["--system", "--no-create-home", USER])
-            .status();
-        assert!(made.is_ok_and(|s| s.success()), "useradd {USER} failed");
-    }
-    Some(USER.to_string())
-}
-
-fn as_user(user: &str, args: &[&str]) -> std::process::Output {
-    Command::new("runuser")
-        .args(["-u", user, "--"])
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]

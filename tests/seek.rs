@@ -263,3 +263,40 @@ fn an_index_whose_spans_do_not_match_the_archive_gives_eio_never_wrong_bytes() {
     // That index is not trusted again: the next mount decodes from the start.
     assert!(seek_files(&root).is_empty());
 }
+
+#[test]
+fn a_sparse_member_no_one_holds_is_closed_once_its_last_span_is_evicted() {
+    let (x_data, y_data) = (compressible(26, 12 * MIB), compressible(27, 3 * MIB));
+    let budget = 3 * MIB as u64;
+    let f = mount_with_cache(
+        &build_zip(
+            b"",
+            &[
+                Entry::deflated("x.npy", x_data.clone()),
+                Entry::deflated("y.npy", y_data.clone()),
+            ],
+        ),
+        OWNER,
+        tempfile::tempdir().unwrap(),
+        budget,
+    );
+    let (x, y) = (ino(&f.fs, "x.npy"), ino(&f.fs, "y.npy"));
+    assert_eq!(read_all(&f.fs, x), x_data);
+    let root = f.cache.path().join("c");
+    assert!(wait_until(10, || !seek_files(&root).is_empty()));
+    let x_part =
+        |f: &common::fs::Fixture| f.cache_files().iter().any(|(n, _)| n.starts_with(".0-"));
+    assert!(
+        x_part(&f),
+        "closed, x keeps its last spans: {:?}",
+        f.cache_files()
+    );
+    // y needs the whole budget: every span of x goes, and with them x's file.
+    assert_eq!(read_all(&f.fs, y), y_data);
+    assert!(wait_until(10, || !x_part(&f)), "{:?}", f.cache_files());
+    // Opened again, x is served from its seek index as before.
+    f.fs.open(x, false).unwrap();
+    let at = 7 * MIB as u64;
+    assert!(read(&f.fs, x, at, 5000).unwrap() == x_data[at as usize..][..5000]);
+    f.fs.release(x);
+}

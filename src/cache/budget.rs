@@ -43,10 +43,13 @@ impl Shared {
                 (key, key.size)
             } else if let Some(((index, i), len)) = st.spans.pop_lru() {
                 st.used -= len;
-                if let Some(entry) = st.live.get(&index)
+                if let Some(entry) = st.live.get(&index).cloned()
                     && entry.evict_span(i)
                 {
                     victims.holes.push((entry.clone(), i));
+                    if entry.pins.load(Ordering::SeqCst) == 0 {
+                        self.retire_if_idle(st, &entry, &mut victims);
+                    }
                 }
                 self.stats.evicted_spans.fetch_add(1, Ordering::Relaxed);
                 self.stats.evicted_bytes.fetch_add(len, Ordering::Relaxed);
@@ -86,6 +89,18 @@ impl Shared {
             .values()
             .find(|e| e.pins.load(Ordering::SeqCst) == 0 && !e.is_sparse())
             .cloned()
+    }
+
+    /// Lets go of a sparse member no one holds once nothing of it is left (its last span
+    /// evicted, none filling, no read waiting): its cache file is deleted and its descriptors
+    /// closed. A later open starts a new sparse entry from the seek index, which stays.
+    pub(super) fn retire_if_idle(&self, st: &mut State, entry: &Arc<Entry>, victims: &mut Victims) {
+        if !entry.idle() {
+            return;
+        }
+        st.live.remove(&entry.key.index);
+        victims.files.extend(entry.take_part());
+        log::debug!("{}: no span left, closed", entry.name);
     }
 
     /// Files a member no one holds any more, whose decoding has settled: a complete one that

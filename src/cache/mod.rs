@@ -322,8 +322,15 @@ impl Cache {
             let Some(entry) = st.live.get(&index).cloned() else {
                 return;
             };
-            // A sparse member stays: its spans are kept and evicted one by one.
-            if entry.pins.fetch_sub(1, Ordering::SeqCst) != 1 || entry.is_sparse() {
+            if entry.pins.fetch_sub(1, Ordering::SeqCst) != 1 {
+                return;
+            }
+            // A sparse member stays while it has spans, evicted one by one; the last eviction
+            // lets it go (`budget.rs`).
+            if entry.is_sparse() {
+                self.shared.retire_if_idle(&mut st, &entry, &mut remove);
+                drop(st);
+                remove.apply();
                 return;
             }
             // Until the decoder settles (renames or deletes the partial file, under the part

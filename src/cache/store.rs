@@ -73,19 +73,19 @@ impl Store {
             .unwrap_or_else(|_| archive_path.to_path_buf());
         remove_stale_versions(cache_dir, &dir, &owner);
         match DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(dir.join("archive"))?;
-                f.write_all(owner.as_os_str().as_encoded_bytes())?;
+            Ok(()) => write_owner(&dir, &owner)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !make_private(&dir)? {
+                    // Not a directory of ours (a symlink, say): never followed, replaced.
+                    log::warn!("replacing {}: not a cache directory", dir.display());
+                    fs::remove_file(&dir)?;
+                    DirBuilder::new().mode(0o700).create(&dir)?;
+                    write_owner(&dir, &owner)?;
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        // Ours alone, whatever the umask or an earlier owner left.
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        make_private(&dir)?;
         Ok(Store {
             dir,
             next_part: AtomicU64::new(0),
@@ -215,6 +215,46 @@ impl Store {
     }
 }
 
+/// Records which archive the directory `dir` (just made) caches.
+fn write_owner(dir: &Path, owner: &Path) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join("archive"))?;
+    f.write_all(owner.as_os_str().as_encoded_bytes())
+}
+
+/// Makes `dir` ours alone (0700, whatever the umask or an earlier owner left) if it is a real
+/// directory owned by this user: opened without following a symlink and changed through the
+/// descriptor, so nothing it might point to is touched. False when it is not such a directory;
+/// an error when it is a directory of another user's.
+fn make_private(dir: &Path) -> io::Result<bool> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir);
+    let d = match opened {
+        Ok(d) => d,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = d.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if std::os::unix::fs::MetadataExt::uid(&meta) != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} belongs to another user", dir.display()),
+        ));
+    }
+    d.set_permissions(fs::Permissions::from_mode(0o700))?;
+    Ok(true)
+}
+
 /// Removes a file, logging (not failing) when it cannot.
 pub fn remove(path: &Path) {
     if let Err(e) = fs::remove_file(path)
@@ -331,5 +371,35 @@ mod tests {
         let new = Store::open(&cache, &archive, identity(2)).unwrap();
         assert!(!old_dir.exists());
         assert!(new.dir().exists());
+    }
+
+    #[test]
+    fn a_symlink_planted_as_the_archive_directory_is_replaced_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let archive = root.path().join("a.npz");
+        fs::write(&archive, b"x").unwrap();
+        let cache = root.path().join("cache");
+        let dir = Store::open(&cache, &archive, identity(1))
+            .unwrap()
+            .dir()
+            .to_path_buf();
+        fs::remove_dir_all(&dir).unwrap();
+        let victim = root.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(&victim, &dir).unwrap();
+        let store = Store::open(&cache, &archive, identity(1)).unwrap();
+        let meta = fs::symlink_metadata(store.dir()).unwrap();
+        assert!(meta.is_dir() && meta.mode() & 0o777 == 0o700);
+        store
+            .create_part(FileKey {
+                index: 0,
+                crc32: 1,
+                size: 2,
+            })
+            .unwrap();
+        let victim_meta = fs::metadata(&victim).unwrap();
+        assert_eq!(victim_meta.mode() & 0o777, 0o755);
+        assert_eq!(fs::read_dir(&victim).unwrap().count(), 0);
     }
 }

@@ -139,3 +139,31 @@ impl Drop for Mounted {
         }
     }
 }
+
+/// A throwaway unprivileged user for the tests that need one (created when root).
+pub fn test_user() -> Option<String> {
+    const USER: &str = "npzfs-test";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let exists = Command::new("id")
+        .arg(USER)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !exists {
+        let made = Command::new("useradd")
+            .args(["--system", "--no-create-home", USER])
+            .status();
+        assert!(made.is_ok_and(|s| s.success()), "useradd {USER} failed");
+    }
+    Some(USER.to_string())
+}
+
+pub fn as_user(user: &str, args: &[&str]) -> std::process::Output {
+    Command::new("runuser")
+        .args(["-u", user, "--"])
+        .args(args)
+        .output()
+        .unwrap()
+}

@@ -240,6 +240,13 @@ impl Entry {
         punched
     }
 
+    /// A sparse member with no span present or being filled and no read waiting: nothing of
+    /// it is worth keeping open.
+    pub fn idle(&self) -> bool {
+        let state = self.lock();
+        state.waiters.is_empty() && state.spans.iter().all(|s| *s == Span::Absent)
+    }
+
     /// Spans `i` with their state (for tests and the summary).
     pub fn spans(&self) -> Vec<Span> {
         self.lock().spans.clone()
