@@ -284,3 +284,38 @@ fn symlinks_planted_in_the_cache_directory_are_never_followed() {
         assert!(bytes.iter().all(|&b| b == 0x5a), "{} changed", v.display());
     }
 }
+
+#[test]
+fn a_cache_directory_of_another_user_is_refused() {
+    let Some((user, dir)) = setup("a_cache_directory_of_another_user") else {
+        return;
+    };
+    let archive = dir.path().join("a.npz");
+    write_zip(
+        &archive,
+        b"",
+        &[Entry::deflated("z.npy", compressible(6, 1000))],
+    );
+    // As a /var/tmp/npzfs-<uid> made first by someone else would be.
+    let cache = dir.path().join("theirs");
+    fs::create_dir(&cache).unwrap();
+    let chown = std::process::Command::new("chown")
+        .arg(&user)
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let opts = format!("cache_dir={}", cache.display());
+    let out = common::mount::npzfs(&[
+        archive.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+        "-o",
+        &opts,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains("belongs to another user"), "{stderr}");
+    assert_eq!(fs::read_dir(&cache).unwrap().count(), 0);
+}

@@ -63,6 +63,16 @@ impl Store {
             .create(cache_dir)?;
         // Absolute: a background daemon changes its directory to / after this.
         let cache_dir = &cache_dir.canonicalize()?;
+        // Someone else's directory (say a /var/tmp/npzfs-<uid> made by another user first)
+        // could have our subdirectory swapped for a link under us: refused.
+        let uid = std::os::unix::fs::MetadataExt::uid(&fs::metadata(cache_dir)?);
+        // SAFETY: geteuid has no preconditions.
+        if uid != unsafe { libc::geteuid() } && uid != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("it belongs to another user (uid {uid})"),
+            ));
+        }
         let key = format!(
             "{:x}-{:x}.{:x}-{:x}-{:x}",
             identity.size, identity.mtime, identity.mtime_nsec, identity.dev, identity.ino

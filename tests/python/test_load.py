@@ -15,7 +15,7 @@ import numpy as np
 
 from conftest import allocated, mounted, wait_until
 
-SECONDS = 20
+SECONDS = float(os.environ.get("NPZFS_LOAD_SECONDS", "20"))  # longer runs: set it
 CACHE_MIB = 8
 
 
@@ -30,6 +30,7 @@ MEMBERS = {
     "s0.bin": (6 << 20, True),
     "s1.bin": (3 << 20, True),
     "d0.bin": (20 << 20, False),  # larger than the cache: windowed first pass, then sparse
+    "d4.bin": (14 << 20, False),  # another, so that two sparse members compete for spans
     "d1.bin": (5 << 20, False),
     "d2.bin": (2 << 20, False),
     "d3.bin": (300_000, False),
@@ -122,9 +123,9 @@ def test_sixteen_readers_threads_and_processes_read_and_mmap(tmp_path):
         with ctx.Pool(8) as pool:
             result = pool.map_async(process_reader, [(str(mnt), 100 + w, SECONDS, w % 2 == 1) for w in range(8)])
             # The watchdog: a deadlock fails here instead of hanging the suite.
-            counts.extend(result.get(timeout=SECONDS + 120))
+            counts.extend(result.get(timeout=SECONDS * 1.5 + 120))
         for t in threads:
-            t.join(timeout=SECONDS + 120)
+            t.join(timeout=SECONDS * 1.5 + 120)
             assert not t.is_alive(), "a reader thread hung"
         stop.set()
         sampler.join()
