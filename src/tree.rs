@@ -4,7 +4,9 @@
 //! directory order, so the same archive always mounts with the same numbers. Built once at
 //! mount; lookups are a binary search over a directory's children sorted by name.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 use crate::error::{Error, Result};
 use crate::index::{Member, sanitise};
@@ -119,10 +121,20 @@ fn dir() -> NodeKind {
 
 /// Builds the node table. Its inos come from `push`, so indexing `nodes` by `ino - 1` is in
 /// range by construction; the builder runs before the mount exists.
+///
+/// Names are found through a hash table of inos keyed by (parent, name) as the nodes hold
+/// them, so a lookup allocates nothing (10^6 members look up several components each). The
+/// hasher is seeded per process: names come from whoever wrote the archive.
 #[derive(Default)]
 struct Builder {
     nodes: Vec<Node>,
-    by_name: HashMap<(Ino, Box<[u8]>), Ino>,
+    by_name: HashTable<Ino>,
+    hasher: foldhash::quality::RandomState,
+}
+
+/// The hash of a (parent, name) key.
+fn key_hash(hasher: &foldhash::quality::RandomState, parent: Ino, name: &[u8]) -> u64 {
+    hasher.hash_one((parent, name))
 }
 
 impl Builder {
@@ -133,8 +145,29 @@ impl Builder {
             kind,
         });
         let ino = self.nodes.len() as Ino;
-        self.by_name.insert((parent, name.into()), ino);
+        self.index(ino);
         ino
+    }
+
+    /// Makes node `ino` findable under its parent and current name.
+    fn index(&mut self, ino: Ino) {
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        let hash_of = |&i: &Ino| {
+            let n = &nodes[(i - 1) as usize];
+            key_hash(hasher, n.parent, &n.name)
+        };
+        self.by_name.insert_unique(hash_of(&ino), ino, hash_of);
+    }
+
+    fn find(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
+        let hash = key_hash(&self.hasher, parent, name);
+        let nodes = &self.nodes;
+        self.by_name
+            .find(hash, |&i| {
+                let n = &nodes[(i - 1) as usize];
+                n.parent == parent && *n.name == *name
+            })
+            .copied()
     }
 
     fn node_mut(&mut self, ino: Ino) -> &mut Node {
@@ -142,21 +175,24 @@ impl Builder {
     }
 
     fn ensure_dir(&mut self, parent: Ino, name: &[u8]) -> Ino {
-        if let Some(&ino) = self.by_name.get(&(parent, name.into())) {
+        if let Some(ino) = self.find(parent, name) {
             if matches!(self.node_mut(ino).kind, NodeKind::Dir { .. }) {
                 return ino;
             }
             // A file holds the name the directory needs: the directory wins.
             let aside = self.free_name(parent, name);
-            self.by_name.remove(&(parent, name.into()));
-            self.by_name.insert((parent, aside.clone()), ino);
+            let hash = key_hash(&self.hasher, parent, name);
+            if let Ok(entry) = self.by_name.find_entry(hash, |&i| i == ino) {
+                entry.remove();
+            }
             self.node_mut(ino).name = aside;
+            self.index(ino);
         }
         self.push(parent, name, dir())
     }
 
     fn add_file(&mut self, parent: Ino, name: &[u8], member: usize, members: &[Member]) {
-        let Some(&ino) = self.by_name.get(&(parent, name.into())) else {
+        let Some(ino) = self.find(parent, name) else {
             self.push(parent, name, NodeKind::File { member });
             return;
         };
@@ -178,7 +214,7 @@ impl Builder {
         let mut n = 1u64;
         loop {
             let candidate: Box<[u8]> = format!("{base} ({n})").into_bytes().into();
-            if !self.by_name.contains_key(&(parent, candidate.clone())) {
+            if self.find(parent, &candidate).is_none() {
                 log::warn!(
                     "{base:?} is both a file and a directory: the file is shown as {:?}",
                     String::from_utf8_lossy(&candidate)
