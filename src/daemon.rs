@@ -71,6 +71,7 @@ struct MountPlan {
     fsname: String,
     acl: SessionACL,
     fusermount: bool,
+    passthrough: bool,
 }
 
 fn plan(opts: &Options) -> MountPlan {
@@ -109,6 +110,7 @@ fn plan(opts: &Options) -> MountPlan {
         fsname,
         acl,
         fusermount: opts.auto_unmount,
+        passthrough: opts.passthrough,
     }
 }
 
@@ -224,8 +226,13 @@ fn serve(fs: NpzFs, plan: &MountPlan, ready: Readiness) -> Result<()> {
         acl: plan.acl,
         fusermount: plan.fusermount,
     };
-    let (session, unmounter) =
-        mount::mount(Fuse::new(fs), &path, &plan.config, &request).map_err(mount_err)?;
+    let (session, unmounter) = mount::mount(
+        Fuse::new(fs, plan.passthrough),
+        &path,
+        &plan.config,
+        &request,
+    )
+    .map_err(mount_err)?;
     let ours = matches!(unmounter, Unmounter::Kernel);
     let signal_path = path.clone();
     spawn("npzfs-signals", move || {

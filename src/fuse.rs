@@ -26,14 +26,17 @@ const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 pub struct Fuse {
     fs: NpzFs,
     handles: Handles,
+    /// Whether to ask the kernel for passthrough (the `nopassthrough` option turns it off).
+    passthrough: bool,
 }
 
 impl Fuse {
     /// Wraps the core for `fuser`.
-    pub fn new(fs: NpzFs) -> Fuse {
+    pub fn new(fs: NpzFs, passthrough: bool) -> Fuse {
         Fuse {
             fs,
             handles: Handles::default(),
+            passthrough,
         }
     }
 }
@@ -85,7 +88,8 @@ impl Filesystem for Fuse {
         }
         // Passthrough of complete cache files: the cache lives on a local file system, so a
         // stack depth of 1 is enough (and what worked here).
-        let passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+        let passthrough = self.passthrough
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         if passthrough {
             self.handles.enable();

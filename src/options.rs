@@ -63,6 +63,11 @@ pub const MOUNT_OPTIONS: &[(&str, &str)] = &[
         "disk budget of that cache, with K, M, G or T (default 4G)",
     ),
     (
+        "nopassthrough",
+        "serve complete cache files through the daemon, not by FUSE passthrough (which \
+         npzfs uses when root on Linux 6.9+)",
+    ),
+    (
         "ro, rw, defaults, nofail, _netdev, auto, noauto, user, users, dev, nodev, suid, \
          nosuid, exec, noexec, atime, noatime, relatime, sync, async, x-*, comment=...",
         "accepted for mount(8) and fstab; the mount is always read-only, nodev and nosuid",
@@ -197,6 +202,8 @@ pub struct Options {
     pub fsname: Option<String>,
     /// `cache_dir=` and `cache_size=`.
     pub cache: CacheConfig,
+    /// False with `nopassthrough`.
+    pub passthrough: bool,
 }
 
 /// The outcome of parsing: options, or text that clap already formatted (help, version,
@@ -252,6 +259,7 @@ where
             dir: CacheConfig::default_dir(),
             size: DEFAULT_CACHE_SIZE,
         },
+        passthrough: true,
     };
     for opt in cli.options.iter().flat_map(|list| list.split(',')) {
         apply(&mut o, opt.trim())?;
@@ -279,6 +287,7 @@ fn apply(o: &mut Options, opt: &str) -> Result<()> {
         ("allow_other", None) => o.allow_other = true,
         ("allow_root", None) => o.allow_root = true,
         ("auto_unmount", None) => o.auto_unmount = true,
+        ("nopassthrough", None) => o.passthrough = false,
         ("uid", Some(v)) => o.uid = Some(number(key, v, 10, u64::from(u32::MAX))? as u32),
         ("gid", Some(v)) => o.gid = Some(number(key, v, 10, u64::from(u32::MAX))? as u32),
         ("umask", Some(v)) => o.umask = number(key, v, 8, 0o777)? as u16,
@@ -316,6 +325,7 @@ fn is_known(key: &str) -> bool {
             | "fsname"
             | "cache_dir"
             | "cache_size"
+            | "nopassthrough"
     )
 }
 
@@ -421,8 +431,9 @@ mod tests {
         let o = run(&[]).unwrap();
         assert_eq!(o.threads, DEFAULT_THREADS);
         assert_eq!(o.read_ahead_kb, DEFAULT_READ_AHEAD_KB);
-        assert!(!o.foreground && !o.allow_other);
+        assert!(!o.foreground && !o.allow_other && o.passthrough);
         assert_eq!(o.log_level, log::LevelFilter::Info);
+        assert!(!run(&["-o", "nopassthrough"]).unwrap().passthrough);
     }
 
     #[test]

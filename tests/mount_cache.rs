@@ -242,32 +242,42 @@ fn a_complete_member_is_served_by_passthrough_when_root() {
     if unsafe { libc::geteuid() } != 0 || !fuse_or_skip("passthrough") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (archive, cache) = (dir.path().join("c.npz"), dir.path().join("cache"));
-    let data = compressible(20, 8 * MIB);
-    write_zip(&archive, b"", &[Entry::deflated("x.npy", data.clone())]);
-    let m = Mounted::foreground(&archive, &["-o", &opt(&cache, "1G")]);
-    // Open and close without reading: the member decodes in the background and is kept, and
-    // no page of it enters the mount's page cache.
-    drop(fs::File::open(m.path("x.npy")).unwrap());
-    let complete = || cache_names(&cache).iter().any(|n| n.starts_with("0-"));
-    assert!(wait_until(30, complete), "{:?}", cache_names(&cache));
-    let file = fs::File::open(m.path("x.npy")).unwrap();
-    // With the daemon stopped, only passthrough can answer: the kernel reads the cache file.
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(m.pid(), libc::SIGSTOP) };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 8 * MIB];
-        let _ = tx.send(file.read_exact_at(&mut buf, 0).map(|()| buf));
-    });
-    let got = rx.recv_timeout(std::time::Duration::from_secs(10));
-    // SAFETY: as above.
-    unsafe { libc::kill(m.pid(), libc::SIGCONT) };
-    let bytes = got
-        .expect("the read needed the daemon: not passthrough")
-        .unwrap();
-    assert!(bytes == data);
+    for passthrough in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (archive, cache) = (dir.path().join("c.npz"), dir.path().join("cache"));
+        let data = compressible(20, 8 * MIB);
+        write_zip(&archive, b"", &[Entry::deflated("x.npy", data.clone())]);
+        let mut o = opt(&cache, "1G");
+        if !passthrough {
+            o.push_str(",nopassthrough");
+        }
+        let m = Mounted::foreground(&archive, &["-o", &o]);
+        // Open and close without reading: the member decodes in the background and is kept,
+        // and no page of it enters the mount's page cache.
+        drop(fs::File::open(m.path("x.npy")).unwrap());
+        let complete = || cache_names(&cache).iter().any(|n| n.starts_with("0-"));
+        assert!(wait_until(30, complete), "{:?}", cache_names(&cache));
+        let file = fs::File::open(m.path("x.npy")).unwrap();
+        // With the daemon stopped, only passthrough can answer: the kernel reads the cache
+        // file. Without it, the read waits for the daemon to run again.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(m.pid(), libc::SIGSTOP) };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 8 * MIB];
+            let _ = tx.send(file.read_exact_at(&mut buf, 0).map(|()| buf));
+        });
+        let timeout = std::time::Duration::from_secs(if passthrough { 10 } else { 2 });
+        let got = rx.recv_timeout(timeout);
+        // SAFETY: as above.
+        unsafe { libc::kill(m.pid(), libc::SIGCONT) };
+        let bytes = match (passthrough, got) {
+            (true, got) => got.expect("the read needed the daemon: not passthrough"),
+            (false, Ok(_)) => panic!("nopassthrough: answered while the daemon was stopped"),
+            (false, Err(_)) => rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap(),
+        };
+        assert!(bytes.unwrap() == data);
+    }
 }
 
 #[test]
