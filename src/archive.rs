@@ -128,6 +128,32 @@ impl Archive {
         }
     }
 
+    /// Drops the daemon's page-table entries for `len` bytes from `start` (widened to whole
+    /// pages), once a reply has been copied out of them. The pages stay in the page cache;
+    /// without this, every page ever served would count in the daemon's resident set, which
+    /// would then grow to the size of the members read (`bench/rss.py`).
+    pub fn unmap_pages(&self, start: u64, len: u64) {
+        let Some(map) = &self.map else { return };
+        // SAFETY: sysconf has no preconditions.
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let from = start / page * page;
+        let to = start.saturating_add(len).div_ceil(page) * page;
+        let to = to.min(map.len() as u64);
+        if to <= from {
+            return;
+        }
+        // SAFETY: the range lies within the mapping, which is read-only and file-backed:
+        // MADV_DONTNEED only unmaps its pages, and a later access faults them back in from the
+        // page cache with the same bytes.
+        unsafe {
+            libc::madvise(
+                map.as_ptr().add(from as usize) as *mut libc::c_void,
+                (to - from) as usize,
+                libc::MADV_DONTNEED,
+            );
+        }
+    }
+
     /// Fails if the file was truncated, grown or rewritten since it was opened.
     ///
     /// One `fstat` (a few hundred ns) per read: cheap beside a 128 KiB-1 MiB copy, and it turns

@@ -251,7 +251,13 @@ impl NpzFs {
         let end = offset + u64::from(size).min(member.size - offset);
         match (member.method, &self.cache, self.member_index(ino)) {
             (m, Some(cache), Ok(i)) if m.is_compressed() => cache.read(i, offset, end, done),
-            _ => done(self.read_stored(member, offset, end)),
+            _ => {
+                done(self.read_stored(member, offset, end));
+                // The kernel has copied the bytes: the daemon need not keep them mapped.
+                if let Ok(start) = member.data_start(&self.archive) {
+                    self.archive.unmap_pages(start + offset, end - offset);
+                }
+            }
         }
     }
 

@@ -360,3 +360,34 @@ fn scopeguard(mnt: &Path) -> impl Drop + '_ {
     }
     Guard(mnt)
 }
+
+#[test]
+fn serving_a_large_stored_member_does_not_grow_the_daemon() {
+    if !fuse_or_skip("serving_a_large_stored_member") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("big.npz");
+    let len = 96 << 20;
+    write_zip(&archive, b"", &[Entry::stored("x.npy", vec![7u8; len])]);
+    let m = Mounted::foreground(&archive, &[]);
+    let rss = || {
+        let status = fs::read_to_string(format!("/proc/{}/status", m.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    };
+    let before = rss();
+    let got = fs::read(m.path("x.npy")).unwrap();
+    assert!(got.len() == len && got.iter().all(|&b| b == 7));
+    // Replies come from the archive's mapping; its pages are let go once copied.
+    let grown = rss().saturating_sub(before);
+    assert!(
+        grown < 16 << 20,
+        "the daemon grew by {grown} bytes serving {len}"
+    );
+}
