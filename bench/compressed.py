@@ -1,13 +1,15 @@
 """Benchmark of compressed members: npzfs against in-process inflate, np.load and ext4.
 
-    .venv/bin/python bench/compressed.py [--mib 1024] [--runs 3]
+    .venv/bin/python bench/compressed.py [--mib 1024] [--runs 3] [--peers]
 
 Prints medians of --runs runs, as MB/s and as ratios to baselines measured in the same run:
 * header: open + read of the .npy header on a fresh mount with an empty cache;
 * first read: 1 MiB sequential reads through a fresh mount (empty cache), against in-process
   inflate of the same member (bench/inflate.rs) and np.load(npz)[key];
 * second read: the same member once its cache file is complete (synced and renamed; passthrough
-  when root), against reading the same bytes from an extracted file on the local disk.
+  when root, and through the daemon with nopassthrough), against reading the same bytes from an
+  extracted file on the local disk.
+With --peers, the same through the peer mounters (their second read is whatever they keep).
 The archive stays in the page cache throughout, so all figures are CPU-bound, not disk-bound.
 """
 
@@ -22,15 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, build, cleanup, int16_signal, median, mount, read_all, timed, unmount
+from common import REPO, build, cleanup, int16_signal, median, read_all, timed
+from mounters import Npzfs, selected, usable
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=1024, help="member size in MiB")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--peers", action="store_true")
     args = ap.parse_args()
     build()
+    mounters = selected(args.peers)
 
     work = Path(tempfile.mkdtemp(prefix="npzfs-bench-"))
     try:
@@ -44,6 +49,7 @@ def main():
         np.save(extracted, data)
         del data
         mnt, cache = work / "mnt", work / "cache"
+        mounters = usable(mounters, npz, work)
 
         inflate = float(
             subprocess.run(
@@ -53,34 +59,42 @@ def main():
         )
         npload = [size / timed(lambda: np.load(npz)["x"]) / 1e6 for _ in range(args.runs)]
 
-        header, first, second = [], [], []
-        for _ in range(args.runs):
-            shutil.rmtree(cache, ignore_errors=True)
-            mount(npz, mnt, "-o", f"cache_dir={cache},cache_size=8G")
-            try:
-                def head():
-                    with open(mnt / "x.npy", "rb") as f:
-                        np.lib.format.read_magic(f)
-                header.append(timed(head) * 1e3)
-                first.append(size / timed(lambda: read_all(mnt / "x.npy")) / 1e6)
-                # Steady state: once the cache file is synced and renamed into place.
-                while not any(p.name[0].isdigit() for p in cache.glob("*/*")):
-                    time.sleep(0.05)
-                second.append(size / timed(lambda: read_all(mnt / "x.npy")) / 1e6)
-            finally:
-                unmount(mnt)
+        # npzfs twice when root: its second read by passthrough and through the daemon.
+        runs_of = [(m, m.name) for m in mounters]
+        if os.geteuid() == 0:
+            runs_of.insert(1, (Npzfs("nopassthrough"), "npzfs nopassthrough"))
+        rows = {}
+        for m, label in runs_of:
+            header, first, second = [], [], []
+            for _ in range(args.runs):
+                shutil.rmtree(cache, ignore_errors=True)
+                m.mount(npz, mnt, cache)
+                try:
+                    def head():
+                        with open(mnt / "x.npy", "rb") as f:
+                            np.lib.format.read_magic(f)
+                    header.append(timed(head) * 1e3)
+                    first.append(size / timed(lambda: read_all(mnt / "x.npy")) / 1e6)
+                    # npzfs's steady state: once the cache file is synced and renamed.
+                    while label.startswith("npzfs") and not any(
+                            p.name[0].isdigit() for p in cache.glob("*/*")):
+                        time.sleep(0.05)
+                    second.append(size / timed(lambda: read_all(mnt / "x.npy")) / 1e6)
+                finally:
+                    m.unmount(mnt)
+            rows[label] = (median(header), median(first), median(second))
         read_all(extracted)
-        ext4 = [size / timed(lambda: read_all(extracted)) / 1e6 for _ in range(args.runs)]
-
-        med = median
-        print(f"in-process inflate        {inflate:8.0f} MB/s")
-        print(f"np.load(npz)['x']         {med(npload):8.0f} MB/s")
-        print(f"npzfs header (fresh)      {med(header):8.1f} ms")
-        print(f"npzfs first read          {med(first):8.0f} MB/s  "
-              f"{med(first) / inflate:5.2f}x inflate  {med(first) / med(npload):5.2f}x np.load")
-        print(f"npzfs second read         {med(second):8.0f} MB/s  "
-              f"{med(second) / med(ext4):5.2f}x ext4 ({med(ext4):.0f} MB/s)"
-              f"{'  [passthrough]' if os.geteuid() == 0 else ''}")
+        ext4 = median([size / timed(lambda: read_all(extracted)) / 1e6 for _ in range(args.runs)])
+        np_load = median(npload)
+        print(f"in-process inflate {inflate:.0f} MB/s, np.load(npz)['x'] {np_load:.0f} MB/s, "
+              f"local-file read {ext4:.0f} MB/s")
+        print(f"{'mounter':20} {'header':>8} {'first read':>11} {'x inflate':>9} {'x np.load':>9} "
+              f"{'second read':>12} {'x local':>8}")
+        for label, (h, f, s2) in rows.items():
+            print(f"{label:20} {h:6.1f}ms {f:6.0f} MB/s {f / inflate:8.2f}x {f / np_load:8.2f}x "
+                  f"{s2:7.0f} MB/s {s2 / ext4:7.2f}x")
+        if os.geteuid() == 0:
+            print("(npzfs: second read by FUSE passthrough; 'npzfs nopassthrough': through the daemon)")
     finally:
         cleanup(work)
 

@@ -1,6 +1,6 @@
 """Benchmark of stored members: npzfs against the same bytes in a local file.
 
-    .venv/bin/python bench/stored.py [--mib 1024] [--runs 3]
+    .venv/bin/python bench/stored.py [--mib 1024] [--runs 3] [--peers]
 
 Medians of --runs runs. The archive and the extracted file are in the page cache, so this
 measures the FUSE path itself:
@@ -8,8 +8,8 @@ measures the FUSE path itself:
 * warm read: the same again (served from the mount's page cache, kept across opens);
 * mmap scan: one byte of every 4 KiB page through a shared read-only mapping, fresh mount;
 * random: 10,000 single-element reads through np.load(mmap_mode='r'), warm;
-and the cold read of the FUSE ceiling (bench/ceiling.rs), a minimal filesystem serving the same
-byte range with the same settings.
+and the cold and warm reads of the FUSE ceiling (bench/ceiling.rs), a minimal filesystem serving the same
+byte range with the same settings. With --peers, the same cases through the peer mounters.
 """
 
 import argparse
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, build, cleanup, median, mount, read_all, timed, unmount
+from common import REPO, build, cleanup, median, read_all, timed
+from mounters import selected, usable
 
 
 def scan(path: Path):
@@ -41,8 +42,9 @@ def data_range(npz: Path, name: str):
     return info.header_offset + 30 + n + m, info.file_size
 
 
-def ceiling_cold_read(npz: Path, mnt: Path) -> float:
-    """MB/s of a cold read through bench/ceiling.rs, the minimal FUSE filesystem."""
+def ceiling_reads(npz: Path, mnt: Path):
+    """MB/s of a cold and then a warm read through bench/ceiling.rs, the minimal FUSE
+    filesystem."""
     import subprocess
 
     offset, size = data_range(npz, "x.npy")
@@ -51,7 +53,8 @@ def ceiling_cold_read(npz: Path, mnt: Path) -> float:
     proc = subprocess.Popen([exe, npz, str(offset), str(size), mnt], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
-        return size / timed(lambda: read_all(mnt / "x")) / 1e6
+        cold = size / timed(lambda: read_all(mnt / "x")) / 1e6
+        return cold, size / timed(lambda: read_all(mnt / "x")) / 1e6
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
@@ -67,8 +70,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--peers", action="store_true")
     args = ap.parse_args()
     build()
+    mounters = selected(args.peers)
     work = Path(tempfile.mkdtemp(prefix="npzfs-bench-"))
     try:
         n = args.mib * (1 << 20) // 4
@@ -78,46 +83,60 @@ def main():
         np.save(local, data)
         del data
         size = local.stat().st_size
+        mounters = usable(mounters, npz, work)
         idx = np.random.default_rng(2).integers(0, n, 10_000)
         read_all(npz), read_all(local)  # both in the page cache
-        mnt = work / "mnt"
-        rows = {"cold read": [], "warm read": [], "mmap scan": [], "random 10k": []}
-        base = {k: [] for k in rows}
-        ceiling = []
+        mnt, cache = work / "mnt", work / "cache"
+        cases = ("cold read", "warm read", "mmap scan", "random 10k")
+        rows = {m.name: {k: [] for k in cases} for m in mounters}
+        base = {k: [] for k in cases}
+        ceiling, ceiling_warm = [], []
         for _ in range(args.runs):
-            ceiling.append(ceiling_cold_read(npz, work / "cmnt"))
-            mount(npz, mnt)
-            try:
-                x = mnt / "x.npy"
-                rows["cold read"].append(size / timed(lambda: read_all(x)) / 1e6)
-                rows["warm read"].append(size / timed(lambda: read_all(x)) / 1e6)
-            finally:
-                unmount(mnt)
-            mount(npz, mnt)
-            try:
-                x = mnt / "x.npy"
-                rows["mmap scan"].append(size / timed(lambda: scan(x)) / 1e6)
-                rows["random 10k"].append(timed(lambda: random_reads(x, idx)) * 1e3)
-            finally:
-                unmount(mnt)
+            cold, warm = ceiling_reads(npz, work / "cmnt")
+            ceiling.append(cold)
+            ceiling_warm.append(warm)
+            for m in mounters:
+                row = rows[m.name]
+                m.mount(npz, mnt, cache)
+                try:
+                    x = mnt / "x.npy"
+                    row["cold read"].append(size / timed(lambda: read_all(x)) / 1e6)
+                    row["warm read"].append(size / timed(lambda: read_all(x)) / 1e6)
+                finally:
+                    m.unmount(mnt)
+                m.mount(npz, mnt, cache)
+                try:
+                    x = mnt / "x.npy"
+                    row["mmap scan"].append(size / timed(lambda: scan(x)) / 1e6)
+                    row["random 10k"].append(timed(lambda: random_reads(x, idx)) * 1e3)
+                finally:
+                    m.unmount(mnt)
             base["cold read"].append(size / timed(lambda: read_all(local)) / 1e6)
             base["warm read"].append(base["cold read"][-1])
             base["mmap scan"].append(size / timed(lambda: scan(local)) / 1e6)
             base["random 10k"].append(timed(lambda: random_reads(local, idx)) * 1e3)
         print(f"member: {size / 2**20:.0f} MiB float32, stored; baseline: the same bytes in a local file")
-        print(f"{'':12} {'npzfs':>10} {'local':>10} {'ratio':>7}")
-        for k in rows:
+        names = [m.name for m in mounters]
+        print(f"{'':12} {'local':>10} " + " ".join(f"{n:>19}" for n in names))
+        for k in cases:
             unit = "ms" if k.startswith("random") else "MB/s"
-            a, b = median(rows[k]), median(base[k])
-            ratio = b / a if unit == "ms" else a / b
-            print(f"{k:12} {a:8.0f}{unit:>2} {b:8.0f}{unit:>2} {ratio:6.2f}x")
-        cold = median(rows["cold read"])
-        print(f"cold read against the FUSE ceiling (bench/ceiling.rs): {cold:.0f} / "
+            b = median(base[k])
+            cells = []
+            for n in names:
+                a = median(rows[n][k])
+                ratio = b / a if unit == "ms" else a / b
+                cells.append(f"{a:8.0f}{unit:>4} {ratio:5.2f}x")
+            print(f"{k:12} {b:6.0f}{unit:>4} " + " ".join(f"{c:>19}" for c in cells))
+        cold = median(rows["npzfs"]["cold read"])
+        print(f"npzfs cold read against the FUSE ceiling (bench/ceiling.rs): {cold:.0f} / "
               f"{median(ceiling):.0f} MB/s = {cold / median(ceiling):.2f}x")
+        warm = median(rows["npzfs"]["warm read"])
+        print(f"npzfs warm read against the FUSE ceiling: {warm:.0f} / "
+              f"{median(ceiling_warm):.0f} MB/s = {warm / median(ceiling_warm):.2f}x")
         print(f"(read_ahead_kb=1024 on the mount: {'yes' if os.geteuid() == 0 else 'no, not root'})")
     finally:
         cleanup(work)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
