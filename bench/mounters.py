@@ -14,6 +14,14 @@ from pathlib import Path
 from common import BIN
 
 
+def alive(pid) -> bool:
+    """Whether process `pid` runs (a zombie waiting for its reaper does not)."""
+    try:
+        return pid is not None and Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
 def raise_it(e: OSError):
     raise e
 
@@ -58,9 +66,14 @@ class Mounter:
             raise Unusable(f"{self.name} mounts but its files fail: {e.strerror}") from e
 
     def unmount(self, mnt: Path):
+        """Unmounts and waits for the daemon to exit, so the next mount starts clean."""
+        try:
+            pid = self.pid(mnt)
+        except LookupError:
+            pid = None
         subprocess.run(["fusermount3", "-u", "-z", mnt], check=False, capture_output=True)
         deadline = time.monotonic() + 60
-        while os.path.ismount(mnt) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (os.path.ismount(mnt) or alive(pid)):
             time.sleep(0.01)
 
     def pid(self, mnt: Path) -> int:
