@@ -4,7 +4,7 @@ with the member's size.
     .venv/bin/python bench/rss.py [--gib 1,8] [--peers]
 
 For each size, an archive with one stored `.npy` member of that many GiB (written in 64 MiB
-chunks, never held in memory), read once end to end with 1 MiB reads through a fresh mount while
+chunks, never held in memory), read once end to end with 1 MiB reads (or for --limit seconds, for a slow peer) through a fresh mount while
 the daemon's /proc/PID/status is sampled every 20 ms. Reported: the peak resident set, and of
 it the private (anonymous) memory and the pages mapped from files. npzfs replies from its
 mapping of the archive, so those pages (the page cache's own, shared and reclaimable) show up
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import build, cleanup, read_all
+from common import build, cleanup
 from mounters import daemon_rss, selected, usable
 
 CHUNK = 64 << 20
@@ -40,6 +40,16 @@ def archive(work: Path, gib: float) -> Path:
             f.write(block[: min(left, CHUNK)])
             left -= min(left, CHUNK)
     return path
+
+
+def read_for(path: Path, seconds: float) -> int:
+    """Reads `path` with 1 MiB reads to its end or for `seconds` (a slow peer); byte count."""
+    buf = bytearray(1 << 20)
+    total, deadline = 0, time.monotonic() + seconds
+    with open(path, "rb", buffering=0) as f:
+        while (n := f.readinto(buf)) and time.monotonic() < deadline:
+            total += n
+    return total
 
 
 class Sampler:
@@ -66,6 +76,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", default="1,8", help="member sizes in GiB")
     ap.add_argument("--peers", action="store_true")
+    ap.add_argument("--limit", type=float, default=120, help="seconds a read may take")
     args = ap.parse_args()
     build()
     all_mounters = selected(args.peers)
@@ -80,13 +91,14 @@ def main():
                 try:
                     sampler = Sampler(m.pid(mnt))
                     t = time.perf_counter()
-                    size = read_all(mnt / "x.npy")
+                    size = read_for(mnt / "x.npy", args.limit)
                     rate = size / (time.perf_counter() - t) / 1e6
                     peak = sampler.done()
                 finally:
                     m.unmount(mnt)
+                part = "" if size >= gib * (1 << 30) else f"  (stopped after {args.limit:.0f} s)"
                 print(f"{gib:6g}GiB {m.name:13} {rate:6.0f} {peak['VmRSS'] / 1024:9.0f} "
-                      f"{peak.get('RssAnon', 0) / 1024:8.0f} {peak.get('RssFile', 0) / 1024:8.0f}")
+                      f"{peak.get('RssAnon', 0) / 1024:8.0f} {peak.get('RssFile', 0) / 1024:8.0f}{part}")
             npz.unlink()
     finally:
         cleanup(work)
