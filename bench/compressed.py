@@ -19,26 +19,18 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-from common import REPO, build, cleanup, int16_signal, median, read_all, timed
-from mounters import Npzfs, selected, usable
+from common import REPO, cleanup, int16_signal, median, read_all, timed
+from mounters import Npzfs, start, usable
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=1024, help="member size in MiB")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--peers", action="store_true")
-    args = ap.parse_args()
-    build()
-    mounters = selected(args.peers)
-
-    work = Path(tempfile.mkdtemp(prefix="npzfs-bench-"))
+    args, mounters, work = start(ap)
     try:
         # Moderately compressible: noisy int16 samples of a slow signal.
         data = int16_signal(args.mib)

@@ -11,15 +11,14 @@ has 2 cores: 2 readers can at best double, 4 cannot do better than 2.
 
 import argparse
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from common import build, cleanup, int16_signal, median, read_all
-from mounters import selected, usable
+from common import cleanup, int16_signal, median, read_all
+from mounters import start, usable
 
 READERS = (1, 2, 4)
 
@@ -57,12 +56,7 @@ def aggregate(mnt: Path, k: int) -> float:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=256, help="size of each member")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--peers", action="store_true")
-    args = ap.parse_args()
-    build()
-    mounters = selected(args.peers)
-    work = Path(tempfile.mkdtemp(prefix="npzfs-bench-"))
+    args, mounters, work = start(ap)
     try:
         paths = archives(work, args.mib)
         for p in paths.values():

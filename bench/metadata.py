@@ -14,13 +14,12 @@ A peer that takes more than --limit seconds to mount is reported as such and not
 import argparse
 import os
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 
-from common import build, cleanup, median, timed
-from mounters import daemon_rss, selected, usable
+from common import cleanup, median, timed
+from mounters import daemon_rss, start, usable
 
 
 def archive(work: Path, n: int) -> Path:
@@ -43,13 +42,8 @@ def walk(mnt: Path) -> int:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--counts", default="10000,100000,1000000")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--peers", action="store_true")
     ap.add_argument("--limit", type=float, default=120, help="seconds a mount may take")
-    args = ap.parse_args()
-    build()
-    mounters = selected(args.peers)
-    work = Path(tempfile.mkdtemp(prefix="npzfs-bench-"))
+    args, mounters, work = start(ap)
     rows = []
     try:
         for n in (int(c) for c in args.counts.split(",")):

@@ -8,10 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from common import BIN
+from common import BIN, build
 
 
 def alive(pid) -> bool:
@@ -141,6 +142,17 @@ class Ratarmount(Mounter):
 
 
 PEERS = [FuseZip(), Archivemount(), Ratarmount()]
+
+
+def start(ap, runs: bool = True):
+    """Adds the options every program shares (--runs, --peers), parses, builds npzfs, and
+    returns (args, the mounters to run, a fresh work directory)."""
+    if runs:
+        ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--peers", action="store_true")
+    args = ap.parse_args()
+    build()
+    return args, selected(args.peers), Path(tempfile.mkdtemp(prefix="npzfs-bench-"))
 
 
 def selected(peers: bool) -> list:

@@ -13,7 +13,6 @@ as RssFile while they are being handed to the kernel; the private part is what n
 
 import argparse
 import sys
-import tempfile
 import threading
 import time
 import zipfile
@@ -21,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import build, cleanup
-from mounters import daemon_rss, selected, usable
+from common import cleanup
+from mounters import daemon_rss, start, usable
 
 CHUNK = 64 << 20
 
@@ -56,7 +55,7 @@ class Sampler:
     """The daemon's memory every 20 ms, keeping the sample with the largest VmRSS."""
 
     def __init__(self, pid: int):
-        self.pid, self.peak, self.stop = pid, {"VmRSS": 0}, threading.Event()
+        self.pid, self.peak, self.stop = pid, daemon_rss(pid), threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
@@ -75,12 +74,8 @@ class Sampler:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", default="1,8", help="member sizes in GiB")
-    ap.add_argument("--peers", action="store_true")
     ap.add_argument("--limit", type=float, default=120, help="seconds a read may take")
-    args = ap.parse_args()
-    build()
-    all_mounters = selected(args.peers)
-    work = Path(tempfile.mkdtemp(prefix="npzfs-bench-"))
+    args, all_mounters, work = start(ap, runs=False)
     try:
         print(f"{'member':>8} {'mounter':13} {'MB/s':>6} {'peak RSS':>9} {'private':>8} {'file':>8}  (MiB)")
         for gib in (float(g) for g in args.gib.split(",")):

@@ -16,13 +16,12 @@ import argparse
 import mmap
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from common import REPO, build, cleanup, median, read_all, timed
-from mounters import selected, usable
+from common import REPO, cleanup, median, read_all, timed
+from mounters import start, usable
 
 
 def scan(path: Path):
@@ -69,12 +68,7 @@ def random_reads(path: Path, idx):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=1024)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--peers", action="store_true")
-    args = ap.parse_args()
-    build()
-    mounters = selected(args.peers)
-    work = Path(tempfile.mkdtemp(prefix="npzfs-bench-"))
+    args, mounters, work = start(ap)
     try:
         n = args.mib * (1 << 20) // 4
         data = np.random.default_rng(1).standard_normal(n, dtype=np.float32)
@@ -139,4 +133,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
