@@ -49,7 +49,7 @@ fn one_bad(i: usize, errno: i32, f: impl FnOnce(&mut Entry)) -> (Vec<u8>, Expect
     (build_zip(b"", &entries), Expect::Mounted(files))
 }
 
-/// Checks one case against the core, and refusals against the binary as well.
+/// Checks one case against the core (`check_cli_refusal` takes refusals through the binary).
 fn check(case: &str, bytes: &[u8], expect: &Expect<'_>) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), bytes).unwrap();
