@@ -6,7 +6,8 @@
 //!   [`seek::SPAN`] bytes into the member's seek index ([`seek_file`]).
 //! * A read waits only for its own range, and never in a request thread ([`entry`]).
 //! * With a seek index, a member whose file is gone is *sparse* (`spans.rs`): each span is
-//!   decoded from its own seek point when a read needs it and evicted on its own.
+//!   decoded from its own seek point when a read needs it and evicted on its own; one no one
+//!   holds is closed once its last span is gone.
 //! * The budget (`cache_size`) counts every member with a cache file by its size, and every
 //!   span of a sparse member by its own. Eviction order and rules are in `budget.rs`: members
 //!   held open are never evicted whole, so the budget can be exceeded by what open handles
