@@ -100,6 +100,9 @@ fn decoded_once(data: &[u8], budget: u64) -> common::fs::Fixture {
     assert_eq!(read_all(&f.fs, ino(&f.fs, "x.npy")), data);
     let root = f.cache.path().join("c");
     assert!(wait_until(10, || !seek_files(&root).is_empty()));
+    // Counted even when the reader has let go before the decoder finished.
+    let whole = || f.fs.summary().unwrap().contains("decoded 1 members");
+    assert!(wait_until(10, whole), "{}", f.fs.summary().unwrap());
     assert!(f.cache_bytes() <= budget, "{:?}", f.cache_files());
     // Unmounted and mounted again: nothing but the seek index is left.
     let f = f.reopen(budget);

@@ -95,6 +95,11 @@ impl Shared {
                 return false;
             }
         };
+        // The whole member went through the decoder, whether or not anyone still holds it.
+        self.stats.decoded.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .decoded_bytes
+            .fetch_add(entry.key.size, Ordering::Relaxed);
         let sparse = entry::Sparse {
             table,
             data_start: job.data_start,
@@ -120,10 +125,6 @@ impl Shared {
             (self.evict(&mut st, 0), late)
         };
         victims.apply();
-        self.stats.decoded.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .decoded_bytes
-            .fetch_add(entry.key.size, Ordering::Relaxed);
         log::debug!(
             "{}: decoded once through a window; served span by span now",
             entry.name
