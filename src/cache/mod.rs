@@ -459,8 +459,13 @@ impl Shared {
                 errno: libc::EIO,
             });
         } else if result.is_ok() {
-            // Verified: readers may have the rest now. The sync that makes the file safe to
-            // adopt after a power loss is the slow part (~1 s per GiB here), so it comes after.
+            // Verified: counted, then readers may have the rest (so a reader that has every
+            // byte sees the count). The sync that makes the file safe to adopt after a power
+            // loss is the slow part (~1 s per GiB here), so it comes after.
+            self.stats.decoded.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .decoded_bytes
+                .fetch_add(entry.key.size, Ordering::Relaxed);
             entry.publish();
             self.keep_seek(entry, job, writer, seek_part);
             if let Err(e) = entry.file().sync_data() {
@@ -499,13 +504,7 @@ impl Shared {
         match (result, part) {
             (Ok(()), Some(part)) => {
                 match std::fs::rename(&part, self.store.complete_path(entry.key)) {
-                    Ok(()) => {
-                        self.stats.decoded.fetch_add(1, Ordering::Relaxed);
-                        self.stats
-                            .decoded_bytes
-                            .fetch_add(entry.key.size, Ordering::Relaxed);
-                        Fill::Complete
-                    }
+                    Ok(()) => Fill::Complete,
                     Err(e) => {
                         store::remove(&part);
                         let cause = format!("cannot finish the cache file: {}", cause(&e));
