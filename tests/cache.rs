@@ -74,9 +74,9 @@ fn concurrent_opens_share_one_decoder() {
             });
         }
     });
-    let settled = || fs.summary().unwrap().contains("decoded 1 members");
+    let counted = || fs.summary().unwrap().contains("decoded 1 members");
     assert!(
-        common::mount::wait_until(10, settled),
+        common::mount::wait_until(10, counted),
         "{}",
         fs.summary().unwrap()
     );
@@ -101,6 +101,7 @@ fn the_budget_holds_and_least_recently_used_members_go_first() {
         }
     }
     // The three most recently used members are the ones kept.
+    assert!(settled(&f), "{:?}", f.cache_files());
     let kept: Vec<String> = f.cache_files().into_iter().map(|(n, _)| n).collect();
     assert_eq!(kept.len(), 3, "{kept:?}");
     for i in 3..6 {
@@ -208,7 +209,7 @@ fn a_complete_member_is_reused_by_the_next_mount_and_partial_ones_never_are() {
         summary.contains("decoded 1 members") && summary.contains("reused 1"),
         "{summary}"
     );
-    assert!(!f.cache_files().iter().any(|(n, _)| n.ends_with(".part")));
+    assert!(settled(&f), "{:?}", f.cache_files());
 }
 
 #[test]
@@ -269,8 +270,7 @@ fn reopening_a_member_mid_decode_joins_its_decoder() {
     f.fs.open(x, false).unwrap();
     f.fs.release(x);
     assert_eq!(read_all(&f.fs, x), data);
-    let idle = || !f.cache_files().iter().any(|(n, _)| n.ends_with(".part"));
-    assert!(common::mount::wait_until(10, idle), "{:?}", f.cache_files());
+    assert!(settled(&f), "{:?}", f.cache_files());
     let summary = f.fs.summary().unwrap();
     assert!(
         summary.contains("decoded 1 members"),
@@ -288,4 +288,11 @@ fn a_cache_directory_deleted_while_mounted_is_made_again() {
     assert!(common::mount::wait_until(10, complete));
     std::fs::remove_dir_all(f.cache.path().join("c")).unwrap();
     assert_eq!(read_all(&f.fs, x), data);
+}
+
+/// Waits (up to 10 s) until no decode is in flight: readers get a member's last bytes once it
+/// is verified, and its file is renamed from `.part` after a sync that follows.
+fn settled(f: &common::fs::Fixture) -> bool {
+    let idle = || !f.cache_files().iter().any(|(n, _)| n.ends_with(".part"));
+    common::mount::wait_until(10, idle)
 }
