@@ -144,11 +144,74 @@ fn with_an_index_any_offset_costs_one_span_and_the_cache_stays_in_its_bound() {
             got[..] == data[offset as usize..][..got.len()],
             "at {offset}"
         );
-        assert!(f.cache_bytes() <= budget, "{} > {budget}", f.cache_bytes());
+        assert!(
+            f.cache_bytes() <= budget,
+            "{} > {budget}: {:?} {}",
+            f.cache_bytes(),
+            f.cache_files(),
+            fs.summary().unwrap()
+        );
     }
     fs.release(x);
     let summary = fs.summary().unwrap();
     assert!(!summary.contains(" and 0 spans"), "{summary}");
+}
+
+/// The bytes the summary line says the cache accounts for.
+fn in_use(summary: &str) -> u64 {
+    let (_, rest) = summary.rsplit_once("; ").unwrap();
+    rest.split_once(' ').unwrap().0.parse().unwrap()
+}
+
+#[test]
+fn evicted_spans_leave_no_disk_behind_what_the_budget_counts() {
+    // Spans rarely start on a block: the blocks two evicted neighbours share, and the edges
+    // of present spans, are disk the budget must see too.
+    let data = compressible(27, 16 * MIB + 999);
+    let budget = 3 * MIB as u64;
+    let f = decoded_once(&data, budget);
+    let fs = f.remount(budget);
+    let x = ino(&fs, "x.npy");
+    for round in 0..2 {
+        assert_eq!(read_all(&fs, x), data, "round {round}");
+        fs.open(x, false).unwrap();
+        for k in (0..40u64).rev() {
+            let offset = k * (data.len() as u64 / 40);
+            let got = read(&fs, x, offset, 5000).unwrap();
+            assert!(got[..] == data[offset as usize..][..5000], "at {offset}");
+        }
+        fs.release(x);
+        let accounted = || f.cache_bytes() <= in_use(&fs.summary().unwrap()).min(budget);
+        assert!(
+            wait_until(10, accounted),
+            "round {round}: {:?} {}",
+            f.cache_files(),
+            fs.summary().unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_first_pass_through_a_window_leaves_no_disk_behind_it() {
+    // The window moves 1 MiB at a time, rarely on a block boundary.
+    let data = compressible(28, 24 * MIB + 999);
+    let budget = 2 * MIB as u64;
+    let f = mount_with_cache(
+        &build_zip(b"", &[Entry::deflated("x.npy", data.clone())]),
+        OWNER,
+        tempfile::tempdir().unwrap(),
+        budget,
+    );
+    assert_eq!(read_all(&f.fs, ino(&f.fs, "x.npy")), data);
+    let whole = || f.fs.summary().unwrap().contains("decoded 1 members");
+    assert!(wait_until(10, whole), "{}", f.fs.summary().unwrap());
+    let accounted = || f.cache_bytes() <= in_use(&f.fs.summary().unwrap());
+    assert!(
+        wait_until(10, accounted),
+        "{:?} {}",
+        f.cache_files(),
+        f.fs.summary().unwrap()
+    );
 }
 
 #[test]

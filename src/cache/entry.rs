@@ -11,8 +11,11 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use super::seek_file::SeekTable;
 use super::store::FileKey;
 
-mod sparse;
 use crate::error::{Error, Result};
+
+mod sparse;
+
+pub use sparse::footprint;
 
 /// A read's continuation: called once, with the bytes or the reason there are none.
 pub type ReadDone = Box<dyn for<'a> FnOnce(Result<&'a [u8]>) + Send>;

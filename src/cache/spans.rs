@@ -182,17 +182,18 @@ impl Shared {
             }
         };
         let len = bytes.len() as u64;
-        // Charged before it is written, evictable once present (an eviction must only ever
-        // find spans it can take).
+        // Charged (every block it touches) before it is written, evictable once present (an
+        // eviction must only ever find spans it can take).
+        let charge = entry::footprint(start, end);
         let victims = {
             let mut st = self.lock();
-            let victims = self.evict(&mut st, len);
-            st.used += len;
+            let victims = self.evict(&mut st, charge);
+            st.used += charge;
             victims
         };
         victims.apply();
         if let Err(stop) = decoder::write_chunk(entry, &bytes, start, entry.key.size) {
-            self.lock().used -= len;
+            self.lock().used -= charge;
             let (cause, errno) = match stop {
                 decoder::Stop::Failed { cause, errno } => (cause, errno),
                 decoder::Stop::Cancelled => ("cancelled".to_string(), libc::EIO),
@@ -204,15 +205,17 @@ impl Shared {
         self.stats.span_fills.fetch_add(1, Ordering::Relaxed);
         self.stats.span_bytes.fetch_add(len, Ordering::Relaxed);
         log::trace!("{}: span {i} ({len} bytes at {start}) decoded", entry.name);
-        entry.span_filled(i, start, &bytes);
         // Fills running side by side may each have found nothing to evict but each other:
-        // with this span evictable now, the bound is restored.
-        let victims = {
-            let mut st = self.lock();
-            st.spans.put((entry.key.index, i), len);
-            self.evict(&mut st, 0)
-        };
-        victims.apply();
+        // with this span evictable now, the bound is restored before any read it completes is
+        // answered.
+        entry.span_filled(i, start, &bytes, || {
+            let victims = {
+                let mut st = self.lock();
+                st.spans.put((entry.key.index, i), charge);
+                self.evict(&mut st, 0)
+            };
+            victims.apply();
+        });
         self.promote(entry);
     }
 

@@ -8,6 +8,16 @@ use std::sync::MutexGuard;
 use super::{Entry, Fill, LateRead, Partial, ReadDone, Span, Sparse, State, Waiter};
 use crate::error::{Error, Result};
 
+/// The allocation unit the cache's disk accounting assumes (ext4's, XFS's and tmpfs's page).
+/// Spans and windows rarely start or end on it: a span is charged for every block it touches,
+/// and a punch frees a block that straddles its edge whenever the neighbour is gone too.
+pub const BLOCK: u64 = 4096;
+
+/// The disk space `[start, end)` of a cache file can occupy: every block it touches.
+pub fn footprint(start: u64, end: u64) -> u64 {
+    end.next_multiple_of(BLOCK) - start / BLOCK * BLOCK
+}
+
 impl Entry {
     /// The bytes this member is charged to the budget while it is live: its size, its window
     /// during a windowed first pass, nothing as a sparse member (its spans are charged).
@@ -27,13 +37,14 @@ impl Entry {
         if to <= state.kept_from {
             return Ok(());
         }
+        // Everything before `kept_from` is gone already: the block it starts in goes whole.
         let from = std::mem::replace(&mut state.kept_from, to);
-        punch_hole(&self.file, from, to)
+        punch_hole(&self.file, from / BLOCK * BLOCK, to)
     }
 
     /// The windowed first pass is done and its seek index saved: the member becomes sparse,
     /// with the spans still in its window present. Returns the reads still waiting (those
-    /// behind the window), to be asked again, and the present spans with their sizes.
+    /// behind the window), to be asked again, and the present spans with their charges.
     pub fn become_sparse(&self, sparse: Sparse) -> (Vec<LateRead>, Vec<(usize, u64)>) {
         let mut state = self.lock();
         let n = sparse.table.len();
@@ -42,21 +53,21 @@ impl Entry {
             .map(|i| {
                 let (start, end) = sparse.table.span(i);
                 if start >= state.kept_from {
-                    present.push((i, end - start));
+                    present.push((i, footprint(start, end)));
                     Span::Present
                 } else {
                     Span::Absent
                 }
             })
             .collect();
-        // The window's first span is only partly there: free that part, which no span
-        // accounts for.
-        let first_present = present
+        // The window's first span is only partly there: free that part, which no span accounts
+        // for (in whole blocks: the block the first present span starts in is that span's).
+        let head_end = present
             .first()
-            .map_or(self.key.size, |&(i, _)| sparse.table.span(i).0);
-        if state.kept_from < first_present
-            && let Err(e) = punch_hole(&self.file, state.kept_from, first_present)
-        {
+            .map_or(self.key.size.next_multiple_of(BLOCK), |&(i, _)| {
+                sparse.table.span(i).0 / BLOCK * BLOCK
+            });
+        if let Err(e) = punch_hole(&self.file, state.kept_from / BLOCK * BLOCK, head_end) {
             log::debug!("cannot free the head of the window of {}: {e}", self.name);
         }
         let _ = self.sparse.set(sparse);
@@ -159,8 +170,10 @@ impl Entry {
     }
 
     /// Span `i` (`bytes`, at `start`) is verified and written: hands each waiting read its
-    /// part, and answers those that have everything now.
-    pub fn span_filled(&self, i: usize, start: u64, bytes: &[u8]) {
+    /// part, runs `settle` (which makes room in the budget: the reads answered next see the
+    /// cache within it), then answers the reads that have everything now. Those reads hold
+    /// their bytes already, so `settle` may even evict span `i`.
+    pub fn span_filled(&self, i: usize, start: u64, bytes: &[u8], settle: impl FnOnce()) {
         let ready: Vec<Waiter> = {
             let mut state = self.lock();
             if let Some(span) = state.spans.get_mut(i) {
@@ -188,6 +201,7 @@ impl Entry {
             state.waiters = waiting;
             ready
         };
+        settle();
         for w in ready {
             let buf = w.partial.map(|p| p.buf).unwrap_or_default();
             (w.done)(Ok(&buf));
@@ -229,13 +243,27 @@ impl Entry {
     /// Frees the disk space of evicted span `i` (`[start, end)`), unless it is being filled
     /// again already. Under the entry's lock, so that a new fill (which must mark the span
     /// filling under it first) never writes before the hole is punched: else the punch could
-    /// land on fresh bytes and a reader would get zeros.
+    /// land on fresh bytes and a reader would get zeros. A block the span shares with a
+    /// neighbour is freed too if the neighbour is absent (under the same lock, it cannot start
+    /// filling meanwhile), else left to it: a span's footprint is freed whole in the end.
     pub fn punch(&self, i: usize, start: u64, end: u64) -> std::io::Result<()> {
         let state = self.lock();
         if state.spans.get(i) != Some(&Span::Absent) {
             return Ok(());
         }
-        let punched = punch_hole(&self.file, start, end);
+        let gone = |k: Option<usize>| {
+            k.and_then(|k| state.spans.get(k))
+                .is_none_or(|s| *s == Span::Absent)
+        };
+        let from = match gone(i.checked_sub(1)) {
+            true => start / BLOCK * BLOCK,
+            false => start.next_multiple_of(BLOCK),
+        };
+        let to = match gone(Some(i + 1)) {
+            true => end.next_multiple_of(BLOCK),
+            false => end / BLOCK * BLOCK,
+        };
+        let punched = punch_hole(&self.file, from, to);
         drop(state);
         punched
     }
@@ -255,6 +283,9 @@ impl Entry {
 
 /// Frees `[start, end)` of `file` (the size stays).
 fn punch_hole(file: &File, start: u64, end: u64) -> std::io::Result<()> {
+    if end <= start {
+        return Ok(());
+    }
     let (Ok(off), Ok(len)) = (i64::try_from(start), i64::try_from(end - start)) else {
         return Ok(());
     };
