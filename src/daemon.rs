@@ -239,15 +239,29 @@ fn serve(fs: NpzFs, plan: &MountPlan, ready: Readiness) -> Result<()> {
         handle_signals(signals, unmounter, &signal_path)
     })?;
     spawn("npzfs-ready", move || announce_ready(ready))?;
-    if let Err(e) = session.run() {
-        if ours {
-            // The session failed while mounted: leave no stale mount behind.
-            mount::unmount(&path, true).ok();
+    match session.run() {
+        Ok(()) => {}
+        // With several request threads, one can be mid-read when the kernel tears the
+        // connection down after an unmount: it sees ECONNABORTED where the others see ENODEV.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) && !still_mounted(&path) => {}
+        Err(e) => {
+            if ours {
+                // The session failed while mounted: leave no stale mount behind.
+                mount::unmount(&path, true).ok();
+            }
+            return Err(Error::Session {
+                path: path.clone(),
+                cause: cause(&e),
+            });
         }
-        return Err(mount_err(e));
     }
     log::info!("unmounted {}", path.display());
     Ok(())
+}
+
+/// Whether a FUSE file system is still mounted at `path` (not unmounted, not detached).
+fn still_mounted(path: &Path) -> bool {
+    mountpoint::mounted_fstype(path).is_some_and(|t| t.starts_with("fuse"))
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {

@@ -26,6 +26,8 @@ pub enum Error {
     AlreadyMounted { path: PathBuf, cause: String },
     /// The kernel or fusermount3 refused the mount.
     Mount { path: PathBuf, cause: String },
+    /// The FUSE session failed while serving a mount.
+    Session { path: PathBuf, cause: String },
     /// The cache directory cannot be created or used.
     CacheDir { path: PathBuf, cause: String },
     /// A startup failure the background daemon reported to the waiting parent.
@@ -66,6 +68,7 @@ impl Error {
             | Error::CacheDir { .. }
             | Error::AlreadyMounted { .. }
             | Error::Mount { .. }
+            | Error::Session { .. }
             | Error::Daemon { .. }
             | Error::Corrupt { .. } => libc::EIO,
         }
@@ -79,7 +82,7 @@ impl Error {
             Error::ArchiveFormat { .. } => 4,
             Error::Mountpoint { .. } => 5,
             Error::AlreadyMounted { .. } => 6,
-            Error::Mount { .. } => 7,
+            Error::Mount { .. } | Error::Session { .. } => 7,
             Error::CacheDir { .. } => 8,
             Error::Daemon { code, .. } => *code,
             _ => 1,
@@ -130,6 +133,9 @@ impl fmt::Display for Error {
             }
             Error::Mount { path, cause } => {
                 write!(f, "cannot mount on {}: {cause}", path.display())
+            }
+            Error::Session { path, cause } => {
+                write!(f, "serving {} failed: {cause}", path.display())
             }
             Error::Daemon { message, .. } => write!(f, "{message}"),
             Error::NotFound => write!(f, "no such file or directory"),

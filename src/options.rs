@@ -92,7 +92,10 @@ pub const EXIT_CODES: &[(u8, &str)] = &[
         6,
         "the mount point is already mounted, or a stale mount is left there",
     ),
-    (7, "the mount itself failed"),
+    (
+        7,
+        "the mount itself failed, or the FUSE session failed while serving",
+    ),
     (8, "the cache directory cannot be used"),
 ];
 

@@ -164,7 +164,10 @@ fn a_busy_mount_is_detached_on_sigterm_and_its_users_keep_reading() {
         wait_until(10, || child.try_wait().unwrap().is_some()),
         "daemon outlived its users"
     );
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let code = child.wait().unwrap().code();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert_eq!(code, Some(0), "{log}");
 }
 
 #[test]
