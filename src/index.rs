@@ -1,12 +1,10 @@
 //! Central directory -> `Vec<Member>`: validation at mount, local headers on first use, and the
 //! rule that turns a member name into safe path components.
 
-use std::io::BufReader;
 use std::sync::OnceLock;
 
-use zip::CompressionMethod;
-
 use crate::archive::Archive;
+use crate::central;
 use crate::error::{Error, Result};
 
 /// Signature of a ZIP local file header.
@@ -149,47 +147,29 @@ pub fn read_index(archive: &Archive) -> Result<Vec<Member>> {
     if archive.size() == 0 {
         return Err(format_err("the file is empty".into()));
     }
-    let reader = BufReader::with_capacity(64 * 1024, archive.file());
-    let zip = zip::ZipArchive::new(reader).map_err(|e| format_err(zip_cause(&e)))?;
-    let meta = zip.metadata();
-    if meta.has_duplicate_names() {
-        log::warn!(
-            "archive {} has duplicate member names: the last entry of each name wins",
-            archive.path().display()
-        );
-    }
-    let mut members = Vec::with_capacity(meta.len());
-    for i in 0..meta.len() {
-        let entry = meta.entry(i).map_err(|e| format_err(zip_cause(&e)))?;
-        let name = match entry.name() {
-            Ok(n) => n.into_owned(),
-            Err(_) => String::from_utf8_lossy(entry.name_raw()).into_owned(),
-        };
-        let method = match entry.compression() {
-            CompressionMethod::Stored => Method::Stored,
-            CompressionMethod::Deflated => Method::Deflated,
-            #[allow(deprecated)]
-            m @ (CompressionMethod::Deflate64
-            | CompressionMethod::Bzip2
-            | CompressionMethod::Lzma
-            | CompressionMethod::Zstd
-            | CompressionMethod::Xz) => Method::Codec(m.to_u16()),
-            #[allow(deprecated)]
-            other => Method::Other(other.to_u16()),
+    let entries = central::read(archive)
+        .map_err(|why| format_err(format!("not a ZIP archive or damaged ({why})")))?;
+    let mut members = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let method = match entry.method {
+            0 => Method::Stored,
+            8 => Method::Deflated,
+            n @ (9 | 12 | 14 | 93 | 95) => Method::Codec(n),
+            n => Method::Other(n),
         };
         let mut member = Member {
-            name,
-            method,
-            header_start: entry.header_start(),
-            compressed_size: entry.compressed_size(),
-            size: entry.size(),
-            crc32: entry.crc32(),
             is_dir: entry.is_dir(),
+            name_hash: fnv1a(&entry.raw_name),
+            name: entry.name,
+            method,
+            header_start: entry.header_start,
+            compressed_size: entry.compressed_size,
+            size: entry.size,
+            crc32: entry.crc32,
             problem: None,
-            name_hash: fnv1a(entry.name_raw()),
             data_start: OnceLock::new(),
         };
-        member.problem = validate(&member, entry.encrypted(), archive.size());
+        member.problem = validate(&member, entry.encrypted, archive.size());
         if let Some(problem) = &member.problem {
             log::debug!(
                 "member {} is listed but unreadable: {problem:?}",
@@ -225,18 +205,6 @@ fn validate(m: &Member, encrypted: bool, archive_size: u64) -> Option<Problem> {
         ));
     }
     None
-}
-
-fn zip_cause(err: &zip::result::ZipError) -> String {
-    match err {
-        zip::result::ZipError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            "the file is truncated".into()
-        }
-        zip::result::ZipError::InvalidArchive(why) => {
-            format!("not a ZIP archive or damaged ({why})")
-        }
-        other => format!("not a ZIP archive or damaged ({other})"),
-    }
 }
 
 /// The path components a member is mounted under. The rule, documented in the README:

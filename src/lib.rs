@@ -2,11 +2,11 @@
 //! file that `np.load(path, mmap_mode='r')`, `mmap(2)` or any other reader can use through the
 //! kernel.
 //!
-//! Data flow: the archive is opened and mapped ([`archive`]); its central directory becomes a
-//! `Vec<Member>` ([`index`]); member names become an immutable inode table ([`tree`]); the
-//! filesystem core ([`fs`]) answers lookups from the tree and reads of stored members with
-//! slices of the archive mapping at `data_start + offset`, which the thin FUSE adapter
-//! ([`fuse`]) hands to the kernel. [`daemon`] runs the process (readiness, signals), and
+//! Data flow: the archive is opened and mapped ([`archive`]); its central directory is read
+//! ([`central`]) and becomes a `Vec<Member>` ([`index`]); member names become an immutable
+//! inode table ([`tree`]); the filesystem core ([`fs`]) answers lookups from the tree and
+//! reads of stored members with slices of the archive mapping at `data_start + offset`, which
+//! the thin FUSE adapter ([`fuse`]) hands to the kernel. [`daemon`] runs the process (readiness, signals), and
 //! [`mount`] mounts it as `fuse.npzfs`.
 //!
 //! Glossary (one name per concept):
@@ -21,6 +21,7 @@
 
 pub mod archive;
 pub mod cache;
+pub mod central;
 pub mod daemon;
 pub mod error;
 pub mod fs;
