@@ -28,6 +28,8 @@ const INPUT: usize = 256 << 10;
 /// What the decoder needs to know about its member.
 #[derive(Clone, Debug)]
 pub struct Job {
+    /// Where the member's local header is in the archive.
+    pub header_start: u64,
     /// Where the compressed bytes start in the archive.
     pub data_start: u64,
     /// How many compressed bytes there are.
@@ -284,7 +286,7 @@ fn decode(
         let produced = if deflate {
             inflate(pipe, entry, job, archive)
         } else {
-            unzip(pipe, entry, archive)
+            unzip(pipe, entry, job, archive)
         };
         let written = writer
             .join()
@@ -364,15 +366,22 @@ fn inflate(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<()
 /// reader over a duplicate of the archive's descriptor (the same file even if the path was
 /// renamed over). This parses the central directory again: a cost paid per decode, and
 /// only for these rare methods.
-fn unzip(pipe: Pipe, entry: &Entry, archive: &Archive) -> Result<(), Stop> {
+fn unzip(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<(), Stop> {
     let file = archive
         .file()
         .try_clone()
         .map_err(|e| io_failed("cannot reopen the archive", &e))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| failed(format!("the archive cannot be read again ({e})")))?;
+    // The zip crate keeps one entry per name (of duplicates, the last, at the first's place),
+    // so its indexes are not the central directory's: the member is found by its local header.
+    let at = |i: usize| zip.by_index_data(i).map(|e| e.header_start());
+    let index = std::iter::once(entry.key.index)
+        .chain(0..zip.len())
+        .find(|&i| at(i).is_ok_and(|start| start == job.header_start))
+        .ok_or_else(|| failed("the zip crate does not list this member"))?;
     let mut reader = zip
-        .by_index(entry.key.index)
+        .by_index(index)
         .map_err(|e| failed(format!("cannot start decoding ({e})")))?;
     let mut out = vec![0u8; CHUNK];
     loop {

@@ -248,6 +248,7 @@ impl Cache {
             window,
         ));
         let job = decoder::Job {
+            header_start: member.header_start,
             data_start,
             compressed_size: member.compressed_size,
             size: member.size,

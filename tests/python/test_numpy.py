@@ -162,3 +162,25 @@ def test_other_methods_python_writes(tmp_path, mount, method):
     mnt = mount(path, "-o", f"cache_dir={tmp_path / 'cache'}")
     for name, arr in arrays.items():
         assert_same(np.load(mnt / name, mmap_mode="r"), arr)
+
+
+def test_a_duplicate_name_before_a_bzip2_member(tmp_path, mount):
+    # The zip crate, which decodes bzip2, keeps one entry per name: its indexes skip the
+    # duplicate, so the member must be found by its place in the archive, not its index.
+    import io
+    import warnings
+    import zipfile
+
+    arr = np.arange(50_000, dtype=np.int32) // 3
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, arr)
+    path = tmp_path / "dup.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("dup.npy", b"first")
+            z.writestr("dup.npy", b"second")
+            z.writestr("b.npy", buf.getvalue(), compress_type=zipfile.ZIP_BZIP2)
+    mnt = mount(path, "-o", f"cache_dir={tmp_path / 'cache'}")
+    assert_same(np.load(mnt / "b.npy", mmap_mode="r"), arr)
+    assert (mnt / "dup.npy").read_bytes() == b"second"
