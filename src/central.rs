@@ -72,7 +72,7 @@ struct Directory {
 pub fn read(archive: &Archive) -> Result<Vec<Entry>, String> {
     let len = archive.size();
     if len < END_LEN {
-        return Err("the file is too short to be a ZIP archive".into());
+        return Err(format!("only {len} bytes"));
     }
     // The end record is the last signature whose record fits: searched backwards through the
     // longest comment it can have, and the first one that leads to a directory wins (bytes

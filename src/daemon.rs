@@ -4,9 +4,7 @@
 //! (no thread exists yet, so the fork is safe), the child mounts and serves, and a pipe carries
 //! "ready" or the failure back to the parent, which exits 0 or prints it with its exit code.
 
-use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -275,12 +273,17 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
         })
 }
 
-/// Waits for the mount to answer, raises its readahead, then tells whoever waits.
+/// Waits for the mount to be listed (the FUSE handshake is done by then: requests wait in the
+/// kernel until the session reads them), raises its readahead, then tells whoever waits. The
+/// mount is found in /proc/self/mountinfo, never by a stat of it: a daemon thread waiting on
+/// its own mount would keep the process from exiting if it were killed meanwhile.
 fn announce_ready(mut r: Readiness) {
     let deadline = Instant::now() + READY_TIMEOUT;
     let dev = loop {
-        match fs::metadata(&r.mountpoint) {
-            Ok(m) if m.dev() != r.under_dev => break Some(m.dev()),
+        match mountpoint::mounted_at(&r.mountpoint) {
+            Some((dev, fstype)) if fstype.starts_with("fuse") && dev != r.under_dev => {
+                break Some(dev);
+            }
             _ if Instant::now() > deadline => break None,
             _ => std::thread::sleep(Duration::from_millis(5)),
         }

@@ -82,12 +82,25 @@ fn writable(path: &Path) -> bool {
 
 /// The file system type mounted exactly at `path`, from /proc/self/mountinfo.
 pub fn mounted_fstype(path: &Path) -> Option<String> {
+    mounted_at(path).map(|(_, fstype)| fstype)
+}
+
+/// The device number and file system type of the mount exactly at `path` (the topmost), from
+/// /proc/self/mountinfo: it never touches the mount itself, which a FUSE daemon must not do
+/// with its own (a thread of it waiting on its own request keeps the process from ever
+/// exiting if it is killed meanwhile).
+pub fn mounted_at(path: &Path) -> Option<(u64, String)> {
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = path.as_os_str().as_bytes();
     info.lines().rev().find_map(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
+        if unescape(fields.get(4)?) != want {
+            return None;
+        }
+        let (major, minor) = fields.get(2)?.split_once(':')?;
+        let dev = libc::makedev(major.parse().ok()?, minor.parse().ok()?);
         let sep = fields.iter().position(|f| *f == "-")?;
-        (unescape(fields.get(4)?) == want).then(|| fields.get(sep + 1).map(|s| s.to_string()))?
+        Some((dev, fields.get(sep + 1)?.to_string()))
     })
 }
 
@@ -147,6 +160,8 @@ mod tests {
     #[test]
     fn root_is_a_mount_and_a_fresh_dir_is_not() {
         assert!(mounted_fstype(Path::new("/")).is_some());
+        let (dev, _) = mounted_at(Path::new("/")).unwrap();
+        assert_eq!(dev, fs::metadata("/").unwrap().dev());
         let d = tempfile::tempdir().unwrap();
         assert!(mounted_fstype(&d.path().canonicalize().unwrap()).is_none());
     }
