@@ -43,10 +43,7 @@ pub fn archive(data: &[u8]) {
         check_name(&m.name);
     }
     let cache = tempfile::tempdir().expect("temp dir");
-    let config = npzfs::cache::CacheConfig {
-        dir: cache.path().join("c"),
-        size: 1 << 20,
-    };
+    let config = npzfs::cache::CacheConfig::at(cache.path().join("c"), 1 << 20);
     let fs = NpzFs::new(archive, members, OWNER, &config).expect("the cache directory is usable");
     let mut seen = HashSet::new();
     walk(&fs, ROOT, 0, &mut seen);

@@ -17,6 +17,8 @@ use crate::fs::{NpzFs, Ownership};
 use crate::fuse::Fuse;
 use crate::mount::{self, Unmounter};
 use crate::options::Options;
+use crate::owner::Owner;
+use crate::preflight::{self, Needs};
 use crate::{index, logging, mountpoint};
 
 /// How long the mount may take to answer its first `stat` before we give up on it.
@@ -26,10 +28,19 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// is live (without).
 pub fn run(opts: &Options) -> Result<()> {
     let (mountpoint, under_dev) = mountpoint::check(&opts.mountpoint)?;
+    // Taken before anything else, and before the fork: the owner must exist now.
+    let watched = opts.owner_pid.map(Owner::watch).transpose()?;
     let started = Instant::now();
     let archive = Archive::open(&opts.archive)?;
     let members = index::read_index(&archive)?;
     let indexed = started.elapsed();
+    preflight::check(
+        &opts.mountpoint,
+        Needs {
+            allow_other: opts.allow_other || opts.allow_root,
+            auto_unmount: opts.auto_unmount,
+        },
+    )?;
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let owner = Ownership {
@@ -44,7 +55,7 @@ pub fn run(opts: &Options) -> Result<()> {
         indexed.as_secs_f64(),
         (started.elapsed() - indexed).as_secs_f64()
     );
-    let plan = plan(opts);
+    let plan = plan(opts, watched);
     let ready = Readiness {
         mountpoint,
         under_dev,
@@ -57,9 +68,9 @@ pub fn run(opts: &Options) -> Result<()> {
         opts.mountpoint.display()
     );
     if opts.foreground {
-        serve(fs, &plan, ready)
+        serve(fs, plan, ready)
     } else {
-        background(fs, &plan, ready)
+        background(fs, plan, ready)
     }
 }
 
@@ -70,9 +81,13 @@ struct MountPlan {
     acl: SessionACL,
     fusermount: bool,
     passthrough: bool,
+    /// `owner_pid=`: unmount when this process exits.
+    owner: Option<Owner>,
+    /// `rmdir`: remove the mount point once unmounted.
+    rmdir: bool,
 }
 
-fn plan(opts: &Options) -> MountPlan {
+fn plan(opts: &Options, owner: Option<Owner>) -> MountPlan {
     let fsname = opts.fsname.clone().unwrap_or_else(|| {
         let path = opts
             .archive
@@ -109,6 +124,8 @@ fn plan(opts: &Options) -> MountPlan {
         acl,
         fusermount: opts.auto_unmount,
         passthrough: opts.passthrough,
+        owner,
+        rmdir: opts.rmdir,
     }
 }
 
@@ -122,7 +139,7 @@ struct Readiness {
     pipe: Option<std::io::PipeWriter>,
 }
 
-fn background(fs: NpzFs, plan: &MountPlan, mut ready: Readiness) -> Result<()> {
+fn background(fs: NpzFs, plan: MountPlan, mut ready: Readiness) -> Result<()> {
     let fork_err = |e: std::io::Error| Error::Mount {
         path: ready.mountpoint.clone(),
         cause: format!("cannot start the daemon: {}", cause(&e)),
@@ -140,11 +157,14 @@ fn background(fs: NpzFs, plan: &MountPlan, mut ready: Readiness) -> Result<()> {
             let code = match serve(fs, plan, ready) {
                 Ok(()) => 0,
                 Err(e) => {
-                    // Before readiness the parent prints this; after it, the log has it.
-                    if let Some(mut pipe) = status {
-                        report(&mut pipe, &format!("{}\t{e}", e.exit_code()));
+                    // Before readiness the waiting parent prints it, once; after it (the
+                    // parent is gone, the report fails), the log has it.
+                    let told = status.is_some_and(|mut pipe| {
+                        report(&mut pipe, &format!("{}\t{e}", e.exit_code()))
+                    });
+                    if !told {
+                        log::error!("{e}");
                     }
-                    log::error!("{e}");
                     e.exit_code()
                 }
             };
@@ -166,11 +186,16 @@ fn background(fs: NpzFs, plan: &MountPlan, mut ready: Readiness) -> Result<()> {
     }
 }
 
-/// Sends one status message to the waiting parent in a single write (atomic below PIPE_BUF).
-fn report(pipe: &mut std::io::PipeWriter, msg: &str) {
+/// Sends one status message to the waiting parent in a single write (atomic below PIPE_BUF);
+/// false if no parent is listening any more.
+fn report(pipe: &mut std::io::PipeWriter, msg: &str) -> bool {
     let bytes = &msg.as_bytes()[..msg.len().min(4000)];
-    if let Err(e) = pipe.write_all(bytes) {
-        log::debug!("cannot report to the parent: {}", cause(&e));
+    match pipe.write_all(bytes) {
+        Ok(()) => true,
+        Err(e) => {
+            log::debug!("cannot report to the parent: {}", cause(&e));
+            false
+        }
     }
 }
 
@@ -212,13 +237,10 @@ fn detach() {
     }
 }
 
-fn serve(fs: NpzFs, plan: &MountPlan, ready: Readiness) -> Result<()> {
+fn serve(fs: NpzFs, plan: MountPlan, ready: Readiness) -> Result<()> {
     let signals = block_signals();
     let path = ready.mountpoint.clone();
-    let mount_err = |e: std::io::Error| Error::Mount {
-        path: path.clone(),
-        cause: cause(&e),
-    };
+    let mount_err = |e: std::io::Error| preflight::explain(&path, &e);
     let request = mount::Request {
         fsname: &plan.fsname,
         acl: plan.acl,
@@ -233,9 +255,24 @@ fn serve(fs: NpzFs, plan: &MountPlan, ready: Readiness) -> Result<()> {
     .map_err(mount_err)?;
     let ours = matches!(unmounter, Unmounter::Kernel);
     let signal_path = path.clone();
+    let rmdir = plan.rmdir;
     spawn("npzfs-signals", move || {
-        handle_signals(signals, unmounter, &signal_path)
+        handle_signals(signals, unmounter, &signal_path, rmdir)
     })?;
+    if let Some(owner) = plan.owner {
+        let owned = path.clone();
+        spawn("npzfs-owner", move || {
+            owner.wait();
+            log::info!(
+                "owner process {} exited: unmounting {}",
+                owner.pid(),
+                owned.display()
+            );
+            // The signal thread unmounts, exactly as for a SIGTERM from outside.
+            // SAFETY: kill on our own pid with a valid signal number.
+            unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+        })?;
+    }
     spawn("npzfs-ready", move || announce_ready(ready))?;
     match session.run() {
         Ok(()) => {}
@@ -254,7 +291,19 @@ fn serve(fs: NpzFs, plan: &MountPlan, ready: Readiness) -> Result<()> {
         }
     }
     log::info!("unmounted {}", path.display());
+    if plan.rmdir {
+        remove_mountpoint(&path);
+    }
     Ok(())
+}
+
+/// `-o rmdir`: removes the (now unmounted, empty) mount point; gone already is fine.
+fn remove_mountpoint(path: &Path) {
+    match std::fs::remove_dir(path) {
+        Ok(()) => log::debug!("removed {}", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!("cannot remove {}: {}", path.display(), cause(&e)),
+    }
 }
 
 /// Whether a FUSE file system is still mounted at `path` (not unmounted, not detached).
@@ -335,7 +384,7 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-fn handle_signals(set: libc::sigset_t, mut unmounter: Unmounter, mountpoint: &Path) {
+fn handle_signals(set: libc::sigset_t, mut unmounter: Unmounter, mountpoint: &Path, rmdir: bool) {
     loop {
         let mut sig = 0;
         // SAFETY: `set` is an initialised signal set and `sig` a valid out pointer.
@@ -353,7 +402,15 @@ fn handle_signals(set: libc::sigset_t, mut unmounter: Unmounter, mountpoint: &Pa
                 );
                 lazy_unmount(mountpoint);
             }
-            Err(e) => log::warn!("cannot unmount {}: {}", mountpoint.display(), cause(&e)),
+            Err(e) => {
+                log::warn!("cannot unmount {}: {}", mountpoint.display(), cause(&e));
+                continue;
+            }
+        }
+        // Detached or not, the directory is free now: users of a detached mount keep it
+        // through their open files, not through its path.
+        if rmdir && !still_mounted(mountpoint) {
+            remove_mountpoint(mountpoint);
         }
     }
 }
@@ -389,7 +446,12 @@ pub fn sd_notify(state: &str) {
     } else {
         sock.send_to(state.as_bytes(), Path::new(&target))
     };
-    if let Err(e) = sent {
-        log::warn!("cannot notify systemd ({state}): {}", cause(&e));
+    match sent {
+        Ok(_) => {}
+        // The listener is gone (a program that waited for READY=1 and then let go).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED)) => {
+            log::debug!("cannot notify ({state}): {}", cause(&e))
+        }
+        Err(e) => log::warn!("cannot notify systemd ({state}): {}", cause(&e)),
     }
 }

@@ -32,5 +32,7 @@ pub mod manpage;
 pub mod mount;
 pub mod mountpoint;
 pub mod options;
+pub mod owner;
 pub mod passthrough;
+pub mod preflight;
 pub mod tree;

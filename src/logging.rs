@@ -86,12 +86,18 @@ impl Write for Sink {
         let (prio, msg) = split_priority(text.trim_end_matches('\n'));
         match SINK.load(Ordering::Relaxed) {
             JOURNAL => io::stderr().write_all(line)?,
-            SYSLOG => {
-                let c = std::ffi::CString::new(msg.replace('\0', " ")).unwrap_or_default();
-                // SAFETY: "%s" with one valid NUL-terminated string argument.
-                unsafe { libc::syslog(prio, c"%s".as_ptr(), c.as_ptr()) };
+            SYSLOG => syslog(prio, msg),
+            _ => {
+                if let Err(e) = writeln!(io::stderr(), "npzfs: {}: {msg}", label(prio)) {
+                    if e.kind() != io::ErrorKind::BrokenPipe {
+                        return Err(e);
+                    }
+                    // Whoever read our stderr is gone (a program that ran us and died):
+                    // the rest goes to syslog rather than nowhere.
+                    use_syslog();
+                    syslog(prio, msg);
+                }
             }
-            _ => writeln!(io::stderr(), "npzfs: {}: {msg}", label(prio))?,
         }
         Ok(line.len())
     }
@@ -99,6 +105,12 @@ impl Write for Sink {
     fn flush(&mut self) -> io::Result<()> {
         io::stderr().flush()
     }
+}
+
+fn syslog(prio: i32, msg: &str) {
+    let c = std::ffi::CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: "%s" with one valid NUL-terminated string argument.
+    unsafe { libc::syslog(prio, c"%s".as_ptr(), c.as_ptr()) };
 }
 
 fn split_priority(line: &str) -> (i32, &str) {

@@ -63,6 +63,15 @@ pub const MOUNT_OPTIONS: &[(&str, &str)] = &[
         "disk budget of that cache, with K, M, G or T (default 4G)",
     ),
     (
+        "owner_pid=PID",
+        "unmount and exit when process PID exits, however it ends (the Python package \
+         ties its mounts to its own process this way)",
+    ),
+    (
+        "rmdir",
+        "remove the mount point directory once unmounted (for temporary mount points)",
+    ),
+    (
         "nopassthrough",
         "serve complete cache files through the daemon, not by FUSE passthrough (which \
          npzfs uses when root on Linux 6.9+)",
@@ -207,6 +216,10 @@ pub struct Options {
     pub cache: CacheConfig,
     /// False with `nopassthrough`.
     pub passthrough: bool,
+    /// `owner_pid=`: the process whose exit ends the mount.
+    pub owner_pid: Option<i32>,
+    /// `rmdir`: remove the mount point once unmounted.
+    pub rmdir: bool,
 }
 
 /// The outcome of parsing: options, or text that clap already formatted (help, version,
@@ -258,11 +271,10 @@ where
         threads: DEFAULT_THREADS,
         read_ahead_kb: DEFAULT_READ_AHEAD_KB,
         fsname: None,
-        cache: CacheConfig {
-            dir: CacheConfig::default_dir(),
-            size: DEFAULT_CACHE_SIZE,
-        },
+        cache: CacheConfig::with_default_dirs(DEFAULT_CACHE_SIZE),
         passthrough: true,
+        owner_pid: None,
+        rmdir: false,
     };
     for opt in cli.options.iter().flat_map(|list| list.split(',')) {
         apply(&mut o, opt.trim())?;
@@ -291,13 +303,17 @@ fn apply(o: &mut Options, opt: &str) -> Result<()> {
         ("allow_root", None) => o.allow_root = true,
         ("auto_unmount", None) => o.auto_unmount = true,
         ("nopassthrough", None) => o.passthrough = false,
+        ("rmdir", None) => o.rmdir = true,
+        ("owner_pid", Some(v)) => {
+            o.owner_pid = Some(number(key, v, 10, i32::MAX as u64)?.max(1) as i32)
+        }
         ("uid", Some(v)) => o.uid = Some(number(key, v, 10, u64::from(u32::MAX))? as u32),
         ("gid", Some(v)) => o.gid = Some(number(key, v, 10, u64::from(u32::MAX))? as u32),
         ("umask", Some(v)) => o.umask = number(key, v, 8, 0o777)? as u16,
         ("threads", Some(v)) => o.threads = number(key, v, 10, 64)?.max(1) as usize,
         ("read_ahead_kb", Some(v)) => o.read_ahead_kb = number(key, v, 10, 1 << 20)? as u32,
         ("fsname", Some(v)) if !v.is_empty() => o.fsname = Some(v.to_string()),
-        ("cache_dir", Some(v)) if !v.is_empty() => o.cache.dir = PathBuf::from(v),
+        ("cache_dir", Some(v)) if !v.is_empty() => o.cache.set_dir(PathBuf::from(v)),
         ("cache_size", Some(v)) => o.cache.size = size(key, v)?,
         _ if is_generic(key, value) => log::debug!("ignoring mount option {opt}"),
         _ => {
@@ -329,6 +345,8 @@ fn is_known(key: &str) -> bool {
             | "cache_dir"
             | "cache_size"
             | "nopassthrough"
+            | "owner_pid"
+            | "rmdir"
     )
 }
 
@@ -437,6 +455,19 @@ mod tests {
         assert!(!o.foreground && !o.allow_other && o.passthrough);
         assert_eq!(o.log_level, log::LevelFilter::Info);
         assert!(!run(&["-o", "nopassthrough"]).unwrap().passthrough);
+        assert!(o.owner_pid.is_none() && !o.rmdir);
+        let o = run(&["-o", "owner_pid=42,rmdir"]).unwrap();
+        assert_eq!((o.owner_pid, o.rmdir), (Some(42), true));
+        assert!(run(&["-o", "owner_pid=x"]).is_err());
+        assert!(
+            o.cache
+                .fallbacks
+                .ends_with(&[PathBuf::from(format!("/var/tmp/npzfs-{}", unsafe {
+                    libc::getuid()
+                }))])
+                || o.cache.dir.starts_with("/var/tmp"),
+            "the default chain ends in /var/tmp/npzfs-UID"
+        );
     }
 
     #[test]
@@ -485,6 +516,10 @@ mod tests {
     fn cache_options() {
         let o = run(&["-o", "cache_dir=/var/cache/x,cache_size=20G"]).unwrap();
         assert_eq!(o.cache.dir, PathBuf::from("/var/cache/x"));
+        assert!(
+            o.cache.fallbacks.is_empty(),
+            "an explicit cache_dir has no fallback"
+        );
         assert_eq!(o.cache.size, 20 << 30);
         for (text, bytes) in [
             ("512", 512),

@@ -37,10 +37,7 @@ pub fn mount_with_cache(
 ) -> Fixture {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), bytes).unwrap();
-    let config = CacheConfig {
-        dir: cache.path().join("c"),
-        size,
-    };
+    let config = CacheConfig::at(cache.path().join("c"), size);
     let archive = Archive::open(file.path()).unwrap();
     let members = read_index(&archive).unwrap();
     let fs = NpzFs::new(archive, members, owner, &config).unwrap();
@@ -98,10 +95,7 @@ pub fn names(fs: &NpzFs, dir: u64) -> Vec<String> {
 impl Fixture {
     /// A second mount of the same archive file with the same cache directory.
     pub fn remount(&self, size: u64) -> NpzFs {
-        let config = CacheConfig {
-            dir: self.cache.path().join("c"),
-            size,
-        };
+        let config = CacheConfig::at(self.cache.path().join("c"), size);
         let archive = Archive::open(self._file.path()).unwrap();
         let members = read_index(&archive).unwrap();
         NpzFs::new(archive, members, OWNER, &config).unwrap()
