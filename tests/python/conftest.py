@@ -52,6 +52,28 @@ def allocated(cache: Path) -> int:
     return total
 
 
+@pytest.fixture(scope="session")
+def stored(tmp_path_factory):
+    """Every dtype of arrays.ARRAYS, written by np.savez."""
+    from arrays import ARRAYS
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("npz") / "stored.npz"
+    np.savez(path, **ARRAYS)
+    return path
+
+
+@pytest.fixture(scope="session")
+def compressed(tmp_path_factory):
+    """Every dtype of arrays.ARRAYS, written by np.savez_compressed."""
+    from arrays import ARRAYS
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("npz") / "compressed.npz"
+    np.savez_compressed(path, **ARRAYS)
+    return path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _require_fuse():
     if not fuse_usable():

@@ -1,0 +1,92 @@
+"""Where FUSE cannot be had: stored members mapped straight from the archive.
+
+A stored member's bytes lie unchanged in the archive, at its local header's offset plus that
+header's length, so its ``.npy`` header can be read there and its data mapped with
+``np.memmap`` at the right offset: the same array the mount would serve, with no daemon. A
+compressed member cannot be mapped; it raises :class:`FuseUnavailableError` rather than being
+decoded into memory, which is what ``npzfs.load()`` exists to avoid.
+
+This is the one place the package reads an archive itself; everything else is the daemon's.
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from typing import Any, Dict, List
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from ._errors import Error, FuseUnavailableError
+
+__all__ = ["DirectReader"]
+
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, 22 bytes, name length, extra length
+_LOCAL_SIGNATURE = b"PK\x03\x04"
+
+
+class DirectReader:
+    """Members of an archive read without a mount (stored ones only)."""
+
+    def __init__(self, path: str, why: FuseUnavailableError) -> None:
+        self.path = path
+        self.why = why
+        try:
+            with zipfile.ZipFile(path) as z:
+                infos = z.infolist()
+        except (zipfile.BadZipFile, ValueError) as e:
+            raise Error(f"cannot read archive {path}: {e}", 4) from None
+        # As Python's zipfile (and numpy) read duplicates: the last entry of a name wins.
+        self.infos: Dict[str, zipfile.ZipInfo] = {i.filename: i for i in infos if not i.is_dir()}
+
+    def names(self) -> List[str]:
+        return list(self.infos)
+
+    def has(self, name: str) -> bool:
+        return name in self.infos
+
+    def load(self, name: str) -> Any:
+        info = self.infos[name]
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise FuseUnavailableError(
+                f"cannot read {name}: it is compressed, and compressed members are served "
+                f"only through a mount: {self.why.message}",
+                self.why.exit_code,
+            )
+        with open(self.path, "rb") as f:
+            f.seek(info.header_offset)
+            sig, name_len, extra_len = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
+            if sig != _LOCAL_SIGNATURE:
+                raise Error(f"cannot read {name}: its local header is missing", 4)
+            start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+            f.seek(start)
+            if f.read(len(npy_format.MAGIC_PREFIX)) != npy_format.MAGIC_PREFIX:
+                f.seek(start)
+                return f.read(info.file_size)
+            f.seek(start)
+            version = npy_format.read_magic(f)
+            shape, fortran, dtype = _read_header(f, version)
+            offset = f.tell()
+        if dtype.hasobject:
+            raise ValueError("Array can't be memory-mapped: Python objects in dtype.")
+        return np.memmap(
+            self.path,
+            dtype=dtype,
+            mode="r",
+            offset=offset,
+            shape=shape,
+            order="F" if fortran else "C",
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def _read_header(f: Any, version: Any) -> Any:
+    if version == (1, 0):
+        return npy_format.read_array_header_1_0(f)
+    if version == (2, 0):
+        return npy_format.read_array_header_2_0(f)
+    # Version 3.0 (utf-8 field names) has no public reader.
+    return npy_format._read_array_header(f, version)  # type: ignore[attr-defined]

@@ -1,0 +1,22 @@
+# Shared by scripts/test and scripts/demo (sourced): installing packages as root, and the
+# project's Python venv in .venv.
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# .venv, made from the system's Python: the ordinary-user tests run the venv's Python as a
+# second user, and an interpreter under root's home (pyenv's, say) is closed to them. A venv
+# made from such an interpreter is made again.
+venv() {
+  [ -x /usr/bin/python3 ] || apt_install python3
+  if [ ! -x .venv/bin/python ] || [[ "$(readlink -f .venv/bin/python)" == /root/* ]]; then
+    rm -rf .venv
+    /usr/bin/python3 -m venv .venv 2>/dev/null \
+      || { apt_install python3-venv; rm -rf .venv; /usr/bin/python3 -m venv .venv; }
+  fi
+}
