@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use flate2::{Decompress, FlushDecompress, Status};
 use npzfs::archive::Archive;
-use npzfs::index::read_index;
+use npzfs::members::read_members;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let runs: usize = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(3);
     let archive = Archive::open(std::path::Path::new(path))?;
-    let members = read_index(&archive)?;
+    let members = read_members(&archive)?;
     let member = members
         .iter()
         .find(|m| &m.name == name)
@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The same loop through `npzfs::cache::seek::Inflater` with block stops; returns the number
+/// The same loop through `npzfs::cache::inflate::Inflater` with block stops; returns the number
 /// of block boundaries.
 fn inflate_blocks(
     archive: &Archive,
@@ -77,7 +77,7 @@ fn inflate_blocks(
     compressed_size: u64,
     size: u64,
 ) -> Result<u64, Box<dyn std::error::Error>> {
-    let mut inflater = npzfs::cache::seek::Inflater::new()?;
+    let mut inflater = npzfs::cache::inflate::Inflater::new()?;
     let (mut input, mut out) = (vec![0u8; 256 << 10], vec![0u8; 1 << 20]);
     let (mut consumed, mut total, mut boundaries) = (0u64, 0u64, 0u64);
     let (mut pos, mut len, mut out_len) = (0, 0, 0);

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use npzfs::fs::{Kind, NpzFs};
-use npzfs::index::sanitise;
+use npzfs::members::sanitise;
 use npzfs::tree::ROOT;
 
 use crate::fs::{OWNER, mount_with_cache};
@@ -31,7 +31,7 @@ pub fn archive(data: &[u8]) {
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), data).expect("write the input");
     let archive = npzfs::archive::Archive::open(file.path()).expect("a regular file opens");
-    let members = match npzfs::index::read_index(&archive) {
+    let members = match npzfs::members::read_members(&archive) {
         Ok(members) => members,
         Err(e) => {
             assert_eq!(e.exit_code(), 4, "{e}");
@@ -106,16 +106,19 @@ fn walk(fs: &NpzFs, dir: u64, depth: usize, seen: &mut HashSet<u64>) {
 }
 
 fn read_start(fs: &NpzFs, ino: u64, size: u64) {
-    if let Err(e) = fs.open(ino, false) {
-        assert!(
-            matches!(e.errno(), libc::EIO | libc::EOPNOTSUPP),
-            "open: {e}"
-        );
-        return;
-    }
+    let fh = match fs.open(ino, false) {
+        Ok(fh) => fh,
+        Err(e) => {
+            assert!(
+                matches!(e.errno(), libc::EIO | libc::EOPNOTSUPP),
+                "open: {e}"
+            );
+            return;
+        }
+    };
     let mut offset = 0;
     while offset < size.min(READ_CAP) {
-        match read(fs, ino, offset, 64 * 1024) {
+        match read(fs, fh, offset, 64 * 1024) {
             Ok(bytes) if bytes.is_empty() => panic!("a short member: {offset} of {size}"),
             Ok(bytes) => offset += bytes.len() as u64,
             Err(errno) => {
@@ -124,13 +127,13 @@ fn read_start(fs: &NpzFs, ino: u64, size: u64) {
             }
         }
     }
-    fs.release(ino);
+    fs.release(fh);
 }
 
 /// A read through the core's continuation, waited for with a deadline.
-fn read(fs: &NpzFs, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, i32> {
+fn read(fs: &NpzFs, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, i32> {
     let (tx, rx) = mpsc::channel();
-    fs.read(ino, offset, size, reply(tx, 0));
+    fs.read(fh, offset, size, reply(tx, 0));
     rx.recv_timeout(READ_DEADLINE)
         .expect("a read was never answered")
         .1
@@ -185,9 +188,10 @@ pub fn read_path(data: &[u8]) {
         .iter()
         .map(|n| f.fs.lookup(ROOT, n.as_bytes()).expect("lookup").ino)
         .collect();
-    for &ino in &inos {
-        f.fs.open(ino, false).expect("open");
-    }
+    let fhs: Vec<u64> = inos
+        .iter()
+        .map(|&ino| f.fs.open(ino, false).expect("open"))
+        .collect();
     while !input.0.is_empty() {
         // A batch of up to 8 reads in flight at once.
         let batch = usize::from(input.u8() % 8) + 1;
@@ -205,7 +209,7 @@ pub fn read_path(data: &[u8]) {
             };
             let size = (input.u32() % (2 << 20)).max(1);
             asked.push((which, offset, size));
-            f.fs.read(inos[which], offset, size, reply(tx.clone(), i));
+            f.fs.read(fhs[which], offset, size, reply(tx.clone(), i));
         }
         for _ in 0..batch {
             let (i, got) = rx
@@ -224,8 +228,8 @@ pub fn read_path(data: &[u8]) {
             );
         }
     }
-    for &ino in &inos {
-        f.fs.release(ino);
+    for &fh in &fhs {
+        f.fs.release(fh);
     }
     f.fs.close();
     drop(f);

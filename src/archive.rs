@@ -1,6 +1,6 @@
 //! The opened archive: its identity, its read-only mapping, and safe range reads.
 //!
-//! Rule (DESIGN.md): mapped archive bytes only ever go to the kernel, as a reply slice. If the
+//! Rule (ARCHITECTURE.md): mapped archive bytes only ever go to the kernel, as a reply slice. If the
 //! archive is truncated in place the kernel's copy faults and the reader gets EIO, while a load
 //! of the same bytes in userspace would kill the daemon with SIGBUS. Everything the daemon
 //! itself parses (local headers) is read with `pread`.
@@ -102,9 +102,12 @@ impl Archive {
 
     /// Reads exactly `buf.len()` bytes at `offset` with `pread` (never through the mapping).
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.file.read_exact_at(buf, offset).map_err(|e| Error::Io {
-            what: format!("{} at offset {offset}", self.path.display()),
-            cause: e,
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            Error::io(
+                "read",
+                format!("{} at offset {offset}", self.path.display()),
+                e,
+            )
         })
     }
 
@@ -159,10 +162,10 @@ impl Archive {
     /// One `fstat` (a few hundred ns) per read: cheap beside a 128 KiB-1 MiB copy, and it turns
     /// "rewritten in place with the same size" from wrong bytes into EIO.
     pub fn check_unchanged(&self) -> Result<()> {
-        let now = self.file.metadata().map_err(|e| Error::Io {
-            what: self.path.display().to_string(),
-            cause: e,
-        })?;
+        let now = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io("stat", self.path.display().to_string(), e))?;
         if Identity::of(&now) == self.identity {
             Ok(())
         } else {

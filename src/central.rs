@@ -34,9 +34,10 @@ const UNICODE_PATH_EXTRA: u16 = 0x7075;
 const FLAG_ENCRYPTED: u16 = 1;
 const FLAG_UTF8: u16 = 1 << 11;
 
-/// One central directory entry, as the directory states it.
+/// One central directory record (the ZIP spec's "central directory file header"), as the
+/// directory states it: what becomes a member.
 #[derive(Debug)]
-pub struct Entry {
+pub struct Record {
     /// The name's bytes as stored.
     pub raw_name: Vec<u8>,
     /// The name decoded: UTF-8 when flagged (or given by a matching Unicode path field), else
@@ -52,7 +53,7 @@ pub struct Entry {
     pub header_start: u64,
 }
 
-impl Entry {
+impl Record {
     /// A directory entry: its name ends in a separator.
     pub fn is_dir(&self) -> bool {
         matches!(self.raw_name.last(), Some(b'/' | b'\\'))
@@ -69,7 +70,7 @@ struct Directory {
 
 /// Reads every entry of the central directory of `archive`, or says in a few words why it
 /// cannot.
-pub fn read(archive: &Archive) -> Result<Vec<Entry>, String> {
+pub fn read(archive: &Archive) -> Result<Vec<Record>, String> {
     let len = archive.size();
     if len < END_LEN {
         return Err(format!("only {len} bytes"));
@@ -89,7 +90,7 @@ pub fn read(archive: &Archive) -> Result<Vec<Entry>, String> {
         .take(MAX_END_CANDIDATES);
     for at in candidates {
         match directory(archive, &tail[at..at + END_LEN as usize], from + at as u64)
-            .and_then(|dir| entries(archive, &dir))
+            .and_then(|dir| records(archive, &dir))
         {
             Ok(entries) => return Ok(entries),
             Err(e) => {
@@ -148,7 +149,7 @@ fn zip64_end(archive: &Archive, at: u64) -> Result<Option<[u8; END64_LEN as usiz
 }
 
 /// Every entry of `dir`, read through a buffer from its start to its stated size.
-fn entries(archive: &Archive, dir: &Directory) -> Result<Vec<Entry>, String> {
+fn records(archive: &Archive, dir: &Directory) -> Result<Vec<Record>, String> {
     let mut reader = BufReader::with_capacity(256 << 10, archive.file());
     reader
         .seek(SeekFrom::Start(dir.start))
@@ -178,13 +179,13 @@ fn entries(archive: &Archive, dir: &Directory) -> Result<Vec<Entry>, String> {
         read += (ENTRY_LEN + variable.len()) as u64;
         let raw_name = variable[..name_len].to_vec();
         let extra = &variable[name_len..name_len + extra_len];
-        out.push(entry(&fixed, raw_name, extra, dir.shift)?);
+        out.push(record(&fixed, raw_name, extra, dir.shift)?);
     }
     Ok(out)
 }
 
 /// One entry from its fixed part, name and extra field.
-fn entry(fixed: &[u8], raw_name: Vec<u8>, extra: &[u8], shift: u64) -> Result<Entry, String> {
+fn record(fixed: &[u8], raw_name: Vec<u8>, extra: &[u8], shift: u64) -> Result<Record, String> {
     let flags = u16_at(fixed, 8);
     let mut size = u64::from(u32_at(fixed, 24));
     let mut compressed_size = u64::from(u32_at(fixed, 20));
@@ -225,7 +226,7 @@ fn entry(fixed: &[u8], raw_name: Vec<u8>, extra: &[u8], shift: u64) -> Result<En
         },
         (None, false) => cp437(&raw_name),
     };
-    Ok(Entry {
+    Ok(Record {
         raw_name,
         name,
         method: u16_at(fixed, 10),
@@ -298,7 +299,12 @@ mod tests {
 
     /// An archive of nothing but a central directory of one entry (`name`, `flags`, the
     /// fixed part's sizes and offset, `extra`) and its end record, read back.
-    fn one_entry(name: &[u8], flags: u16, fixed: [u32; 3], extra: &[u8]) -> Result<Entry, String> {
+    fn one_record(
+        name: &[u8],
+        flags: u16,
+        fixed: [u32; 3],
+        extra: &[u8],
+    ) -> Result<Record, String> {
         let mut cd = Vec::new();
         cd.extend_from_slice(&ENTRY_SIGNATURE.to_le_bytes());
         cd.extend_from_slice(&[20, 0, 20, 0]);
@@ -332,31 +338,31 @@ mod tests {
         for v in [5u64 << 32, 3u64 << 32, 7u64 << 32] {
             extra.extend_from_slice(&v.to_le_bytes());
         }
-        let e = one_entry(b"x.npy", 0, [max, max, max], &extra).unwrap();
+        let e = one_record(b"x.npy", 0, [max, max, max], &extra).unwrap();
         assert_eq!(
             (e.size, e.compressed_size, e.header_start),
             (5 << 32, 3 << 32, 7 << 32)
         );
         // Only the marked ones, in order: here the offset alone.
         let extra = [&[1u8, 0, 8, 0][..], &(9u64 << 32).to_le_bytes()].concat();
-        let e = one_entry(b"x.npy", 0, [10, 20, max], &extra).unwrap();
+        let e = one_record(b"x.npy", 0, [10, 20, max], &extra).unwrap();
         assert_eq!(
             (e.size, e.compressed_size, e.header_start),
             (20, 10, 9 << 32)
         );
         // A marked field with no value: the directory is refused.
-        assert!(one_entry(b"x.npy", 0, [max, 20, 0], &[1, 0, 0, 0]).is_err());
+        assert!(one_record(b"x.npy", 0, [max, 20, 0], &[1, 0, 0, 0]).is_err());
     }
 
     #[test]
     fn names_utf8_when_flagged_or_given_by_a_matching_unicode_path_field() {
         let utf8 = "caf\u{e9}.npy".as_bytes();
         assert_eq!(
-            one_entry(utf8, FLAG_UTF8, [0; 3], &[]).unwrap().name,
+            one_record(utf8, FLAG_UTF8, [0; 3], &[]).unwrap().name,
             "caf\u{e9}.npy"
         );
         // Unflagged, the same bytes are code page 437.
-        assert_eq!(one_entry(utf8, 0, [0; 3], &[]).unwrap().name, "caf├⌐.npy");
+        assert_eq!(one_record(utf8, 0, [0; 3], &[]).unwrap().name, "caf├⌐.npy");
         let field = |crc: u32| {
             let mut f = vec![0x75, 0x70, (5 + utf8.len()) as u8, 0, 1];
             f.extend_from_slice(&crc.to_le_bytes());
@@ -364,10 +370,10 @@ mod tests {
             f
         };
         let raw = b"caf\x82.npy";
-        let named = one_entry(raw, 0, [0; 3], &field(crc32fast::hash(raw))).unwrap();
+        let named = one_record(raw, 0, [0; 3], &field(crc32fast::hash(raw))).unwrap();
         assert_eq!(named.name, "caf\u{e9}.npy");
         // A field written for another name (the name was changed since) is ignored.
-        let stale = one_entry(raw, 0, [0; 3], &field(1)).unwrap();
+        let stale = one_record(raw, 0, [0; 3], &field(1)).unwrap();
         assert_eq!(stale.name, "café.npy");
         assert_eq!(stale.raw_name, raw);
     }

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fuser::{Config, MountOption, SessionACL};
+use fuser::{BackingId, Config, MountOption, SessionACL};
 
 use crate::archive::Archive;
 use crate::error::{Error, Result, cause};
@@ -19,7 +19,7 @@ use crate::mount::{self, Unmounter};
 use crate::options::Options;
 use crate::owner::Owner;
 use crate::preflight::{self, Needs};
-use crate::{index, logging, mountpoint};
+use crate::{logging, members, mountpoint};
 
 /// How long the mount may take to answer its first `stat` before we give up on it.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,7 +32,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let watched = opts.owner_pid.map(Owner::watch).transpose()?;
     let started = Instant::now();
     let archive = Archive::open(&opts.archive)?;
-    let members = index::read_index(&archive)?;
+    let members = members::read_members(&archive)?;
     let indexed = started.elapsed();
     preflight::check(
         &opts.mountpoint,
@@ -139,7 +139,7 @@ struct Readiness {
     pipe: Option<std::io::PipeWriter>,
 }
 
-fn background(fs: NpzFs, plan: MountPlan, mut ready: Readiness) -> Result<()> {
+fn background(fs: NpzFs<BackingId>, plan: MountPlan, mut ready: Readiness) -> Result<()> {
     let fork_err = |e: std::io::Error| Error::Mount {
         path: ready.mountpoint.clone(),
         cause: format!("cannot start the daemon: {}", cause(&e)),
@@ -237,7 +237,7 @@ fn detach() {
     }
 }
 
-fn serve(fs: NpzFs, plan: MountPlan, ready: Readiness) -> Result<()> {
+fn serve(fs: NpzFs<BackingId>, plan: MountPlan, ready: Readiness) -> Result<()> {
     let signals = block_signals();
     let path = ready.mountpoint.clone();
     let mount_err = |e: std::io::Error| preflight::explain(&path, &e);
@@ -339,11 +339,11 @@ fn announce_ready(mut r: Readiness) {
     };
     let Some(dev) = dev else {
         if let Some(pipe) = &mut r.pipe {
-            let path = r.mountpoint.display();
-            report(
-                pipe,
-                &format!("7\tcannot mount on {path}: the mount did not answer"),
-            );
+            let e = Error::Mount {
+                path: r.mountpoint.clone(),
+                cause: "the mount did not answer".into(),
+            };
+            report(pipe, &format!("{}\t{e}", e.exit_code()));
         }
         return;
     };

@@ -7,12 +7,62 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The process exit codes, by name.
+pub mod exit {
+    /// Mounted (background), or unmounted cleanly (`-f`).
+    pub const OK: i32 = 0;
+    /// An internal error.
+    pub const INTERNAL: i32 = 1;
+    /// Bad usage.
+    pub const USAGE: i32 = 2;
+    /// The archive cannot be opened.
+    pub const ARCHIVE_OPEN: i32 = 3;
+    /// The archive is not a readable ZIP.
+    pub const ARCHIVE_FORMAT: i32 = 4;
+    /// A bad mount point.
+    pub const MOUNTPOINT: i32 = 5;
+    /// The mount point is mounted already, or stale.
+    pub const ALREADY_MOUNTED: i32 = 6;
+    /// The mount failed, or the session failed while serving.
+    pub const MOUNT: i32 = 7;
+    /// The cache directory cannot be used.
+    pub const CACHE_DIR: i32 = 8;
+}
+
+/// The exit codes and what each means: the one table `--help`, the man page and the README
+/// show (a test checks the README against it).
+pub const EXIT_CODES: &[(i32, &str)] = &[
+    (exit::OK, "mounted (or unmounted cleanly with -f)"),
+    (exit::INTERNAL, "internal error"),
+    (
+        exit::USAGE,
+        "bad usage: an unknown or malformed option, a missing argument",
+    ),
+    (exit::ARCHIVE_OPEN, "the archive cannot be opened"),
+    (exit::ARCHIVE_FORMAT, "the archive is not a readable ZIP"),
+    (
+        exit::MOUNTPOINT,
+        "bad mount point: missing, not a directory, no write access",
+    ),
+    (
+        exit::ALREADY_MOUNTED,
+        "the mount point is already mounted, or a stale mount is left there",
+    ),
+    (
+        exit::MOUNT,
+        "FUSE is unavailable or refused the mount, or the FUSE session failed while serving",
+    ),
+    (exit::CACHE_DIR, "the cache directory cannot be used"),
+];
 
 /// Result with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong, at startup or while serving.
-#[derive(Debug)]
+/// Everything that can go wrong, at startup or while serving. Clone: one failed decode is
+/// every waiting reader's error.
+#[derive(Clone, Debug)]
 pub enum Error {
     /// A bad command line or `-o` option.
     Usage(String),
@@ -44,8 +94,15 @@ pub enum Error {
     Unsupported { what: String, cause: String },
     /// A member whose bytes are wrong or unreachable (bad local header, CRC, archive changed).
     Corrupt { what: String, cause: String },
-    /// An I/O failure while serving a member.
-    Io { what: String, cause: io::Error },
+    /// A system call failed while serving: `cannot <verb> <what>: <cause>`. ENOSPC reaches
+    /// the reader as itself, anything else as EIO.
+    Io {
+        verb: &'static str,
+        what: String,
+        cause: Arc<io::Error>,
+    },
+    /// A member's decoding was stopped (no one held it any more, or the mount went away).
+    Stopped { what: String },
 }
 
 impl Error {
@@ -62,6 +119,7 @@ impl Error {
                 _ => libc::EIO,
             },
             Error::Usage(_) => libc::EINVAL,
+            Error::Stopped { .. } => libc::EIO,
             Error::ArchiveOpen { .. }
             | Error::ArchiveFormat { .. }
             | Error::Mountpoint { .. }
@@ -74,18 +132,18 @@ impl Error {
         }
     }
 
-    /// The process exit code for a startup failure (documented in README "Exit codes").
+    /// The process exit code for a startup failure (the table is [`EXIT_CODES`]).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) => 2,
-            Error::ArchiveOpen { .. } => 3,
-            Error::ArchiveFormat { .. } => 4,
-            Error::Mountpoint { .. } => 5,
-            Error::AlreadyMounted { .. } => 6,
-            Error::Mount { .. } | Error::Session { .. } => 7,
-            Error::CacheDir { .. } => 8,
+            Error::Usage(_) => exit::USAGE,
+            Error::ArchiveOpen { .. } => exit::ARCHIVE_OPEN,
+            Error::ArchiveFormat { .. } => exit::ARCHIVE_FORMAT,
+            Error::Mountpoint { .. } => exit::MOUNTPOINT,
+            Error::AlreadyMounted { .. } => exit::ALREADY_MOUNTED,
+            Error::Mount { .. } | Error::Session { .. } => exit::MOUNT,
+            Error::CacheDir { .. } => exit::CACHE_DIR,
             Error::Daemon { code, .. } => *code,
-            _ => 1,
+            _ => exit::INTERNAL,
         }
     }
 
@@ -95,6 +153,17 @@ impl Error {
             self,
             Error::NotFound | Error::NotDir | Error::IsDir | Error::ReadOnly
         )
+    }
+}
+
+impl Error {
+    /// A failed system call: `cannot <verb> <what>: <cause>`.
+    pub fn io(verb: &'static str, what: impl Into<String>, cause: io::Error) -> Error {
+        Error::Io {
+            verb,
+            what: what.into(),
+            cause: Arc::new(cause),
+        }
     }
 }
 
@@ -144,7 +213,12 @@ impl fmt::Display for Error {
             Error::ReadOnly => write!(f, "read-only file system"),
             Error::Unsupported { what, cause } => write!(f, "cannot read {what}: {cause}"),
             Error::Corrupt { what, cause } => write!(f, "cannot read {what}: {cause}"),
-            Error::Io { what, cause: err } => write!(f, "cannot read {what}: {}", cause(err)),
+            Error::Io {
+                verb,
+                what,
+                cause: err,
+            } => write!(f, "cannot {verb} {what}: {}", cause(err)),
+            Error::Stopped { what } => write!(f, "cannot read {what}: its decoding was stopped"),
         }
     }
 }
@@ -197,6 +271,16 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), codes.len());
         assert!(!codes.contains(&0) && !codes.contains(&1));
+        let table: Vec<i32> = EXIT_CODES.iter().map(|(c, _)| *c).collect();
+        assert!(
+            codes.iter().all(|c| table.contains(c)),
+            "{codes:?} in {table:?}"
+        );
+        assert_eq!(
+            table,
+            (0..=8).collect::<Vec<_>>(),
+            "one row per code, in order"
+        );
     }
 
     #[test]
@@ -207,10 +291,13 @@ mod tests {
 
     #[test]
     fn full_disk_stays_enospc() {
-        let e = Error::Io {
-            what: "x".into(),
-            cause: io::Error::from_raw_os_error(libc::ENOSPC),
-        };
+        let e = Error::io("write", "x", io::Error::from_raw_os_error(libc::ENOSPC));
         assert_eq!(e.errno(), libc::ENOSPC);
+        assert_eq!(e.to_string(), "cannot write x: No space left on device");
+        let e = Error::io("create", "x", io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(
+            (e.errno(), e.to_string().as_str()),
+            (libc::EIO, "cannot create x: Permission denied")
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The filesystem core: plain Rust, no fuser types; every operation returns `Result`.
 //!
 //! `fuse.rs` is a thin adapter over this, so the filesystem can be tested without the kernel
-//! (the mountpoint-s3 split). The index and tree are immutable and lock-free; nothing here
+//! (the mountpoint-s3 split). The members and tree are immutable and lock-free; nothing here
 //! holds a lock, so any number of request threads can serve at once.
 
 use std::fs::File;
@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::archive::Archive;
-use crate::cache::{Cache, CacheConfig};
+use crate::cache::{Cache, CacheConfig, CacheStats};
 use crate::error::{Error, Result};
-use crate::index::{Member, Method, Problem};
+use crate::handles::{Handles, Opened, Served};
+use crate::members::{Member, Method, Problem};
 use crate::tree::{Ino, NodeKind, Tree};
 
 /// Preferred I/O size reported in `st_blksize`: the kernel's largest FUSE request (1 MiB), so
@@ -83,10 +84,11 @@ pub struct FsStats {
     pub files: u64,
 }
 
-pub use crate::cache::entry::ReadDone;
+pub use crate::cache::slot::ReadDone;
 
-/// The mounted archive.
-pub struct NpzFs {
+/// The mounted archive. `B` is the adapter's passthrough backing (fuser's `BackingId`),
+/// kept alive here for as long as a handle uses it; `()` where there is no passthrough.
+pub struct NpzFs<B = ()> {
     archive: Arc<Archive>,
     /// The decompression cache; only when the archive has compressed members.
     cache: Option<Cache>,
@@ -95,17 +97,18 @@ pub struct NpzFs {
     owner: Ownership,
     mtime: SystemTime,
     stats: FsStats,
+    handles: Handles<B>,
 }
 
-impl NpzFs {
-    /// Builds the filesystem over an opened archive and its index. The cache directory is
+impl<B> NpzFs<B> {
+    /// Builds the filesystem over an opened archive and its members. The cache directory is
     /// only touched when the archive has compressed members.
     pub fn new(
         archive: Archive,
         members: Vec<Member>,
         owner: Ownership,
         cache: &CacheConfig,
-    ) -> Result<NpzFs> {
+    ) -> Result<NpzFs<B>> {
         let archive = Arc::new(archive);
         let compressed = members
             .iter()
@@ -135,7 +138,13 @@ impl NpzFs {
             owner,
             mtime,
             stats,
+            handles: Handles::default(),
         })
+    }
+
+    /// From now on, complete cache files are opened by FUSE passthrough (the kernel agreed).
+    pub fn enable_passthrough(&self) {
+        self.handles.enable_passthrough();
     }
 
     /// The child `name` of directory `parent`.
@@ -192,14 +201,28 @@ impl NpzFs {
             }))
     }
 
-    /// Checks that `ino` can be read (a file, opened read-only, whose member is servable) and
-    /// pins it; compressed members start decoding. Returns the member's complete cache file,
-    /// if it has one, for FUSE passthrough.
-    pub fn open(&self, ino: Ino, write: bool) -> Result<Option<File>> {
+    /// Opens `ino` for reading, for callers that never pass through (tests, tools): returns
+    /// the new handle.
+    pub fn open(&self, ino: Ino, write: bool) -> Result<u64> {
+        let unsupported = |_: &File| Err(std::io::ErrorKind::Unsupported.into());
+        self.open_with(ino, write, unsupported).map(|o| o.fh)
+    }
+
+    /// Checks that `ino` can be read (a file, opened read-only, whose member is servable),
+    /// pins it (compressed members start decoding) and records a handle for it. A member
+    /// whose cache file is complete is served by passthrough where it can: `register` makes
+    /// the file a backing the kernel reads.
+    pub fn open_with(
+        &self,
+        ino: Ino,
+        write: bool,
+        register: impl FnOnce(&File) -> std::io::Result<B>,
+    ) -> Result<Opened<B>> {
         if write {
             return Err(Error::ReadOnly);
         }
-        let member = self.file_member(ino)?;
+        let number = self.member_number(ino)?;
+        let member = self.member(number)?;
         if let Some(problem) = &member.problem {
             return Err(match problem {
                 Problem::Unsupported(cause) => Error::Unsupported {
@@ -213,35 +236,42 @@ impl NpzFs {
             });
         }
         self.archive.check_unchanged()?;
-        match (member.method, &self.cache) {
-            (m, Some(cache)) if m.is_compressed() => cache.open(self.member_index(ino)?, member),
-            (Method::Stored, _) => member.data_start(&self.archive).map(|_| None),
-            _ => Err(Error::Unsupported {
-                what: member.name.clone(),
-                cause: "unsupported compression method".into(),
-            }),
+        let (served, complete) = match (member.method, &self.cache) {
+            (m, Some(cache)) if m.is_compressed() => (Served::Cached, cache.open(number, member)?),
+            (Method::Stored, _) => (
+                Served::Stored,
+                member.data_start(&self.archive).map(|_| None)?,
+            ),
+            _ => {
+                return Err(Error::Unsupported {
+                    what: member.name.clone(),
+                    cause: "unsupported compression method".into(),
+                });
+            }
+        };
+        Ok(self.handles.open(ino, number, served, complete, register))
+    }
+
+    /// Lets go of handle `fh`.
+    pub fn release(&self, fh: u64) {
+        let Some(handle) = self.handles.release(fh) else {
+            return;
+        };
+        if let (Served::Cached | Served::Passthrough, Some(cache)) = (handle.served, &self.cache) {
+            cache.release(handle.member);
         }
     }
 
-    /// Lets go of one open handle of `ino`.
-    pub fn release(&self, ino: Ino) {
-        if let (Ok(i), Some(cache)) = (self.member_index(ino), &self.cache)
-            && self
-                .members
-                .get(i)
-                .is_some_and(|m| m.method.is_compressed())
-        {
-            cache.release(i);
-        }
-    }
-
-    /// Up to `size` bytes of `ino` from `offset`, handed to `done`: empty at or past the end,
-    /// clamped to the member's size, otherwise exactly the bytes asked for (a short read would
-    /// give a mapping client SIGBUS). Stored members answer at once with a slice of the archive
-    /// mapping, which must go only to the kernel; compressed ones answer once the decoder has
-    /// reached the range, possibly from the decoder's writer thread.
-    pub fn read(&self, ino: Ino, offset: u64, size: u32, done: ReadDone) {
-        let member = match self.file_member(ino) {
+    /// Up to `size` bytes of handle `fh` from `offset`, handed to `done`: empty at or past the
+    /// end, clamped to the member's size, otherwise exactly the bytes asked for (a short read
+    /// would give a mapping client SIGBUS). Stored members answer at once with a slice of the
+    /// archive mapping, which must go only to the kernel; compressed ones answer once their
+    /// range is decoded, possibly from the thread that decoded it.
+    pub fn read(&self, fh: u64, offset: u64, size: u32, done: ReadDone) {
+        let Some(handle) = self.handles.get(fh) else {
+            return done(Err(Error::NotFound));
+        };
+        let member = match self.member(handle.member) {
             Ok(m) => m,
             Err(e) => return done(Err(e)),
         };
@@ -249,8 +279,10 @@ impl NpzFs {
             return done(Ok(&[]));
         }
         let end = offset + u64::from(size).min(member.size - offset);
-        match (member.method, &self.cache, self.member_index(ino)) {
-            (m, Some(cache), Ok(i)) if m.is_compressed() => cache.read(i, offset, end, done),
+        match (handle.served, &self.cache) {
+            (Served::Cached | Served::Passthrough, Some(cache)) => {
+                cache.read(handle.member, offset, end, done)
+            }
             _ => {
                 done(self.read_stored(member, offset, end));
                 // The kernel has copied the bytes: the daemon need not keep them mapped.
@@ -274,9 +306,9 @@ impl NpzFs {
         }
     }
 
-    /// A line about the cache for the log at unmount, if there is a cache.
-    pub fn summary(&self) -> Option<String> {
-        self.cache.as_ref().map(Cache::summary)
+    /// The cache's counters, if there is a cache (its `Display` is the log's summary line).
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(Cache::stats)
     }
 
     /// Totals for `statfs`.
@@ -288,14 +320,10 @@ impl NpzFs {
         self.members.get(i).ok_or(Error::NotFound)
     }
 
-    fn member_index(&self, ino: Ino) -> Result<usize> {
+    fn member_number(&self, ino: Ino) -> Result<usize> {
         match self.tree.node(ino)?.kind {
             NodeKind::File { member } => Ok(member),
             NodeKind::Dir { .. } => Err(Error::IsDir),
         }
-    }
-
-    fn file_member(&self, ino: Ino) -> Result<&Member> {
-        self.member(self.member_index(ino)?)
     }
 }

@@ -1,5 +1,7 @@
-//! `impl fuser::Filesystem`: each operation calls one core function, replies, and logs a
-//! failure once (ENOENT and friends at debug, everything else at warn).
+//! `impl fuser::Filesystem`: each operation calls one core function and replies; a failure
+//! is logged once, here, with the operation, the inode and the errno (ENOENT and friends at
+//! debug, everything else at warn). The core (`fs.rs`) owns the handles, passthrough
+//! included; this file only turns its answers into fuser's replies.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -7,16 +9,16 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, PollEvents,
-    PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags,
+    PollEvents, PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
 use crate::fs::{Attr, BLOCK_SIZE, Kind, NpzFs};
-use crate::passthrough::Handles;
+use crate::handles::Opened;
 
 /// Entry and attribute TTL: the archive is immutable while mounted, so the kernel may keep
 /// names and sizes for as long as it likes.
@@ -24,31 +26,44 @@ const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The FUSE face of [`NpzFs`].
 pub struct Fuse {
-    fs: NpzFs,
-    handles: Handles,
+    fs: NpzFs<BackingId>,
     /// Whether to ask the kernel for passthrough (the `nopassthrough` option turns it off).
     passthrough: bool,
 }
 
 impl Fuse {
     /// Wraps the core for `fuser`.
-    pub fn new(fs: NpzFs, passthrough: bool) -> Fuse {
-        Fuse {
-            fs,
-            handles: Handles::default(),
-            passthrough,
-        }
+    pub fn new(fs: NpzFs<BackingId>, passthrough: bool) -> Fuse {
+        Fuse { fs, passthrough }
     }
 }
 
-/// Logs `err` once, at the level its kind deserves, and returns its errno.
+/// Logs `err` once, with the operation, the inode and the errno, at the level its kind
+/// deserves, and returns the errno.
 fn fail(op: &str, ino: u64, err: &Error) -> Errno {
+    let errno = err.errno();
+    let name = errno_name(errno);
     if err.is_expected() {
-        log::debug!("{op} ino {ino}: {err}");
+        log::debug!("{op} ino {ino}: {name}: {err}");
     } else {
-        log::warn!("{err}");
+        log::warn!("{op} ino {ino}: {name}: {err}");
     }
-    Errno::from_i32(err.errno())
+    Errno::from_i32(errno)
+}
+
+/// The symbolic name of the errnos npzfs answers with.
+fn errno_name(errno: i32) -> String {
+    match errno {
+        libc::ENOENT => "ENOENT".into(),
+        libc::ENOTDIR => "ENOTDIR".into(),
+        libc::EISDIR => "EISDIR".into(),
+        libc::EROFS => "EROFS".into(),
+        libc::EOPNOTSUPP => "EOPNOTSUPP".into(),
+        libc::ENOSPC => "ENOSPC".into(),
+        libc::EINVAL => "EINVAL".into(),
+        libc::EIO => "EIO".into(),
+        n => format!("errno {n}"),
+    }
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -92,14 +107,14 @@ impl Filesystem for Fuse {
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         if passthrough {
-            self.handles.enable();
+            self.fs.enable_passthrough();
         }
         Ok(())
     }
 
     fn destroy(&mut self) {
-        if let Some(summary) = self.fs.summary() {
-            log::info!("{summary}");
+        if let Some(stats) = self.fs.cache_stats() {
+            log::info!("{stats}");
         }
         self.fs.close();
     }
@@ -120,10 +135,22 @@ impl Filesystem for Fuse {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
-        match self.fs.open(ino.0, write) {
+        // KEEP_CACHE with passthrough makes the kernel fail the open (EIO): empty flags there.
+        match self
+            .fs
+            .open_with(ino.0, write, |file| reply.open_backing(file))
+        {
+            Ok(Opened {
+                fh,
+                backing: Some(id),
+                ..
+            }) => {
+                log::debug!("open ino {}: passthrough to its cache file", ino.0);
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+            }
             // A normal open keeps the page cache across opens and processes; never DIRECT_IO,
             // which breaks shared mmap (the kernel then answers mmap with ENODEV).
-            Ok(complete) => self.handles.open(ino.0, complete, reply),
+            Ok(opened) => reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(fail("open", ino.0, &e)),
         }
     }
@@ -132,7 +159,7 @@ impl Filesystem for Fuse {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
@@ -144,7 +171,7 @@ impl Filesystem for Fuse {
         // SIGBUS here. Compressed ranges may be answered later, from the cache's writer thread.
         let ino = ino.0;
         self.fs.read(
-            ino,
+            fh.0,
             offset,
             size,
             Box::new(move |result| match result {
@@ -157,15 +184,14 @@ impl Filesystem for Fuse {
     fn release(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.release(ino.0, fh.0);
-        self.fs.release(ino.0);
+        self.fs.release(fh.0);
         reply.ok();
     }
 

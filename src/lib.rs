@@ -1,21 +1,34 @@
 //! npzfs mounts a NumPy `.npz` archive read-only, so that each member `X.npy` is a regular
 //! file that `np.load(path, mmap_mode='r')`, `mmap(2)` or any other reader can use through the
-//! kernel.
+//! kernel. ARCHITECTURE.md (beside Cargo.toml) draws the whole design.
 //!
 //! Data flow: the archive is opened and mapped ([`archive`]); its central directory is read
-//! ([`central`]) and becomes a `Vec<Member>` ([`index`]); member names become an immutable
-//! inode table ([`tree`]); the filesystem core ([`fs`]) answers lookups from the tree and
-//! reads of stored members with slices of the archive mapping at `data_start + offset`, which
-//! the thin FUSE adapter ([`fuse`]) hands to the kernel. [`daemon`] runs the process (readiness, signals), and
+//! ([`central`]) and becomes a `Vec<Member>` ([`members`]); member names become an immutable
+//! inode table ([`tree`]). The filesystem core ([`fs`]) answers lookups from the tree, keeps
+//! the open handles ([`handles`]), and reads: a stored member is a slice of the archive
+//! mapping at `data_start + offset`, handed to the kernel; a compressed one goes to the
+//! decompression [`cache`], whose slot for it answers from its cache file, or parks the read
+//! until the thread decoding that range (a first pass from the start, or one span from its
+//! seek point) answers it. The thin FUSE adapter ([`fuse`]) only translates. [`daemon`] runs
+//! the process (readiness, signals, owner), [`preflight`] tells why FUSE cannot be had, and
 //! [`mount`] mounts it as `fuse.npzfs`.
 //!
 //! Glossary (one name per concept):
-//! * *member*: one ZIP entry of the archive.
+//! * *member*: one ZIP entry of the archive; its *number* is its position in the central
+//!   directory (a central directory *record* is what the directory states of it).
 //! * *node* / *ino*: an entry of the mounted tree and its inode number (root = 1).
-//! * *handle* / *fh*: an open file as the kernel names it.
+//! * *handle* / *fh*: an open file as the kernel names it; served *stored*, *cached* or by
+//!   *passthrough*.
 //! * *offset*: a position within a member's uncompressed bytes.
 //! * *data_start*: where a member's bytes begin within the archive.
 //! * *size*: a member's uncompressed size; *compressed_size*: the bytes it occupies.
+//! * *slot*: a member in the decompression cache: its cache file, pins and fill state.
+//! * *first pass*: the decode of a member from its start, which records its *seek points*.
+//! * *seek index*: a member's seek points on disk; *span*: the bytes from one point to the
+//!   next, decoded on their own when a member is *sparse*.
+//! * *window*: the part of a member larger than the cache that its first pass keeps on disk;
+//!   *history*: the 32 KiB of output a deflate block may refer back to.
+//! * *ledger*: the cache's books (live, kept, spans, bytes used) under the cache lock.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -26,13 +39,13 @@ pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod fuse;
-pub mod index;
+pub mod handles;
 pub mod logging;
 pub mod manpage;
+pub mod members;
 pub mod mount;
 pub mod mountpoint;
 pub mod options;
 pub mod owner;
-pub mod passthrough;
 pub mod preflight;
 pub mod tree;

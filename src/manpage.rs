@@ -6,7 +6,8 @@ use std::io::{self, Write};
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, italic, roman};
 
-use crate::options::{self, EXIT_CODES, MOUNT_OPTIONS};
+use crate::error::EXIT_CODES;
+use crate::options::{self, GENERIC_HELP, GENERIC_OPTIONS, MOUNT_OPTIONS};
 
 const DESCRIPTION: &str = "\
 npzfs mounts a NumPy .npz archive (a ZIP file) read-only on a directory, in which each member \
@@ -30,11 +31,13 @@ const DESCRIPTION_MORE: &[&str] = &[
 const ENVIRONMENT: &[(&str, &str)] = &[
     (
         "CACHE_DIRECTORY",
-        "the default cache_dir (systemd sets it from CacheDirectory=)",
+        "the first default cache_dir (systemd sets it from CacheDirectory=); when it cannot \
+         be used, $XDG_CACHE_HOME/npzfs, ~/.cache/npzfs and /var/tmp/npzfs-UID are tried in turn",
     ),
     (
         "XDG_CACHE_HOME",
-        "the default cache_dir is $XDG_CACHE_HOME/npzfs when CACHE_DIRECTORY is not set",
+        "the default cache_dir is $XDG_CACHE_HOME/npzfs when CACHE_DIRECTORY is not set (or \
+         cannot be used)",
     ),
     (
         "RUST_LOG",
@@ -93,9 +96,13 @@ pub fn render(w: &mut dyn Write) -> io::Result<()> {
     roff.text([roman(
         "Given with -o, comma separated, repeatable; an unknown option is an error that names it.",
     )]);
+    let generic = format!("{}, x-*, comment=...", GENERIC_OPTIONS.join(", "));
     tagged(
         &mut roff,
-        MOUNT_OPTIONS.iter().map(|(n, w)| (n.to_string(), *w)),
+        MOUNT_OPTIONS
+            .iter()
+            .map(|o| (o.usage(), o.help))
+            .chain([(generic, GENERIC_HELP)]),
     );
     roff.control("SH", ["EXIT STATUS"]);
     tagged(

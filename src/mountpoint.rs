@@ -128,7 +128,7 @@ fn unescape(field: &str) -> Vec<u8> {
 }
 
 /// Raises the readahead of the mount on `dev` to `kb` KiB. The kernel reads ahead only 128 KiB
-/// on a FUSE mount; 1024 gave +50% on cold reads and mmap scans here (DESIGN.md). Needs root;
+/// on a FUSE mount; 1024 gave +50% on cold reads and mmap scans here (ARCHITECTURE.md). Needs root;
 /// otherwise the kernel default stays and a debug line says so.
 pub fn set_read_ahead(dev: u64, kb: u32) {
     if kb == 0 {

@@ -10,115 +10,183 @@ use std::path::PathBuf;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
 use crate::cache::{CacheConfig, DEFAULT_CACHE_SIZE};
-use crate::error::{Error, Result};
+use crate::error::{EXIT_CODES, Error, Result};
 
 /// Request threads when `threads=` is not given: two with `clone_fd` cut cold page-fault
-/// latency from 48 to 18 us here (DESIGN.md).
+/// latency from 48 to 18 us here (ARCHITECTURE.md).
 pub const DEFAULT_THREADS: usize = 2;
 /// Readahead for the mount's bdi when `read_ahead_kb=` is not given: +50% on cold reads and
-/// mmap scans here against the kernel's 128 KiB; 4096 raised random-read p99 (DESIGN.md).
+/// mmap scans here against the kernel's 128 KiB; 4096 raised random-read p99 (ARCHITECTURE.md).
 pub const DEFAULT_READ_AHEAD_KB: u32 = 1024;
 
 /// `npzfs --print-man-page` prints the npzfs(1) man page (roff) and exits; `make install`
 /// installs it from there. Undocumented in `--help`.
 pub const MAN_PAGE_FLAG: &str = "--print-man-page";
 
-/// The `-o` options, as `--help` and the man page show them (one source for both).
-pub const MOUNT_OPTIONS: &[(&str, &str)] = &[
-    (
+/// One `-o` option: its name, the placeholder of its value (None for a flag), and what it
+/// does.
+pub struct OptionSpec {
+    /// The option's name.
+    pub name: &'static str,
+    /// The placeholder of its value (`N`, `DIR`, ...), or None for a flag.
+    pub value: Option<&'static str>,
+    /// What it does, for `--help`, the man page and the README.
+    pub help: &'static str,
+}
+
+impl OptionSpec {
+    /// As `--help` shows it: `name` or `name=VALUE`.
+    pub fn usage(&self) -> String {
+        match self.value {
+            Some(v) => format!("{}={v}", self.name),
+            None => self.name.to_string(),
+        }
+    }
+}
+
+const fn flag(name: &'static str, help: &'static str) -> OptionSpec {
+    OptionSpec {
+        name,
+        value: None,
+        help,
+    }
+}
+
+const fn valued(name: &'static str, value: &'static str, help: &'static str) -> OptionSpec {
+    OptionSpec {
+        name,
+        value: Some(value),
+        help,
+    }
+}
+
+/// The `-o` options: the one table that parsing (which names exist, which take a value),
+/// `--help`, the man page and the README check use. `apply` gives each its effect.
+pub const MOUNT_OPTIONS: &[OptionSpec] = &[
+    flag(
         "allow_other",
-        "let other users read the mount (needs user_allow_other in /etc/fuse.conf when \
-         not root)",
+        "let other users read the mount (needs user_allow_other in /etc/fuse.conf when not \
+         root)",
     ),
-    ("allow_root", "let root read the mount too"),
-    (
+    flag("allow_root", "let root read the mount too"),
+    flag(
         "auto_unmount",
         "unmount when the daemon dies (needs allow_other or allow_root)",
     ),
-    (
-        "uid=N, gid=N",
-        "owner and group of every file (default: the mounting user)",
+    valued(
+        "uid",
+        "N",
+        "owner of every file (default: the mounting user)",
     ),
-    (
-        "umask=OCTAL",
+    valued(
+        "gid",
+        "N",
+        "group of every file (default: the mounting user's)",
+    ),
+    valued(
+        "umask",
+        "OCTAL",
         "permission bits removed from 0444 (files) and 0555 (directories)",
     ),
-    ("threads=N", "request threads, 1 to 64 (default 2)"),
-    (
-        "read_ahead_kb=N",
+    valued("threads", "N", "request threads, 1 to 64 (default 2)"),
+    valued(
+        "read_ahead_kb",
+        "N",
         "kernel readahead set on the mount when root (default 1024; 0 leaves the kernel's \
          default)",
     ),
-    (
-        "fsname=NAME",
+    valued(
+        "fsname",
+        "NAME",
         "source name shown in /proc/mounts (default: the archive path)",
     ),
-    (
-        "cache_dir=DIR",
-        "where compressed members are decoded to (default: $CACHE_DIRECTORY, else \
-         $XDG_CACHE_HOME/npzfs, else ~/.cache/npzfs, else /var/tmp/npzfs-UID)",
+    valued(
+        "cache_dir",
+        "DIR",
+        "where compressed members are decoded to (default: the first of $CACHE_DIRECTORY, \
+         $XDG_CACHE_HOME/npzfs, ~/.cache/npzfs and /var/tmp/npzfs-UID that can be used)",
     ),
-    (
-        "cache_size=SIZE",
+    valued(
+        "cache_size",
+        "SIZE",
         "disk budget of that cache, with K, M, G or T (default 4G)",
     ),
-    (
-        "owner_pid=PID",
-        "unmount and exit when process PID exits, however it ends (the Python package \
-         ties its mounts to its own process this way)",
+    valued(
+        "owner_pid",
+        "PID",
+        "unmount and exit when process PID exits, however it ends (the Python package ties \
+         its mounts to its own process this way)",
     ),
-    (
+    flag(
         "rmdir",
         "remove the mount point directory once unmounted (for temporary mount points)",
     ),
-    (
+    flag(
         "nopassthrough",
-        "serve complete cache files through the daemon, not by FUSE passthrough (which \
-         npzfs uses when root on Linux 6.9+)",
-    ),
-    (
-        "ro, rw, defaults, nofail, _netdev, auto, noauto, user, users, dev, nodev, suid, \
-         nosuid, exec, noexec, atime, noatime, relatime, sync, async, x-*, comment=...",
-        "accepted for mount(8) and fstab; the mount is always read-only, nodev and nosuid",
+        "serve complete cache files through the daemon, not by FUSE passthrough (which npzfs \
+         uses when root on Linux 6.9+)",
     ),
 ];
 
-/// The exit codes, as `--help` and the man page show them.
-pub const EXIT_CODES: &[(u8, &str)] = &[
-    (0, "mounted (or unmounted cleanly with -f)"),
-    (1, "internal error"),
-    (
-        2,
-        "bad usage: an unknown or malformed option, a missing argument",
-    ),
-    (3, "the archive cannot be opened"),
-    (4, "the archive is not a readable ZIP"),
-    (
-        5,
-        "bad mount point: missing, not a directory, no write access",
-    ),
-    (
-        6,
-        "the mount point is already mounted, or a stale mount is left there",
-    ),
-    (
-        7,
-        "the mount itself failed, or the FUSE session failed while serving",
-    ),
-    (8, "the cache directory cannot be used"),
+/// Flags of mount(8), fstab, systemd and FUSE that mean nothing to a read-only npzfs: accepted
+/// and ignored (with `x-*`, `comment=` and `subtype=`).
+pub const GENERIC_OPTIONS: &[&str] = &[
+    "ro",
+    "rw",
+    "defaults",
+    "auto",
+    "noauto",
+    "nofail",
+    "_netdev",
+    "user",
+    "nouser",
+    "users",
+    "owner",
+    "group",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "diratime",
+    "nodiratime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "lazytime",
+    "nolazytime",
+    "sync",
+    "async",
+    "dirsync",
+    "silent",
+    "loud",
+    "nonempty",
+    "default_permissions",
 ];
+
+/// What `--help` and the man page say of [`GENERIC_OPTIONS`].
+pub const GENERIC_HELP: &str =
+    "accepted for mount(8) and fstab; the mount is always read-only, nodev and nosuid";
 
 /// The text after the flags in `--help`: the tables above, wrapped to 100 columns.
 fn after_help() -> String {
     const INDENT: usize = 23;
     let mut out = String::from("Mount options (-o, comma separated, repeatable):\n");
-    for (name, what) in MOUNT_OPTIONS {
+    let generic = format!("{}, x-*, comment=...", GENERIC_OPTIONS.join(", "));
+    let rows = MOUNT_OPTIONS
+        .iter()
+        .map(|o| (o.usage(), o.help))
+        .chain([(generic, GENERIC_HELP)]);
+    for (name, what) in rows {
         let mut lines = wrap(what, 100 - INDENT).into_iter();
         if name.len() + 2 < INDENT {
             let first = lines.next().unwrap_or_default();
             out.push_str(&format!("  {name:<w$}{first}\n", w = INDENT - 2));
         } else {
-            for line in wrap(name, 100 - 2) {
+            for line in wrap(&name, 100 - 2) {
                 out.push_str(&format!("  {line}\n"));
             }
         }
@@ -317,9 +385,10 @@ fn apply(o: &mut Options, opt: &str) -> Result<()> {
         ("cache_size", Some(v)) => o.cache.size = size(key, v)?,
         _ if is_generic(key, value) => log::debug!("ignoring mount option {opt}"),
         _ => {
-            let why = match value {
-                Some(_) if is_known(key) && key != "fsname" => "takes no value",
-                None if is_known(key) => "needs a value",
+            let spec = MOUNT_OPTIONS.iter().find(|o| o.name == key);
+            let why = match (spec.map(|o| o.value), value) {
+                (Some(None), Some(_)) => "takes no value",
+                (Some(Some(_)), _) => "needs a value",
                 _ => "is unknown",
             };
             return Err(Error::Usage(format!(
@@ -330,65 +399,9 @@ fn apply(o: &mut Options, opt: &str) -> Result<()> {
     Ok(())
 }
 
-fn is_known(key: &str) -> bool {
-    matches!(
-        key,
-        "allow_other"
-            | "allow_root"
-            | "auto_unmount"
-            | "uid"
-            | "gid"
-            | "umask"
-            | "threads"
-            | "read_ahead_kb"
-            | "fsname"
-            | "cache_dir"
-            | "cache_size"
-            | "nopassthrough"
-            | "owner_pid"
-            | "rmdir"
-    )
-}
-
 /// Options of mount(8), fstab, systemd and FUSE that have no effect on a read-only npzfs.
 fn is_generic(key: &str, value: Option<&str>) -> bool {
-    let flag = value.is_none()
-        && matches!(
-            key,
-            "ro" | "rw"
-                | "defaults"
-                | "auto"
-                | "noauto"
-                | "nofail"
-                | "_netdev"
-                | "user"
-                | "nouser"
-                | "users"
-                | "owner"
-                | "group"
-                | "dev"
-                | "nodev"
-                | "suid"
-                | "nosuid"
-                | "exec"
-                | "noexec"
-                | "atime"
-                | "noatime"
-                | "diratime"
-                | "nodiratime"
-                | "relatime"
-                | "norelatime"
-                | "strictatime"
-                | "lazytime"
-                | "nolazytime"
-                | "sync"
-                | "async"
-                | "dirsync"
-                | "silent"
-                | "loud"
-                | "nonempty"
-                | "default_permissions"
-        );
+    let flag = value.is_none() && GENERIC_OPTIONS.contains(&key);
     flag || key.starts_with("x-") || key == "comment" || key == "subtype"
 }
 
@@ -531,6 +544,39 @@ mod tests {
         }
         for bad in ["", "G", "-1G", "12X", "1e300T"] {
             assert!(size("cache_size", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_option_in_the_table_is_parsed_as_the_table_says() {
+        for o in MOUNT_OPTIONS {
+            let text = match o.value {
+                None => o.name.to_string(),
+                Some(_) => format!("{}={}", o.name, sample(o.name)),
+            };
+            let opts = if o.name == "auto_unmount" {
+                format!("{text},allow_root")
+            } else {
+                text.clone()
+            };
+            assert!(run(&["-o", &opts]).is_ok(), "{text}");
+            let wrong = match o.value {
+                None => format!("{}=1", o.name),
+                Some(_) => o.name.to_string(),
+            };
+            let err = run(&["-o", &wrong]).unwrap_err().to_string();
+            assert!(err.contains(&format!("'{wrong}'")), "{wrong}: {err}");
+        }
+    }
+
+    /// A valid value for option `name`.
+    fn sample(name: &str) -> &'static str {
+        match name {
+            "umask" => "022",
+            "cache_size" => "1G",
+            "owner_pid" => "1",
+            "cache_dir" | "fsname" => "x",
+            _ => "2",
         }
     }
 

@@ -9,7 +9,7 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 
 use crate::error::{Error, Result};
-use crate::index::{Member, sanitise};
+use crate::members::{Member, sanitise};
 
 /// An inode number of the mounted tree.
 pub type Ino = u64;
@@ -153,12 +153,12 @@ impl Builder {
             kind,
         });
         let ino = self.nodes.len() as Ino;
-        self.index(ino);
+        self.make_findable(ino);
         ino
     }
 
     /// Makes node `ino` findable under its parent and current name.
-    fn index(&mut self, ino: Ino) {
+    fn make_findable(&mut self, ino: Ino) {
         let (nodes, hasher) = (&self.nodes, &self.hasher);
         let hash_of = |&i: &Ino| {
             let n = &nodes[(i - 1) as usize];
@@ -194,7 +194,7 @@ impl Builder {
                 entry.remove();
             }
             self.node_mut(ino).name = aside;
-            self.index(ino);
+            self.make_findable(ino);
         }
         self.push(parent, name, dir())
     }

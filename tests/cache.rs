@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::fs::{OWNER, ino, mount, mount_with_cache, read, read_all};
+use common::fs::{OWNER, ino, mount, mount_with_cache, read, read_all, stats};
 use common::{Entry, build_zip, compressible, pattern, payload_offset};
 use npzfs::tree::ROOT;
 
@@ -29,19 +29,19 @@ fn deflated_members_are_exact_at_every_offset() {
         big.len() as u64,
         "size before any decoding"
     );
-    f.fs.open(x, false).unwrap();
+    let fh = f.fs.open(x, false).unwrap();
     // Far ahead of the decoder first: the read waits for its range, then is exact.
     for (offset, size) in [
         (8 * MIB as u64, 4096u32),
         (0, 100),
         (MIB as u64 - 10, 1 << 20),
     ] {
-        let got = read(&f.fs, x, offset, size).unwrap();
+        let got = read(&f.fs, fh, offset, size).unwrap();
         let end = (offset as usize + size as usize).min(big.len());
         assert_eq!(got, big[offset as usize..end], "offset {offset}");
     }
-    assert!(read(&f.fs, x, big.len() as u64, 10).unwrap().is_empty());
-    f.fs.release(x);
+    assert!(read(&f.fs, fh, big.len() as u64, 10).unwrap().is_empty());
+    f.fs.release(fh);
     assert_eq!(read_all(&f.fs, x), big);
     assert_eq!(
         read_all(&f.fs, ino(&f.fs, "noise.npy")),
@@ -64,22 +64,18 @@ fn concurrent_opens_share_one_decoder() {
         for t in 0..6u64 {
             let (fs, data) = (fs.clone(), &data);
             s.spawn(move || {
-                fs.open(x, false).unwrap();
+                let fh = fs.open(x, false).unwrap();
                 for k in 0..20u64 {
                     let offset = (k * 300_007 + t * 77_777) % data.len() as u64;
-                    let got = read(&fs, x, offset, 65536).unwrap();
+                    let got = read(&fs, fh, offset, 65536).unwrap();
                     assert_eq!(got[..], data[offset as usize..][..got.len()]);
                 }
-                fs.release(x);
+                fs.release(fh);
             });
         }
     });
-    let counted = || fs.summary().unwrap().contains("decoded 1 members");
-    assert!(
-        common::mount::wait_until(10, counted),
-        "{}",
-        fs.summary().unwrap()
-    );
+    let counted = || stats(&fs).decoded == 1;
+    assert!(common::mount::wait_until(10, counted), "{}", stats(&fs));
 }
 
 #[test]
@@ -123,24 +119,23 @@ fn a_member_larger_than_the_budget_is_served_within_it() {
         budget,
     );
     let x = ino(&f.fs, "x.npy");
-    f.fs.open(x, false).unwrap();
+    let fh = f.fs.open(x, false).unwrap();
     // Behind the first pass's window (half the budget): waits for the seek index, then is
     // decoded from the nearest point.
     for offset in [11 * MIB as u64, 0, 5 * MIB as u64] {
-        let got = read(&f.fs, x, offset, 100).unwrap();
+        let got = read(&f.fs, fh, offset, 100).unwrap();
         assert_eq!(got, data[offset as usize..][..100], "at {offset}");
         assert!(
             f.cache_bytes() <= budget,
             "at {offset}: {:?} {}",
             f.cache_files(),
-            f.fs.summary().unwrap()
+            stats(&f.fs)
         );
     }
-    f.fs.release(x);
+    f.fs.release(fh);
     assert_eq!(read_all(&f.fs, x), data);
     assert!(f.cache_bytes() <= budget, "{:?}", f.cache_files());
-    let summary = f.fs.summary().unwrap();
-    assert!(summary.contains("decoded 1 members"), "{summary}");
+    assert_eq!(stats(&f.fs).decoded, 1, "{}", stats(&f.fs));
 }
 
 #[test]
@@ -160,12 +155,12 @@ fn corrupt_streams_bad_crcs_and_lying_sizes_give_eio_never_wrong_bytes() {
     let f = mount_with_cache(&bytes, OWNER, dir(), 1 << 30);
     for name in ["crc.npy", "big.npy", "small.npy", "corrupt.npy"] {
         let x = ino(&f.fs, name);
-        f.fs.open(x, false).unwrap();
+        let fh = f.fs.open(x, false).unwrap();
         let size = f.fs.getattr(x).unwrap().size;
-        let last = read(&f.fs, x, size.saturating_sub(10), 10);
+        let last = read(&f.fs, fh, size.saturating_sub(10), 10);
         let err = last.map(|_| ()).expect_err(name);
         assert_eq!(err.errno(), libc::EIO, "{name}");
-        f.fs.release(x);
+        f.fs.release(fh);
     }
     assert_eq!(
         read_all(&f.fs, ino(&f.fs, "good.npy")),
@@ -204,11 +199,8 @@ fn a_complete_member_is_reused_by_the_next_mount_and_partial_ones_never_are() {
     let y = ino(&again, "y.npy");
     assert_eq!(read_all(&again, ino(&again, "x.npy")), data);
     assert_eq!(read_all(&again, y), compressible(12, MIB));
-    let summary = again.summary().unwrap();
-    assert!(
-        summary.contains("decoded 1 members") && summary.contains("reused 1"),
-        "{summary}"
-    );
+    let stats = stats(&again);
+    assert!(stats.decoded == 1 && stats.reused == 1, "{stats}");
     assert!(settled(&f), "{:?}", f.cache_files());
 }
 
@@ -235,7 +227,7 @@ fn cache_files_are_private() {
 #[test]
 fn an_archive_without_compressed_members_never_touches_the_cache_directory() {
     let f = mount(&[Entry::stored("x.npy", pattern(1, 0, 10))]);
-    assert!(f.fs.summary().is_none());
+    assert!(f.fs.cache_stats().is_none());
     assert!(!f.cache.path().join("c").exists());
     assert!(f.fs.lookup(ROOT, b"x.npy").is_ok());
 }
@@ -246,8 +238,8 @@ fn closed_mid_decode_a_member_finishes_if_it_fits_and_stops_if_not() {
     let bytes = build_zip(b"", &[Entry::deflated("x.npy", data)]);
     let fits = mount_with_cache(&bytes, OWNER, dir(), 64 * MIB as u64);
     let x = ino(&fits.fs, "x.npy");
-    fits.fs.open(x, false).unwrap();
-    fits.fs.release(x);
+    let fh = fits.fs.open(x, false).unwrap();
+    fits.fs.release(fh);
     let kept = common::mount::wait_until(30, || {
         let files = fits.cache_files();
         files.len() == 1 && !files[0].0.ends_with(".part")
@@ -255,8 +247,8 @@ fn closed_mid_decode_a_member_finishes_if_it_fits_and_stops_if_not() {
     assert!(kept, "{:?}", fits.cache_files());
 
     let too_big = mount_with_cache(&bytes, OWNER, dir(), 8 * MIB as u64);
-    too_big.fs.open(x, false).unwrap();
-    too_big.fs.release(x);
+    let fh = too_big.fs.open(x, false).unwrap();
+    too_big.fs.release(fh);
     let gone = common::mount::wait_until(10, || too_big.cache_files().is_empty());
     assert!(gone, "{:?}", too_big.cache_files());
 }
@@ -267,15 +259,11 @@ fn reopening_a_member_mid_decode_joins_its_decoder() {
     let f = mount(&[Entry::deflated("x.npy", data.clone())]);
     let x = ino(&f.fs, "x.npy");
     // np.load opens, reads the header and closes, then opens again for the data.
-    f.fs.open(x, false).unwrap();
-    f.fs.release(x);
+    let fh = f.fs.open(x, false).unwrap();
+    f.fs.release(fh);
     assert_eq!(read_all(&f.fs, x), data);
     assert!(settled(&f), "{:?}", f.cache_files());
-    let summary = f.fs.summary().unwrap();
-    assert!(
-        summary.contains("decoded 1 members"),
-        "one decode only: {summary}"
-    );
+    assert_eq!(stats(&f.fs).decoded, 1, "one decode only: {}", stats(&f.fs));
 }
 
 #[test]

@@ -17,9 +17,9 @@ fn stored_members_are_exact_at_every_offset() {
     let f = mount(&[Entry::stored("x.npy", data.clone())]);
     let x = ino(&f.fs, "x.npy");
     assert_eq!(f.fs.getattr(x).unwrap().size, 300_000);
-    f.fs.open(x, false).unwrap();
+    let fh = f.fs.open(x, false).unwrap();
     for (offset, size) in [(0u64, 10u32), (12_345, 4096), (299_990, 4096), (0, 1 << 20)] {
-        let got = read(&f.fs, x, offset, size).unwrap();
+        let got = read(&f.fs, fh, offset, size).unwrap();
         let end = (offset as usize + size as usize).min(data.len());
         assert_eq!(
             got,
@@ -27,9 +27,9 @@ fn stored_members_are_exact_at_every_offset() {
             "offset {offset} size {size}"
         );
     }
-    assert!(read(&f.fs, x, 300_000, 10).unwrap().is_empty());
-    assert!(read(&f.fs, x, u64::MAX, 10).unwrap().is_empty());
-    assert!(read(&f.fs, x, 5, 0).unwrap().is_empty());
+    assert!(read(&f.fs, fh, 300_000, 10).unwrap().is_empty());
+    assert!(read(&f.fs, fh, u64::MAX, 10).unwrap().is_empty());
+    assert!(read(&f.fs, fh, 5, 0).unwrap().is_empty());
 }
 
 #[test]
@@ -121,13 +121,13 @@ fn wrong_kinds_and_writes_get_their_errnos() {
 fn an_archive_changed_in_place_gives_eio_not_wrong_bytes() {
     let f = mount(&[Entry::stored("x.npy", pattern(1, 0, 100_000))]);
     let x = ino(&f.fs, "x.npy");
-    f.fs.open(x, false).unwrap();
+    let fh = f.fs.open(x, false).unwrap();
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(f._file.path())
         .unwrap();
     file.set_len(50).unwrap();
-    assert_eq!(read(&f.fs, x, 0, 4096).unwrap_err().errno(), libc::EIO);
+    assert_eq!(read(&f.fs, fh, 0, 4096).unwrap_err().errno(), libc::EIO);
     assert_eq!(f.fs.open(x, false).unwrap_err().errno(), libc::EIO);
 }
 

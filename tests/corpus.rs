@@ -12,7 +12,7 @@ use common::mount::BIN;
 use common::{Entry, build_zip, compressible, pattern};
 use npzfs::archive::Archive;
 use npzfs::fs::Kind;
-use npzfs::index::read_index;
+use npzfs::members::read_members;
 use npzfs::tree::ROOT;
 
 /// What a case must do.
@@ -54,7 +54,7 @@ fn check(case: &str, bytes: &[u8], expect: &Expect<'_>) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), bytes).unwrap();
     let archive = Archive::open(file.path()).unwrap();
-    match (read_index(&archive), expect) {
+    match (read_members(&archive), expect) {
         (Err(e), Expect::Refused) => {
             assert_eq!(e.exit_code(), 4, "{case}: {e}");
             assert!(
@@ -116,16 +116,16 @@ fn all_files(f: &Fixture, dir: u64, prefix: &str) -> BTreeMap<String, u64> {
 
 /// The whole member, or the errno its open or first failing read gives.
 fn read_member(f: &Fixture, ino: u64) -> Result<Vec<u8>, i32> {
-    f.fs.open(ino, false).map_err(|e| e.errno())?;
+    let fh = f.fs.open(ino, false).map_err(|e| e.errno())?;
     let mut out = Vec::new();
     let result = loop {
-        match read(&f.fs, ino, out.len() as u64, 64 * 1024) {
+        match read(&f.fs, fh, out.len() as u64, 64 * 1024) {
             Ok(chunk) if chunk.is_empty() => break Ok(out),
             Ok(chunk) => out.extend_from_slice(&chunk),
             Err(e) => break Err(e.errno()),
         }
     };
-    f.fs.release(ino);
+    f.fs.release(fh);
     result
 }
 
@@ -316,7 +316,7 @@ fn names_hostile_duplicated_clashing_or_not_utf8() {
     bad_utf8.name = b"\xff\xfe.npy".to_vec();
     bad_utf8.extra_flags = 1 << 11; // claims UTF-8
     let long = format!("{}.npy", "L".repeat(300));
-    let shortened = String::from_utf8(npzfs::index::sanitise(&long).remove(0)).unwrap();
+    let shortened = String::from_utf8(npzfs::members::sanitise(&long).remove(0)).unwrap();
     let entries = vec![
         Entry::stored("../../etc/passwd", pattern(1, 0, 10)),
         Entry::stored("./dot//x.npy", pattern(9, 0, 9)),
@@ -371,10 +371,10 @@ fn a_zip_bomb_is_served_within_the_cache_budget() {
         8 << 20,
     );
     let bomb = ino(&f.fs, "bomb.npy");
-    f.fs.open(bomb, false).unwrap();
+    let fh = f.fs.open(bomb, false).unwrap();
     let mut peak = 0;
     for offset in [0, 300 << 20, GIB - 4096, GIB / 2] {
-        let got = read(&f.fs, bomb, offset, 4096).unwrap();
+        let got = read(&f.fs, fh, offset, 4096).unwrap();
         assert!(
             got.len() == 4096 && got.iter().all(|&b| b == 0),
             "at {offset}"
@@ -382,7 +382,7 @@ fn a_zip_bomb_is_served_within_the_cache_budget() {
         peak = peak.max(f.cache_bytes());
     }
     assert!(peak <= 8 << 20, "cache peaked at {peak} bytes");
-    f.fs.release(bomb);
+    f.fs.release(fh);
     let started = std::time::Instant::now();
     assert_eq!(read_member(&f, ino(&f.fs, "liar.npy")), Err(libc::EIO));
     assert!(started.elapsed() < std::time::Duration::from_secs(5));

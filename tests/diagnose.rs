@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 
-use common::mount::{BIN, fuse_or_skip, is_mounted, test_user, unmount, wait_until};
+use common::mount::{BIN, Need, is_mounted, require, test_user, unmount, wait_until};
 use common::{Entry, compressible, pattern, write_zip};
 
 /// Tests that change /dev/fuse, or need it usable by the test user, take turns.
@@ -31,10 +31,10 @@ impl Setup {
     /// NPZFS_REQUIRE_FUSE=1.
     fn new(test: &str) -> Option<Setup> {
         let turn = DEV_FUSE.lock().unwrap_or_else(|e| e.into_inner());
-        if !fuse_or_skip(test) {
+        if !require(test, &[Need::Fuse, Need::Root]) {
             return None;
         }
-        let user = test_user()?;
+        let user = test_user();
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let archive = dir.path().join("a.npz");

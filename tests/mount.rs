@@ -7,7 +7,9 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::mount::{BIN, Mounted, as_user, fuse_or_skip, is_mounted, test_user, wait_until};
+use common::mount::{
+    BIN, Mounted, Need, as_user, fuse_or_skip, is_mounted, require, test_user, wait_until,
+};
 use common::{Entry, pattern, write_zip};
 
 const BIG: usize = 3 << 20;
@@ -274,8 +276,7 @@ fn concurrent_readers_and_mappers_see_the_same_bytes() {
 
 #[test]
 fn readahead_is_raised_on_the_mount_when_root() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !require("readahead_is_raised", &[Need::Root]) {
         return;
     }
     let Some((_dir, archive)) = setup("readahead_is_raised") else {
@@ -295,19 +296,11 @@ fn readahead_is_raised_on_the_mount_when_root() {
 
 #[test]
 fn an_ordinary_user_mounts_reads_and_unmounts() {
-    let Some(user) = test_user() else { return };
-    let mode = fs::metadata("/dev/fuse")
-        .map(|m| m.mode() & 0o777)
-        .unwrap_or(0);
-    if mode & 0o006 != 0o006 {
-        let required = std::env::var("NPZFS_REQUIRE_FUSE").as_deref() == Ok("1");
-        assert!(
-            !required,
-            "/dev/fuse is {mode:o}, not 0666 as distributions ship it"
-        );
-        eprintln!("skipped: /dev/fuse is {mode:o}");
+    let needs = [Need::Fuse, Need::Root, Need::FuseForUsers];
+    if !require("an_ordinary_user_mounts", &needs) {
         return;
     }
+    let user = test_user();
     let dir = tempfile::tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let archive = sample(dir.path());

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::mount::{Mounted, fuse_or_skip, is_mounted, npzfs, unmount, wait_until};
+use common::mount::{Mounted, Need, fuse_or_skip, is_mounted, npzfs, require, unmount, wait_until};
 use common::{Entry, compressible, pattern, payload_offset, write_zip};
 
 const MIB: usize = 1 << 20;
@@ -204,8 +204,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_cache_disk_gives_clean_errors_and_the_daemon_serves_on() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !fuse_or_skip("a_full_cache_disk") {
+    if !require("a_full_cache_disk", &[Need::Fuse, Need::Root]) {
         return;
     }
     let Some(tmpfs) = Tmpfs::new(4) else {
@@ -238,8 +237,7 @@ fn a_full_cache_disk_gives_clean_errors_and_the_daemon_serves_on() {
 
 #[test]
 fn a_complete_member_is_served_by_passthrough_when_root() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !fuse_or_skip("passthrough") {
+    if !require("passthrough", &[Need::Fuse, Need::Root]) {
         return;
     }
     for passthrough in [true, false] {

@@ -9,15 +9,15 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use common::mount::{Mounted, as_user, fuse_or_skip, test_user, wait_until};
+use common::mount::{Mounted, Need, as_user, require, test_user, wait_until};
 use common::{Entry, compressible, pattern, write_zip};
 
 /// A root mount and a second user, or None (skipped) when not root or FUSE is unusable.
 fn setup(test: &str) -> Option<(String, tempfile::TempDir)> {
-    if !fuse_or_skip(test) {
+    if !require(test, &[Need::Fuse, Need::Root]) {
         return None;
     }
-    let user = test_user()?;
+    let user = test_user();
     let dir = tempfile::tempdir().unwrap();
     // Reachable by the other user, so that only the mount's own rules can stop them.
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();

@@ -3,13 +3,13 @@
 
 mod common;
 
-use common::fs::{OWNER, ino, mount_with_cache, read, read_all};
+use common::fs::{OWNER, ino, mount_with_cache, read, read_all, stats};
 use common::mount::wait_until;
 use common::{Entry, build_zip, compressible, seek_files};
 use npzfs::archive::Archive;
-use npzfs::cache::seek::{Inflater, SPAN, WINDOW};
-use npzfs::cache::seek_file::{Member, SeekTable};
-use npzfs::index::read_index;
+use npzfs::cache::inflate::{HISTORY, Inflater, SPAN};
+use npzfs::cache::seek_index::{Expected, SeekTable};
+use npzfs::members::read_members;
 
 const MIB: usize = 1 << 20;
 
@@ -27,13 +27,13 @@ fn the_first_decode_records_a_checked_seek_index_that_restarts_anywhere() {
     assert!(wait_until(10, || !seek_files(&root).is_empty()));
 
     let archive = Archive::open(f._file.path()).unwrap();
-    let member = &read_index(&archive).unwrap()[0];
+    let member = &read_members(&archive).unwrap()[0];
     let start = member.data_start(&archive).unwrap();
     let packed = archive.slice(start, member.compressed_size).unwrap();
     let (path, len) = &seek_files(&root)[0];
     let index = SeekTable::load(
         std::fs::File::open(path).unwrap(),
-        Member {
+        Expected {
             size: member.size,
             compressed_size: member.compressed_size,
             crc32: member.crc32,
@@ -46,7 +46,7 @@ fn the_first_decode_records_a_checked_seek_index_that_restarts_anywhere() {
         let (start, end) = index.span(i - 1);
         assert!(end - start >= SPAN && end - start < 4 * SPAN, "span {i}");
     }
-    // Stored windows cost (here, on very compressible data) far less than 1% of the member.
+    // Stored histories cost (here, on very compressible data) far less than 1% of the member.
     assert!(*len * 100 < data.len() as u64, "index of {len} bytes");
 
     for i in 0..index.len() {
@@ -59,7 +59,7 @@ fn the_first_decode_records_a_checked_seek_index_that_restarts_anywhere() {
             index.row(i).unwrap().span_crc,
             "span {i}"
         );
-        assert!(p.window[..] == data[(p.out as usize).saturating_sub(WINDOW)..p.out as usize]);
+        assert!(p.history[..] == data[(p.out as usize).saturating_sub(HISTORY)..p.out as usize]);
         // Restarting at the point decodes the span exactly.
         let previous = if p.input > 0 {
             packed[p.input as usize - 1]
@@ -82,12 +82,6 @@ fn the_first_decode_records_a_checked_seek_index_that_restarts_anywhere() {
     }
 }
 
-/// The bytes the summary line says were decoded from seek points.
-fn span_bytes(summary: &str) -> u64 {
-    let (_, rest) = summary.split_once("spans from seek points (").unwrap();
-    rest.split_once(' ').unwrap().0.parse().unwrap()
-}
-
 /// A member larger than the cache, decoded once through a window of it (which writes its
 /// seek index), then a fresh mount with only that index in the cache.
 fn decoded_once(data: &[u8], budget: u64) -> common::fs::Fixture {
@@ -101,8 +95,8 @@ fn decoded_once(data: &[u8], budget: u64) -> common::fs::Fixture {
     let root = f.cache.path().join("c");
     assert!(wait_until(10, || !seek_files(&root).is_empty()));
     // Counted even when the reader has let go before the decoder finished.
-    let whole = || f.fs.summary().unwrap().contains("decoded 1 members");
-    assert!(wait_until(10, whole), "{}", f.fs.summary().unwrap());
+    let whole = || stats(&f.fs).decoded == 1;
+    assert!(wait_until(10, whole), "{}", stats(&f.fs));
     assert!(f.cache_bytes() <= budget, "{:?}", f.cache_files());
     // Unmounted and mounted again: nothing but the seek index is left.
     let f = f.reopen(budget);
@@ -118,17 +112,17 @@ fn with_an_index_any_offset_costs_one_span_and_the_cache_stays_in_its_bound() {
 
     let fs = f.remount(budget);
     let x = ino(&fs, "x.npy");
-    fs.open(x, false).unwrap();
+    let fh = fs.open(x, false).unwrap();
     // Far ahead first: the last bytes, then the middle, then the header.
     let mut spans = 0;
     for offset in [data.len() as u64 - 100, 13 * MIB as u64 + 5, 0] {
-        let got = read(&fs, x, offset, 100).unwrap();
+        let got = read(&fs, fh, offset, 100).unwrap();
         assert!(
             got[..] == data[offset as usize..][..got.len()],
             "at {offset}"
         );
         spans += 1;
-        let decoded = span_bytes(&fs.summary().unwrap());
+        let decoded = stats(&fs).span_bytes;
         assert!(
             decoded < spans * 2 * SPAN,
             "{decoded} bytes for {spans} reads"
@@ -139,7 +133,7 @@ fn with_an_index_any_offset_costs_one_span_and_the_cache_stays_in_its_bound() {
     for _ in 0..60 {
         x_state = x_state.wrapping_mul(6364136223846793005).wrapping_add(1);
         let offset = (x_state >> 20) % data.len() as u64;
-        let got = read(&fs, x, offset, 70_000).unwrap();
+        let got = read(&fs, fh, offset, 70_000).unwrap();
         assert!(
             got[..] == data[offset as usize..][..got.len()],
             "at {offset}"
@@ -149,18 +143,11 @@ fn with_an_index_any_offset_costs_one_span_and_the_cache_stays_in_its_bound() {
             "{} > {budget}: {:?} {}",
             f.cache_bytes(),
             f.cache_files(),
-            fs.summary().unwrap()
+            stats(&fs)
         );
     }
-    fs.release(x);
-    let summary = fs.summary().unwrap();
-    assert!(!summary.contains(" and 0 spans"), "{summary}");
-}
-
-/// The bytes the summary line says the cache accounts for.
-fn in_use(summary: &str) -> u64 {
-    let (_, rest) = summary.rsplit_once("; ").unwrap();
-    rest.split_once(' ').unwrap().0.parse().unwrap()
+    fs.release(fh);
+    assert!(stats(&fs).evicted_spans > 0, "{}", stats(&fs));
 }
 
 #[test]
@@ -174,19 +161,19 @@ fn evicted_spans_leave_no_disk_behind_what_the_budget_counts() {
     let x = ino(&fs, "x.npy");
     for round in 0..2 {
         assert_eq!(read_all(&fs, x), data, "round {round}");
-        fs.open(x, false).unwrap();
+        let fh = fs.open(x, false).unwrap();
         for k in (0..40u64).rev() {
             let offset = k * (data.len() as u64 / 40);
-            let got = read(&fs, x, offset, 5000).unwrap();
+            let got = read(&fs, fh, offset, 5000).unwrap();
             assert!(got[..] == data[offset as usize..][..5000], "at {offset}");
         }
-        fs.release(x);
-        let accounted = || f.cache_bytes() <= in_use(&fs.summary().unwrap()).min(budget);
+        fs.release(fh);
+        let accounted = || f.cache_bytes() <= stats(&fs).used.min(budget);
         assert!(
             wait_until(10, accounted),
             "round {round}: {:?} {}",
             f.cache_files(),
-            fs.summary().unwrap()
+            stats(&fs)
         );
     }
 }
@@ -203,14 +190,14 @@ fn a_first_pass_through_a_window_leaves_no_disk_behind_it() {
         budget,
     );
     assert_eq!(read_all(&f.fs, ino(&f.fs, "x.npy")), data);
-    let whole = || f.fs.summary().unwrap().contains("decoded 1 members");
-    assert!(wait_until(10, whole), "{}", f.fs.summary().unwrap());
-    let accounted = || f.cache_bytes() <= in_use(&f.fs.summary().unwrap());
+    let whole = || stats(&f.fs).decoded == 1;
+    assert!(wait_until(10, whole), "{}", stats(&f.fs));
+    let accounted = || f.cache_bytes() <= stats(&f.fs).used;
     assert!(
         wait_until(10, accounted),
         "{:?} {}",
         f.cache_files(),
-        f.fs.summary().unwrap()
+        stats(&f.fs)
     );
 }
 
@@ -225,18 +212,18 @@ fn spans_evicted_under_concurrent_readers_never_give_wrong_bytes() {
         for t in 0..6u64 {
             let (fs, data) = (fs.clone(), &data);
             s.spawn(move || {
-                fs.open(x, false).unwrap();
+                let fh = fs.open(x, false).unwrap();
                 let mut state = t + 1;
                 for _ in 0..40 {
                     state = state.wrapping_mul(6364136223846793005).wrapping_add(t);
                     let offset = (state >> 16) % data.len() as u64;
-                    let got = read(&fs, x, offset, 200_000).unwrap();
+                    let got = read(&fs, fh, offset, 200_000).unwrap();
                     assert!(
                         got[..] == data[offset as usize..][..got.len()],
                         "at {offset}"
                     );
                 }
-                fs.release(x);
+                fs.release(fh);
             });
         }
     });
@@ -245,7 +232,7 @@ fn spans_evicted_under_concurrent_readers_never_give_wrong_bytes() {
         "{} > {budget}: {:?} {}",
         f.cache_bytes(),
         f.cache_files(),
-        fs.summary().unwrap()
+        stats(&fs)
     );
 }
 
@@ -263,7 +250,7 @@ fn a_remount_reads_every_span_back_and_the_member_becomes_complete() {
         .any(|(n, _)| n.starts_with("0-"))));
     let third = f.remount(1 << 30);
     assert_eq!(read_all(&third, ino(&third, "x.npy")), data);
-    assert!(third.summary().unwrap().contains("reused 1"));
+    assert!(stats(&third).reused == 1);
 }
 
 #[test]
@@ -281,18 +268,18 @@ fn a_damaged_index_is_not_trusted_and_is_rebuilt() {
     let x = ino(&fs, "x.npy");
     assert_eq!(read_all(&fs, x), data);
     // Decoded from the start: the damaged index was not used.
-    let whole = || fs.summary().unwrap().contains("decoded 1 members");
-    assert!(wait_until(10, whole), "{}", fs.summary().unwrap());
+    let whole = || stats(&fs).decoded == 1;
+    assert!(wait_until(10, whole), "{}", stats(&fs));
     // Decoded from the start again, which wrote a new, good index.
     assert!(wait_until(10, || seek_files(&root).len() == 1
         && std::fs::read(&seek_files(&root)[0].0).unwrap() != bytes));
     let again = f.remount(3 * MIB as u64);
     let y = ino(&again, "x.npy");
-    again.open(y, false).unwrap();
-    let got = read(&again, y, 4 * MIB as u64, 1000).unwrap();
+    let fh = again.open(y, false).unwrap();
+    let got = read(&again, fh, 4 * MIB as u64, 1000).unwrap();
     assert!(got[..] == data[4 * MIB..][..1000]);
-    assert!(span_bytes(&again.summary().unwrap()) > 0);
-    again.release(y);
+    assert!(stats(&again).span_bytes > 0);
+    again.release(fh);
 }
 
 #[test]
@@ -303,8 +290,8 @@ fn an_index_whose_spans_do_not_match_the_archive_gives_eio_never_wrong_bytes() {
     let (path, _) = seek_files(&root).remove(0);
     // A well-formed index, checksum and all, whose span CRCs are wrong.
     let archive = Archive::open(f._file.path()).unwrap();
-    let m = &read_index(&archive).unwrap()[0];
-    let member = Member {
+    let m = &read_members(&archive).unwrap()[0];
+    let member = Expected {
         size: m.size,
         compressed_size: m.compressed_size,
         crc32: m.crc32,
@@ -313,7 +300,7 @@ fn an_index_whose_spans_do_not_match_the_archive_gives_eio_never_wrong_bytes() {
     let points: Vec<_> = (0..good.len())
         .map(|i| (good.point(i).unwrap(), good.row(i).unwrap().span_crc))
         .collect();
-    let mut w = npzfs::cache::seek_file::Writer::new(std::fs::File::create(&path).unwrap());
+    let mut w = npzfs::cache::seek_index::Writer::new(std::fs::File::create(&path).unwrap());
     for (i, (point, crc)) in points.iter().enumerate() {
         w.add(point).unwrap();
         w.set_span_crc(i, crc ^ 1);
@@ -322,10 +309,10 @@ fn an_index_whose_spans_do_not_match_the_archive_gives_eio_never_wrong_bytes() {
 
     let fs = f.remount(3 * MIB as u64);
     let x = ino(&fs, "x.npy");
-    fs.open(x, false).unwrap();
-    let err = read(&fs, x, 2 * MIB as u64, 100).unwrap_err();
+    let fh = fs.open(x, false).unwrap();
+    let err = read(&fs, fh, 2 * MIB as u64, 100).unwrap_err();
     assert_eq!(err.errno(), libc::EIO, "{err}");
-    fs.release(x);
+    fs.release(fh);
     // That index is not trusted again: the next mount decodes from the start.
     assert!(seek_files(&root).is_empty());
 }
@@ -349,10 +336,10 @@ fn a_sparse_member_no_one_holds_is_closed_once_its_last_span_is_evicted() {
     let (x, y) = (ino(&f.fs, "x.npy"), ino(&f.fs, "y.npy"));
     // Held across its first pass, so that it is sparse (not dropped) when last closed; a read
     // behind the window is answered once it is.
-    f.fs.open(x, false).unwrap();
+    let fh = f.fs.open(x, false).unwrap();
     assert_eq!(read_all(&f.fs, x), x_data);
-    assert!(read(&f.fs, x, 0, 4096).unwrap() == x_data[..4096]);
-    f.fs.release(x);
+    assert!(read(&f.fs, fh, 0, 4096).unwrap() == x_data[..4096]);
+    f.fs.release(fh);
     let x_part =
         |f: &common::fs::Fixture| f.cache_files().iter().any(|(n, _)| n.starts_with(".0-"));
     assert!(
@@ -364,8 +351,8 @@ fn a_sparse_member_no_one_holds_is_closed_once_its_last_span_is_evicted() {
     assert_eq!(read_all(&f.fs, y), y_data);
     assert!(wait_until(10, || !x_part(&f)), "{:?}", f.cache_files());
     // Opened again, x is served from its seek index as before.
-    f.fs.open(x, false).unwrap();
+    let fh = f.fs.open(x, false).unwrap();
     let at = 7 * MIB as u64;
-    assert!(read(&f.fs, x, at, 5000).unwrap() == x_data[at as usize..][..5000]);
-    f.fs.release(x);
+    assert!(read(&f.fs, fh, at, 5000).unwrap() == x_data[at as usize..][..5000]);
+    f.fs.release(fh);
 }

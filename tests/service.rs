@@ -16,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::mount::{BIN, fuse_or_skip, is_mounted, unmount, wait_until};
+use common::mount::{BIN, Need, is_mounted, require, unmount, wait_until};
 use common::{Entry, compressible, pattern, write_zip};
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/npzfs@.service");
@@ -24,19 +24,7 @@ const ENV_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/npzfs.en
 
 /// Root and FUSE, or skip (a failure under `NPZFS_REQUIRE_FUSE=1`).
 fn root_or_skip(test: &str) -> bool {
-    if !fuse_or_skip(test) {
-        return false;
-    }
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var("NPZFS_REQUIRE_FUSE").as_deref() != Ok("1"),
-            "{test}: needs root and NPZFS_REQUIRE_FUSE=1"
-        );
-        eprintln!("{test}: skipped, needs root");
-    }
-    root
+    require(test, &[Need::Fuse, Need::Root])
 }
 
 /// An archive with a stored and a deflated member, and a mount point, in a temp dir.
@@ -193,11 +181,7 @@ fn man_page_and_help_list_the_same_options() {
     let man = String::from_utf8(man.stdout).unwrap().replace("\\-", "-");
     let help = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
-    for (name, _) in npzfs::options::MOUNT_OPTIONS {
-        let first = name.split([',', '=']).next().unwrap();
-        assert!(help.contains(first), "--help lacks {first}");
-        assert!(man.contains(first), "man page lacks {first}");
-    }
+    // Every -o option and exit code: tests/readme.rs.
     for flag in ["--foreground", "--verbose", "--quiet", "--version"] {
         assert!(help.contains(flag) && man.contains(flag), "{flag}");
     }

@@ -2,8 +2,8 @@
 //! the member's own offsets, a chunk at a time, and lets waiting reads go as it advances.
 //!
 //! zlib-rs driven directly over `pread` buffers of the archive was the fastest pure-Rust
-//! inflate measured here (DESIGN.md, issue 3); deflate members go through its zlib API
-//! ([`super::seek`]), stopping at block boundaries to record seek points on the way, at no
+//! inflate measured here (ARCHITECTURE.md); deflate members go through its zlib API
+//! ([`super::inflate`]), stopping at block boundaries to record seek points on the way, at no
 //! measurable cost (195-200 MB/s against 196-207 for flate2 on the same member). The
 //! archive's bytes are read with `pread`, never through the mapping: a truncated archive is an
 //! I/O error here, not SIGBUS.
@@ -14,11 +14,12 @@ use std::time::Instant;
 use std::io::Read;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
-use super::entry::Entry;
-use super::seek::{History, Inflater, Point, SPAN, span_after};
-use super::seek_file::Writer;
+use super::inflate::{History, Inflater, Point, SPAN, span_after};
+use super::seek_index::{Expected, Writer};
+use super::slot::Slot;
 use crate::archive::Archive;
-use crate::index::Method;
+use crate::error::Error;
+use crate::members::Method;
 
 /// Decoded bytes written (and announced to readers) at a time.
 pub const CHUNK: usize = 1 << 20;
@@ -44,8 +45,8 @@ pub struct Job {
 
 impl Job {
     /// What the member's seek index must agree with.
-    pub fn seek_member(&self) -> super::seek_file::Member {
-        super::seek_file::Member {
+    pub fn expected(&self) -> Expected {
+        Expected {
             size: self.size,
             compressed_size: self.compressed_size,
             crc32: self.crc32,
@@ -58,53 +59,44 @@ impl Job {
 pub enum Stop {
     /// The last holder went away.
     Cancelled,
-    /// The stream, the archive or the cache disk failed; `errno` is what readers get.
-    Failed {
-        /// What went wrong, for the log line and the readers' error.
-        cause: String,
-        /// EIO, or ENOSPC for a full cache disk.
-        errno: i32,
-    },
+    /// The stream, the archive or the cache disk failed: what readers get.
+    Failed(Error),
 }
 
-fn failed(cause: impl Into<String>) -> Stop {
-    Stop::Failed {
+/// The member's bytes are wrong: `cannot read <member>: <cause>`.
+fn corrupt(member: &str, cause: impl Into<String>) -> Stop {
+    Stop::Failed(Error::Corrupt {
+        what: member.to_string(),
         cause: cause.into(),
-        errno: libc::EIO,
-    }
+    })
 }
 
-fn io_failed(what: &str, e: &std::io::Error) -> Stop {
-    Stop::Failed {
-        cause: format!("{what}: {}", crate::error::cause(e)),
-        errno: e
-            .raw_os_error()
-            .filter(|&n| n == libc::ENOSPC)
-            .unwrap_or(libc::EIO),
-    }
+/// A system call on the member's cache file failed (ENOSPC reaches readers as itself).
+fn io_failed(verb: &'static str, member: &str, e: std::io::Error) -> Stop {
+    Stop::Failed(Error::io(verb, format!("the cache file of {member}"), e))
 }
 
-/// Decodes `job` into `entry`'s file, announcing progress to waiting readers; `Ok` once every
+/// Decodes `job` into `slot`'s file, announcing progress to waiting readers; `Ok` once every
 /// byte is written and the size and CRC-32 match. `seek`, for a deflate member, receives its
-/// seek points and comes back complete but for its footer. The caller settles the entry.
+/// seek points and comes back complete but for its footer. The caller settles the slot.
 pub fn run(
-    entry: &Entry,
+    slot: &Slot,
     archive: &Archive,
     job: &Job,
     seek: Option<Writer>,
 ) -> Result<Option<Writer>, Stop> {
     let started = Instant::now();
-    let result = decode(entry, archive, job, seek);
+    let result = decode(slot, archive, job, seek);
     match &result {
         Ok(index) => log::debug!(
             "decoded {} ({} bytes) in {:.3} s, {} seek points",
-            entry.name,
+            slot.name,
             job.size,
             started.elapsed().as_secs_f64(),
             index.as_ref().map_or(0, Writer::points)
         ),
-        Err(Stop::Cancelled) => log::debug!("stopped decoding {}: no one holds it", entry.name),
-        Err(Stop::Failed { cause, .. }) => log::warn!("cannot read {}: {cause}", entry.name),
+        Err(Stop::Cancelled) => log::debug!("stopped decoding {}: no one holds it", slot.name),
+        Err(Stop::Failed(e)) => log::warn!("{e}"),
     }
     result
 }
@@ -114,7 +106,7 @@ pub fn run(
 /// decode time of a 1 GiB member here (5.8 s without the writes, 8.0 s with them), and on its
 /// own core it overlaps with decoding instead.
 struct Sink<'a> {
-    entry: &'a Entry,
+    slot: &'a Slot,
     job: &'a Job,
     written: u64,
     crc: crc32fast::Hasher,
@@ -140,21 +132,21 @@ impl Sink<'_> {
     fn push(&mut self, chunk: &[u8], last: bool) -> Result<(), Stop> {
         if !chunk.is_empty() {
             if !last && self.written + chunk.len() as u64 <= self.job.size {
-                self.entry.answer_from(self.written, chunk);
+                self.slot.answer_from(self.written, chunk);
             }
             let start = self.written;
-            self.written = write_chunk(self.entry, chunk, self.written, self.job.size)?;
+            self.written = write_chunk(self.slot, chunk, self.written, self.job.size)?;
             self.crc.update(chunk);
             self.hash_spans(start, chunk);
             if !last {
-                self.entry.advance(self.written);
+                self.slot.advance(self.written);
             }
             // A member larger than the cache keeps only its window: the rest is freed as
             // soon as the reads waiting for it are answered (by `advance`, above).
-            if let Some(window) = self.entry.window
-                && let Err(e) = self.entry.trim(self.written.saturating_sub(window))
+            if let Some(window) = self.slot.window
+                && let Err(e) = self.slot.trim(self.written.saturating_sub(window))
             {
-                log::debug!("cannot free behind the window of {}: {e}", self.entry.name);
+                log::debug!("cannot free behind the window of {}: {e}", self.slot.name);
             }
         }
         Ok(())
@@ -186,7 +178,7 @@ impl Sink<'_> {
         {
             log::warn!(
                 "cannot write the seek index of {}: {}",
-                self.entry.name,
+                self.slot.name,
                 crate::error::cause(&e)
             );
             self.seek = None;
@@ -196,13 +188,16 @@ impl Sink<'_> {
     fn verify(mut self) -> Result<Option<Writer>, Stop> {
         if self.written != self.job.size {
             let declared = self.job.size;
-            return Err(failed(format!(
-                "decoded {} bytes, the archive declares {declared}",
-                self.written
-            )));
+            return Err(corrupt(
+                &self.slot.name,
+                format!(
+                    "decoded {} bytes, the archive declares {declared}",
+                    self.written
+                ),
+            ));
         }
         if self.crc.finalize() != self.job.crc32 {
-            return Err(failed("CRC-32 mismatch"));
+            return Err(corrupt(&self.slot.name, "CRC-32 mismatch"));
         }
         if let Some(seek) = &mut self.seek {
             seek.set_span_crc(self.closed_spans, self.span_crc.finalize());
@@ -229,12 +224,13 @@ impl Sink<'_> {
 }
 
 /// The decoder's end of the pipeline to the [`Sink`].
-struct Pipe {
+struct Pipe<'a> {
     chunks: SyncSender<Chunk>,
     spent: Receiver<Vec<u8>>,
+    member: &'a str,
 }
 
-impl Pipe {
+impl Pipe<'_> {
     /// Hands `buf[..len]` over (with the points recorded since the last chunk) and returns a
     /// buffer to fill next.
     fn send(
@@ -251,20 +247,20 @@ impl Pipe {
                 last,
                 points,
             })
-            .map_err(|_| failed("the cache writer stopped"))?;
+            .map_err(|_| corrupt(self.member, "the cache writer stopped"))?;
         Ok(self.spent.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]))
     }
 }
 
 fn decode(
-    entry: &Entry,
+    slot: &Slot,
     archive: &Archive,
     job: &Job,
     seek: Option<Writer>,
 ) -> Result<Option<Writer>, Stop> {
     let deflate = job.method == Method::Deflated;
     let sink = Sink {
-        entry,
+        slot,
         job,
         written: 0,
         crc: crc32fast::Hasher::new(),
@@ -278,19 +274,26 @@ fn decode(
         let writer = std::thread::Builder::new()
             .name("npzfs-write".into())
             .spawn_scoped(s, move || sink.drain(chunks_rx, spent_tx))
-            .map_err(|e| io_failed("cannot start the cache writer", &e))?;
+            .map_err(|e| {
+                Stop::Failed(Error::io(
+                    "start",
+                    format!("a cache writer for {}", slot.name),
+                    e,
+                ))
+            })?;
         let pipe = Pipe {
             chunks: chunks_tx,
             spent: spent_rx,
+            member: &slot.name,
         };
         let produced = if deflate {
-            inflate(pipe, entry, job, archive)
+            inflate(pipe, slot, job, archive)
         } else {
-            unzip(pipe, entry, job, archive)
+            unzip(pipe, slot, job, archive)
         };
         let written = writer
             .join()
-            .unwrap_or_else(|_| Err(failed("the cache writer panicked")));
+            .unwrap_or_else(|_| Err(corrupt(&slot.name, "the cache writer panicked")));
         match (produced, written) {
             (Err(Stop::Cancelled), _) => Err(Stop::Cancelled),
             (Err(p), _) => Err(p),
@@ -302,8 +305,9 @@ fn decode(
 
 /// Deflate, driven directly over `pread` buffers: the fast path for what numpy writes. Stops
 /// at block boundaries to record a seek point every span of output ([`span_after`]).
-fn inflate(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<(), Stop> {
-    let mut inflater = Inflater::new().map_err(failed)?;
+fn inflate(pipe: Pipe, slot: &Slot, job: &Job, archive: &Archive) -> Result<(), Stop> {
+    let name = slot.name.as_str();
+    let mut inflater = Inflater::new().map_err(|e| corrupt(name, e))?;
     let mut input = vec![0u8; INPUT];
     let (mut in_pos, mut in_len, mut consumed_total) = (0usize, 0usize, 0u64);
     let mut out = vec![0u8; CHUNK];
@@ -313,24 +317,26 @@ fn inflate(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<()
         out: 0,
         input: 0,
         bits: 0,
-        window: Vec::new(),
+        history: Vec::new(),
     }];
     let (mut last_point, mut last_input, mut next_span) = (0u64, 0u64, SPAN);
     loop {
-        if entry.is_cancelled() {
+        if slot.is_cancelled() {
             return Err(Stop::Cancelled);
         }
         if in_pos == in_len && consumed_total < job.compressed_size {
             let n = (job.compressed_size - consumed_total).min(INPUT as u64) as usize;
             archive
                 .read_exact_at(&mut input[..n], job.data_start + consumed_total)
-                .map_err(|_| failed("the archive cannot be read (changed while mounted?)"))?;
+                .map_err(|_| {
+                    corrupt(name, "the archive cannot be read (changed while mounted?)")
+                })?;
             (in_pos, in_len) = (0, n);
             consumed_total += n as u64;
         }
         let step = inflater
             .inflate(&input[in_pos..in_len], &mut out[out_len..], true)
-            .map_err(failed)?;
+            .map_err(|e| corrupt(name, e))?;
         in_pos += step.used;
         out_len += step.made;
         out_total += step.made as u64;
@@ -342,7 +348,7 @@ fn inflate(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<()
                 out: out_total,
                 input,
                 bits,
-                window: history.window(&out[..out_len]),
+                history: history.ending(&out[..out_len]),
             });
             next_span = span_after(input - last_input, out_total - last_point);
             (last_point, last_input) = (out_total, input);
@@ -357,7 +363,10 @@ fn inflate(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<()
         }
         let starved = in_pos == in_len && consumed_total == job.compressed_size;
         if step.used == 0 && step.made == 0 && starved {
-            return Err(failed("the deflate stream ends before its end marker"));
+            return Err(corrupt(
+                name,
+                "the deflate stream ends before its end marker",
+            ));
         }
     }
 }
@@ -366,26 +375,27 @@ fn inflate(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<()
 /// reader over a duplicate of the archive's descriptor (the same file even if the path was
 /// renamed over). This parses the central directory again: a cost paid per decode, and
 /// only for these rare methods.
-fn unzip(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<(), Stop> {
+fn unzip(pipe: Pipe, slot: &Slot, job: &Job, archive: &Archive) -> Result<(), Stop> {
+    let name = slot.name.as_str();
     let file = archive
         .file()
         .try_clone()
-        .map_err(|e| io_failed("cannot reopen the archive", &e))?;
+        .map_err(|e| Stop::Failed(Error::io("reopen", archive.path().display().to_string(), e)))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
-        .map_err(|e| failed(format!("the archive cannot be read again ({e})")))?;
-    // The zip crate keeps one entry per name (of duplicates, the last, at the first's place),
+        .map_err(|e| corrupt(name, format!("the archive cannot be read again ({e})")))?;
+    // The zip crate keeps one slot per name (of duplicates, the last, at the first's place),
     // so its indexes are not the central directory's: the member is found by its local header.
     let at = |i: usize| zip.by_index_data(i).map(|e| e.header_start());
-    let index = std::iter::once(entry.key.index)
+    let found = std::iter::once(slot.key.number)
         .chain(0..zip.len())
         .find(|&i| at(i).is_ok_and(|start| start == job.header_start))
-        .ok_or_else(|| failed("the zip crate does not list this member"))?;
+        .ok_or_else(|| corrupt(name, "the zip crate does not list this member"))?;
     let mut reader = zip
-        .by_index(index)
-        .map_err(|e| failed(format!("cannot start decoding ({e})")))?;
+        .by_index(found)
+        .map_err(|e| corrupt(name, format!("cannot start decoding ({e})")))?;
     let mut out = vec![0u8; CHUNK];
     loop {
-        if entry.is_cancelled() {
+        if slot.is_cancelled() {
             return Err(Stop::Cancelled);
         }
         let mut len = 0;
@@ -394,7 +404,7 @@ fn unzip(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<(), 
                 Ok(0) => break,
                 Ok(n) => len += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(failed(format!("corrupt compressed stream ({e})"))),
+                Err(e) => return Err(corrupt(name, format!("corrupt compressed stream ({e})"))),
             }
         }
         let end = len < out.len();
@@ -407,31 +417,25 @@ fn unzip(pipe: Pipe, entry: &Entry, job: &Job, archive: &Archive) -> Result<(), 
 
 /// Writes one decoded chunk at `offset`, space reserved first so that a full disk is a clean
 /// ENOSPC here rather than a hole a reader could see.
-pub(super) fn write_chunk(
-    entry: &Entry,
-    chunk: &[u8],
-    offset: u64,
-    size: u64,
-) -> Result<u64, Stop> {
+pub(super) fn write_chunk(slot: &Slot, chunk: &[u8], offset: u64, size: u64) -> Result<u64, Stop> {
     let end = offset + chunk.len() as u64;
     if end > size {
-        return Err(failed(format!(
-            "the stream holds more than the declared {size} bytes"
-        )));
+        return Err(corrupt(
+            &slot.name,
+            format!("the stream holds more than the declared {size} bytes"),
+        ));
     }
-    let file = entry.file();
+    let file = slot.file();
     if let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(chunk.len())) {
         use std::os::fd::AsRawFd;
         // SAFETY: plain syscall on an open descriptor we own.
         let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), off, len) };
         if rc != 0 && rc != libc::EOPNOTSUPP {
-            return Err(io_failed(
-                "cannot reserve cache space",
-                &std::io::Error::from_raw_os_error(rc),
-            ));
+            let e = std::io::Error::from_raw_os_error(rc);
+            return Err(io_failed("reserve space for", &slot.name, e));
         }
     }
     file.write_all_at(chunk, offset)
-        .map_err(|e| io_failed("cannot write the cache file", &e))?;
+        .map_err(|e| io_failed("write", &slot.name, e))?;
     Ok(end)
 }

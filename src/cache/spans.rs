@@ -1,341 +1,442 @@
-//! Sparse members: with a seek index, a member is decoded span by span, each from its own
-//! seek point, when a read needs it, and its spans are evicted one by one.
+//! A sparse member's spans: which are in its cache file, which are being decoded, and the
+//! reads gathering their bytes from them as they arrive.
 //!
-//! A span costs one restart (the window read from the index file, `inflatePrime`,
-//! `inflateSetDictionary`) and the decoding of one span ([`span_after`](super::seek::span_after):
-//! 1 to 3.75 MiB). It is checked against the CRC-32 the first full decode recorded before
-//! anyone reads it, so a damaged index or a changed archive gives EIO, never wrong bytes.
-//! Spans are charged to the budget one by one, so a member larger than the whole cache is
-//! served within it. Also here: the seek index's life around the cache (loaded and checked at
-//! open, kept after a first pass, and a windowed first pass turned sparse).
+//! Plain bookkeeping, guarded by its slot's lock (`slot.rs`): no lock or thread of its own.
+//! What it decides is then done by the slot, after letting go of the lock where it can
+//! (answering reads) and under it where it must (copying present spans, punching holes: no
+//! punch may land under a copy, or on a span that started filling again).
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
-use super::decoder;
-use super::entry::{Entry, ReadDone, Sparse};
-use super::seek::Inflater;
-use super::store::FileKey;
-use super::{Cache, Shared, Victims, entry, seek_file, store};
-use crate::archive::Archive;
-use crate::index::Member;
+use super::slot::ReadDone;
+use crate::error::{Error, Result};
 
-/// Compressed bytes read from the archive at a time while decoding a span.
-const INPUT: usize = 64 << 10;
+/// The allocation unit the cache's disk accounting assumes (ext4's, XFS's and tmpfs's page).
+/// Spans and windows rarely start or end on it: a span is charged for every block it touches,
+/// and a punch frees a block that straddles its edge whenever the neighbour is gone too.
+pub const BLOCK: u64 = 4096;
 
-impl Cache {
-    /// The checked seek index of `key`, if one was saved; a damaged or stale one is deleted
-    /// (the next full decode writes it again).
-    pub(super) fn seek_table(&self, key: FileKey, member: &Member) -> Option<seek_file::SeekTable> {
-        let file = self.shared.store.open_seek(key)?;
-        let expected = seek_file::Member {
-            size: member.size,
-            compressed_size: member.compressed_size,
-            crc32: member.crc32,
-        };
-        match seek_file::SeekTable::load(file, expected) {
-            Ok(table) => Some(table),
-            Err(e) => {
-                log::warn!(
-                    "seek index of {} cannot be used ({e}): decoding from the start",
-                    member.name
-                );
-                self.shared.store.drop_seek(key);
-                None
-            }
-        }
+/// The disk space `[start, end)` of a cache file can occupy: every block it touches.
+pub fn footprint(start: u64, end: u64) -> u64 {
+    end.next_multiple_of(BLOCK) - start / BLOCK * BLOCK
+}
+
+/// Where one span of a sparse member stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// Not in the cache file.
+    Absent,
+    /// Being decoded.
+    Filling,
+    /// In the cache file, verified against its CRC-32.
+    Present,
+}
+
+/// A read waiting for spans: the bytes gathered so far and the spans still missing. It
+/// collects each span as it fills, so it never needs all of them resident at once.
+pub struct Gather {
+    offset: u64,
+    end: u64,
+    done: ReadDone,
+    buf: Vec<u8>,
+    need: Vec<usize>,
+}
+
+impl Gather {
+    /// Hands the gathered bytes to the reader.
+    pub fn answer(self) {
+        (self.done)(Ok(&self.buf));
+    }
+
+    /// Fails the read with `err`.
+    pub fn fail(self, err: Error) {
+        (self.done)(Err(err));
     }
 }
 
-impl Shared {
-    /// Finishes and names the seek index `writer` wrote into `part`, or deletes it. True if
-    /// it is kept.
-    pub(super) fn keep_seek(
-        &self,
-        entry: &Entry,
-        job: &decoder::Job,
-        writer: Option<seek_file::Writer>,
-        part: Option<PathBuf>,
-    ) -> bool {
-        let Some(part) = part else {
-            return false;
-        };
-        let kept = match writer {
-            Some(w) => w
-                .finish(job.seek_member())
-                .and_then(|_| self.store.keep_seek(&part, entry.key))
-                .map_err(|e| log::warn!("cannot save the seek index of {}: {e}", entry.name))
-                .is_ok(),
-            None => false,
-        };
-        if !kept {
-            store::remove(&part);
-        }
-        kept
+/// What a read of a sparse member comes to.
+pub enum ReadPlan {
+    /// Answer now (every span it needs was present, or copying failed).
+    Now(ReadDone, Result<Vec<u8>>),
+    /// Parked until its spans fill; these are the ones the caller must start decoding.
+    Parked(Vec<usize>),
+}
+
+/// Where a member's spans lie: the offset each starts at (the seek points), and the size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    starts: Vec<u64>,
+    size: u64,
+}
+
+impl Layout {
+    /// Spans starting at `starts` (ascending, the first 0) of a member of `size` bytes.
+    pub fn new(starts: Vec<u64>, size: u64) -> Layout {
+        Layout { starts, size }
     }
 
-    /// A windowed first pass is done: the member becomes sparse, charged for the spans its
-    /// window still holds, and the reads that waited behind the window are asked again.
-    pub(super) fn make_sparse(
-        self: &Arc<Self>,
-        entry: &Arc<Entry>,
-        archive: &Arc<Archive>,
-        job: &decoder::Job,
-    ) -> bool {
-        let table = self
-            .store
-            .open_seek(entry.key)
-            .ok_or_else(|| "missing".to_string())
-            .and_then(|file| seek_file::SeekTable::load(file, job.seek_member()));
-        let table = match table {
-            Ok(table) => table,
-            Err(e) => {
-                log::warn!("cannot read back the seek index of {}: {e}", entry.name);
-                return false;
-            }
-        };
-        // The whole member went through the decoder, whether or not anyone still holds it.
-        self.stats.decoded.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .decoded_bytes
-            .fetch_add(entry.key.size, Ordering::Relaxed);
-        let sparse = entry::Sparse {
-            table,
-            data_start: job.data_start,
-            compressed_size: job.compressed_size,
-        };
-        let (victims, late) = {
-            let mut st = self.lock();
-            let ours = st
-                .live
-                .get(&entry.key.index)
-                .is_some_and(|e| Arc::ptr_eq(e, entry));
-            if !ours {
-                // Its last holder left (and took its file): the index is all that stays.
-                return true;
-            }
-            let window = entry.charge();
-            let (late, present) = entry.become_sparse(sparse);
-            st.used -= window;
-            for (i, len) in present {
-                st.used += len;
-                st.spans.put((entry.key.index, i), len);
-            }
-            (self.evict(&mut st, 0), late)
-        };
-        victims.apply();
-        log::debug!(
-            "{}: decoded once through a window; served span by span now",
-            entry.name
-        );
-        for (offset, end, done) in late {
-            self.serve_sparse(entry, archive, offset, end, done);
-        }
-        true
+    /// How many spans there are.
+    pub fn len(&self) -> usize {
+        self.starts.len()
     }
 
-    /// A read of a sparse member: answered now, or parked while the spans it needs decode.
-    pub(super) fn serve_sparse(
-        self: &Arc<Self>,
-        entry: &Arc<Entry>,
-        archive: &Arc<Archive>,
-        offset: u64,
-        end: u64,
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// The span holding `offset`.
+    pub fn span_of(&self, offset: u64) -> usize {
+        self.starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1)
+    }
+
+    /// Where span `i` starts and ends.
+    pub fn span(&self, i: usize) -> (u64, u64) {
+        let start = self.starts.get(i).copied().unwrap_or(self.size);
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.size);
+        (start, end)
+    }
+}
+
+/// The state of every span of one sparse member, and the reads waiting on them.
+pub struct SpanBook {
+    layout: Layout,
+    spans: Vec<Span>,
+    waiting: Vec<Gather>,
+}
+
+impl SpanBook {
+    /// A member of which nothing is in the cache file yet.
+    pub fn empty(layout: Layout) -> SpanBook {
+        SpanBook {
+            spans: vec![Span::Absent; layout.len()],
+            layout,
+            waiting: Vec::new(),
+        }
+    }
+
+    /// A member whose bytes from `kept_from` on are in the file (the window of a first pass):
+    /// the spans wholly inside are present. Returns them with their charges.
+    pub fn from_window(layout: Layout, kept_from: u64) -> (SpanBook, Vec<(usize, u64)>) {
+        let mut present = Vec::new();
+        let spans = (0..layout.len())
+            .map(|i| {
+                let (start, end) = layout.span(i);
+                if start >= kept_from {
+                    present.push((i, footprint(start, end)));
+                    Span::Present
+                } else {
+                    Span::Absent
+                }
+            })
+            .collect();
+        let book = SpanBook {
+            layout,
+            spans,
+            waiting: Vec::new(),
+        };
+        (book, present)
+    }
+
+    /// A read of `[offset, end)`. Spans present now are copied from `file` at once (the
+    /// caller holds the slot's lock: no punch can zero them mid-copy); absent ones are marked
+    /// filling, for the caller to start, and the read waits for those and any being filled.
+    pub fn read(
+        &mut self,
+        file: &File,
+        what: &str,
+        (offset, end): (u64, u64),
         done: ReadDone,
-    ) {
-        let spans = entry.read(offset, end, done);
-        self.fill_spans(entry, archive, spans);
-    }
-
-    /// Starts one decoding thread per span in `spans`.
-    fn fill_spans(self: &Arc<Self>, entry: &Arc<Entry>, archive: &Arc<Archive>, spans: Vec<usize>) {
-        for i in spans {
-            let (shared, entry2, archive) = (self.clone(), entry.clone(), archive.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("npzfs-span-{i}"))
-                .spawn(move || shared.fill_span(&entry2, &archive, i));
-            if let Err(e) = spawned {
-                let (start, end) = span_range(entry, i);
-                let cause = format!("cannot start a decoder: {}", crate::error::cause(&e));
-                entry.span_failed(i, start, end, &cause, libc::EIO);
-            }
-        }
-    }
-
-    /// Decodes span `i` of `entry`, checks it, makes room for it, writes it, answers reads.
-    fn fill_span(self: &Arc<Self>, entry: &Arc<Entry>, archive: &Arc<Archive>, i: usize) {
-        let (start, end) = span_range(entry, i);
-        let Some(sparse) = entry.sparse() else {
-            return;
-        };
-        let bytes = match decode_span(sparse, archive, i, end - start) {
-            Ok(bytes) => bytes,
-            Err(SpanError { cause, stale }) => {
-                log::warn!("cannot read {}: span {i} at {start}: {cause}", entry.name);
-                if stale {
-                    // Not trusted again: the next mount decodes from the start and rebuilds it.
-                    self.store.drop_seek(entry.key);
+    ) -> ReadPlan {
+        let (first, last) = (
+            self.layout.span_of(offset),
+            self.layout.span_of(end.saturating_sub(1).max(offset)),
+        );
+        let len = usize::try_from(end.saturating_sub(offset)).unwrap_or(0);
+        let mut buf = vec![0u8; len];
+        let (mut need, mut start) = (Vec::new(), Vec::new());
+        for i in first..=last {
+            match self.spans.get_mut(i) {
+                Some(Span::Present) => {
+                    let (from, to) = overlap(self.layout.span(i), offset, end);
+                    let dest = &mut buf[(from - offset) as usize..(to - offset) as usize];
+                    if let Err(e) = file.read_exact_at(dest, from) {
+                        return ReadPlan::Now(done, Err(Error::io("read", what, e)));
+                    }
                 }
-                entry.span_failed(i, start, end, &cause, libc::EIO);
-                return;
-            }
-        };
-        let len = bytes.len() as u64;
-        // Charged (every block it touches) before it is written, evictable once present (an
-        // eviction must only ever find spans it can take).
-        let charge = entry::footprint(start, end);
-        let victims = {
-            let mut st = self.lock();
-            let victims = self.evict(&mut st, charge);
-            st.used += charge;
-            victims
-        };
-        victims.apply();
-        if let Err(stop) = decoder::write_chunk(entry, &bytes, start, entry.key.size) {
-            self.lock().used -= charge;
-            let (cause, errno) = match stop {
-                decoder::Stop::Failed { cause, errno } => (cause, errno),
-                decoder::Stop::Cancelled => ("cancelled".to_string(), libc::EIO),
-            };
-            log::warn!("cannot read {}: span {i}: {cause}", entry.name);
-            entry.span_failed(i, start, end, &cause, errno);
-            return;
-        }
-        self.stats.span_fills.fetch_add(1, Ordering::Relaxed);
-        self.stats.span_bytes.fetch_add(len, Ordering::Relaxed);
-        log::trace!("{}: span {i} ({len} bytes at {start}) decoded", entry.name);
-        // Fills running side by side may each have found nothing to evict but each other:
-        // with this span evictable now, the bound is restored before any read it completes is
-        // answered.
-        entry.span_filled(i, start, &bytes, || {
-            let victims = {
-                let mut st = self.lock();
-                st.spans.put((entry.key.index, i), charge);
-                self.evict(&mut st, 0)
-            };
-            victims.apply();
-        });
-        self.promote(entry);
-    }
-
-    /// A sparse member whose every span is in is complete (each span was checked against the
-    /// CRC-32 of a verified full decode): it becomes an ordinary member, charged whole, and its
-    /// file gets its complete name, so that later mounts reuse it and passthrough serves it.
-    fn promote(&self, entry: &Entry) {
-        let renamed = {
-            let mut st = self.lock();
-            let Some(spans) = entry.promote_if_full() else {
-                return;
-            };
-            for i in 0..spans {
-                if let Some(len) = st.spans.pop(&(entry.key.index, i)) {
-                    st.used -= len;
+                Some(span @ Span::Absent) => {
+                    *span = Span::Filling;
+                    start.push(i);
+                    need.push(i);
                 }
-            }
-            st.used += entry.key.size;
-            entry
-                .take_part()
-                .map(|part| std::fs::rename(&part, self.store.complete_path(entry.key)))
-        };
-        match renamed {
-            Some(Err(e)) => log::warn!(
-                "cannot name the cache file of {} complete: {}",
-                entry.name,
-                crate::error::cause(&e)
-            ),
-            _ => log::debug!("{}: every span decoded, now complete", entry.name),
-        }
-    }
-}
-
-impl Victims {
-    /// Punches the holes of evicted spans (files are deleted by [`Victims::apply`]).
-    pub(super) fn punch(holes: Vec<(Arc<Entry>, usize)>) {
-        for (entry, i) in holes {
-            let (start, end) = span_range(&entry, i);
-            if let Err(e) = entry.punch(i, start, end) {
-                // The span is already marked absent; only its disk space stays in use.
-                log::debug!("cannot punch span {i} of {}: {e}", entry.name);
+                _ => need.push(i),
             }
         }
-    }
-}
-
-/// Where span `i` of a sparse entry lies in the member.
-fn span_range(entry: &Entry, i: usize) -> (u64, u64) {
-    entry.sparse().map_or((0, 0), |s| s.table.span(i))
-}
-
-/// Why a span could not be decoded; `stale` when the index itself is at fault.
-struct SpanError {
-    cause: String,
-    stale: bool,
-}
-
-impl From<String> for SpanError {
-    fn from(cause: String) -> SpanError {
-        SpanError {
-            cause,
-            stale: false,
+        if need.is_empty() || len == 0 {
+            return ReadPlan::Now(done, Ok(buf));
         }
-    }
-}
-
-impl From<&str> for SpanError {
-    fn from(cause: &str) -> SpanError {
-        SpanError::from(cause.to_string())
-    }
-}
-
-/// Decodes span `i` (`len` bytes) from its seek point and checks its CRC-32.
-fn decode_span(
-    sparse: &Sparse,
-    archive: &Archive,
-    i: usize,
-    len: u64,
-) -> Result<Vec<u8>, SpanError> {
-    let point = sparse.table.point(i)?;
-    let row = sparse.table.row(i).ok_or("no such span")?;
-    let changed = |_| "the archive cannot be read (changed while mounted?)".to_string();
-    let mut previous = [0u8; 1];
-    if point.bits > 0 && point.input > 0 {
-        archive
-            .read_exact_at(&mut previous, sparse.data_start + point.input - 1)
-            .map_err(changed)?;
-    }
-    let mut inflater = Inflater::at(&point, previous[0])?;
-    let len = usize::try_from(len).map_err(|_| "span too large")?;
-    let mut out = vec![0u8; len];
-    let mut input = vec![0u8; INPUT];
-    let (mut made, mut consumed) = (0usize, point.input);
-    while made < len {
-        let n = (sparse.compressed_size - consumed).min(INPUT as u64) as usize;
-        if n == 0 {
-            return Err("the deflate stream ends early".into());
-        }
-        archive
-            .read_exact_at(&mut input[..n], sparse.data_start + consumed)
-            .map_err(changed)?;
-        let mut pos = 0;
-        while pos < n && made < len {
-            let step = inflater.inflate(&input[pos..n], &mut out[made..], false)?;
-            pos += step.used;
-            made += step.made;
-            if step.end || (step.used == 0 && step.made == 0) {
-                break;
-            }
-        }
-        consumed += pos as u64;
-        if made < len && pos < n {
-            return Err("the deflate stream ends early".into());
-        }
-    }
-    if crc32fast::hash(&out) != row.span_crc {
-        return Err(SpanError {
-            cause: "CRC-32 mismatch (the seek index or the archive changed)".into(),
-            stale: true,
+        self.waiting.push(Gather {
+            offset,
+            end,
+            done,
+            buf,
+            need,
         });
+        ReadPlan::Parked(start)
     }
-    Ok(out)
+
+    /// Span `i` (`bytes`, at `start`) is verified and written: each waiting read takes its
+    /// part. Returns the reads that have everything now.
+    pub fn filled(&mut self, i: usize, bytes: &[u8]) -> Vec<Gather> {
+        let (start, _) = self.layout.span(i);
+        if let Some(span) = self.spans.get_mut(i) {
+            *span = Span::Present;
+        }
+        for g in &mut self.waiting {
+            if !g.need.contains(&i) {
+                continue;
+            }
+            let (from, to) = overlap(self.layout.span(i), g.offset, g.end);
+            let src = bytes.get((from - start) as usize..(to - start) as usize);
+            let dest = g
+                .buf
+                .get_mut((from - g.offset) as usize..(to - g.offset) as usize);
+            if let (Some(src), Some(dest)) = (src, dest) {
+                dest.copy_from_slice(src);
+            }
+            g.need.retain(|&k| k != i);
+        }
+        let (ready, waiting) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|g| g.need.is_empty());
+        self.waiting = waiting;
+        ready
+    }
+
+    /// Span `i` could not be decoded: it is absent again, and the reads that need it are
+    /// returned, to be failed.
+    pub fn failed(&mut self, i: usize) -> Vec<Gather> {
+        if let Some(span) = self.spans.get_mut(i) {
+            *span = Span::Absent;
+        }
+        let (failed, waiting) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|g| g.need.contains(&i));
+        self.waiting = waiting;
+        failed
+    }
+
+    /// Marks span `i` absent if it is present; true if it was (its hole is to be punched).
+    pub fn evict(&mut self, i: usize) -> bool {
+        match self.spans.get_mut(i) {
+            Some(span @ Span::Present) => {
+                *span = Span::Absent;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The bytes to punch for evicted span `i`, or None if it is being filled again already.
+    /// A block it shares with a neighbour goes too if the neighbour is absent (it cannot start
+    /// filling while the caller holds the slot's lock), else it is left to the neighbour: a
+    /// span's footprint is freed whole in the end.
+    pub fn hole(&self, i: usize) -> Option<(u64, u64)> {
+        if self.spans.get(i) != Some(&Span::Absent) {
+            return None;
+        }
+        let (start, end) = self.layout.span(i);
+        let gone = |k: Option<usize>| {
+            k.and_then(|k| self.spans.get(k))
+                .is_none_or(|s| *s == Span::Absent)
+        };
+        let from = match gone(i.checked_sub(1)) {
+            true => start / BLOCK * BLOCK,
+            false => start.next_multiple_of(BLOCK),
+        };
+        let to = match gone(Some(i + 1)) {
+            true => end.next_multiple_of(BLOCK),
+            false => end / BLOCK * BLOCK,
+        };
+        Some((from, to))
+    }
+
+    /// Nothing present or filling, and no read waiting: nothing worth keeping open.
+    pub fn idle(&self) -> bool {
+        self.waiting.is_empty() && self.spans.iter().all(|s| *s == Span::Absent)
+    }
+
+    /// Every span is present: the member is whole.
+    pub fn full(&self) -> bool {
+        self.spans.iter().all(|s| *s == Span::Present)
+    }
+
+    /// Each span's state.
+    pub fn states(&self) -> Vec<Span> {
+        self.spans.clone()
+    }
+}
+
+/// Where span `(start, stop)` and `[offset, end)` overlap.
+fn overlap((start, stop): (u64, u64), offset: u64, end: u64) -> (u64, u64) {
+    let from = start.clamp(offset, end);
+    (from, stop.clamp(from, end))
+}
+
+/// Frees `[start, end)` of `file` (the size stays).
+pub fn punch_hole(file: &File, start: u64, end: u64) -> std::io::Result<()> {
+    if end <= start {
+        return Ok(());
+    }
+    let (Ok(off), Ok(len)) = (i64::try_from(start), i64::try_from(end - start)) else {
+        return Ok(());
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on an open descriptor.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// Four spans of 10 000 bytes (none on a block), a member of 40 000.
+    fn layout() -> Layout {
+        Layout::new(vec![0, 10_000, 20_000, 30_000], 40_000)
+    }
+
+    /// A cache file holding byte `i % 251` at every offset `i`.
+    fn file() -> File {
+        let f = tempfile::tempfile().unwrap();
+        let bytes: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        f.write_all_at(&bytes, 0).unwrap();
+        f
+    }
+
+    fn expect(offset: u64, end: u64) -> Vec<u8> {
+        (offset..end).map(|i| (i % 251) as u8).collect()
+    }
+
+    type Answers = mpsc::Receiver<Result<Vec<u8>>>;
+
+    fn done() -> (ReadDone, Answers) {
+        let (tx, rx) = mpsc::channel();
+        let done: ReadDone = Box::new(move |r| tx.send(r.map(<[u8]>::to_vec)).unwrap());
+        (done, rx)
+    }
+
+    fn span_bytes(i: usize) -> Vec<u8> {
+        let (s, e) = layout().span(i);
+        expect(s, e)
+    }
+
+    #[test]
+    fn layout_finds_spans() {
+        let l = layout();
+        assert_eq!(
+            (l.span_of(0), l.span_of(9_999), l.span_of(10_000)),
+            (0, 0, 1)
+        );
+        assert_eq!(l.span_of(39_999), 3);
+        assert_eq!(
+            (l.span(1), l.span(3), l.span(4)),
+            ((10_000, 20_000), (30_000, 40_000), (40_000, 40_000))
+        );
+        assert_eq!(footprint(10_000, 20_000), 12_288);
+    }
+
+    #[test]
+    fn a_read_marks_absent_spans_filling_and_waits_for_them_all() {
+        let (mut book, f) = (SpanBook::empty(layout()), file());
+        let (d, rx) = done();
+        let ReadPlan::Parked(start) = book.read(&f, "x", (5_000, 25_000), d) else {
+            panic!("nothing is present: it must wait")
+        };
+        assert_eq!(start, vec![0, 1, 2]);
+        assert_eq!(book.states()[..3], [Span::Filling; 3]);
+        // A second read over a span being filled waits too, and starts nothing new.
+        let (d2, rx2) = done();
+        let ReadPlan::Parked(again) = book.read(&f, "x", (19_000, 21_000), d2) else {
+            panic!("span 2 is filling")
+        };
+        assert!(again.is_empty());
+        assert!(book.filled(0, &span_bytes(0)).is_empty());
+        assert!(
+            book.filled(1, &span_bytes(1)).is_empty(),
+            "the first read still needs 2"
+        );
+        let ready = book.filled(2, &span_bytes(2));
+        assert_eq!(ready.len(), 2);
+        ready.into_iter().for_each(Gather::answer);
+        assert_eq!(rx.try_recv().unwrap().unwrap(), expect(5_000, 25_000));
+        assert_eq!(rx2.try_recv().unwrap().unwrap(), expect(19_000, 21_000));
+        assert!(!book.idle() && !book.full());
+    }
+
+    #[test]
+    fn present_spans_are_read_from_the_file_at_once() {
+        let (layout, f) = (layout(), file());
+        let (mut book, present) = SpanBook::from_window(layout, 15_000);
+        assert_eq!(present.iter().map(|p| p.0).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(present[0].1, footprint(20_000, 30_000));
+        let (d, _rx) = done();
+        let ReadPlan::Now(d, Ok(bytes)) = book.read(&f, "x", (21_000, 39_000), d) else {
+            panic!("spans 2 and 3 are present")
+        };
+        assert_eq!(bytes, expect(21_000, 39_000));
+        drop(d);
+    }
+
+    #[test]
+    fn a_failed_span_fails_only_the_reads_that_need_it_and_is_absent_again() {
+        let (mut book, f) = (SpanBook::empty(layout()), file());
+        let (d1, rx1) = done();
+        let (d2, rx2) = done();
+        let _ = book.read(&f, "x", (0, 100), d1);
+        let _ = book.read(&f, "x", (30_000, 30_100), d2);
+        let failed = book.failed(0);
+        assert_eq!(failed.len(), 1);
+        failed.into_iter().for_each(|g| g.fail(Error::NotFound));
+        assert!(rx1.try_recv().unwrap().is_err());
+        assert!(rx2.try_recv().is_err(), "the other read still waits");
+        assert_eq!(book.states()[0], Span::Absent);
+        // Asked again, it is filled anew.
+        let (d3, _rx3) = done();
+        assert!(matches!(book.read(&f, "x", (0, 10), d3), ReadPlan::Parked(s) if s == vec![0]));
+    }
+
+    #[test]
+    fn evicted_spans_punch_whole_blocks_only_beside_absent_neighbours() {
+        let mut book = SpanBook::empty(layout());
+        for i in 0..4 {
+            book.filled(i, &span_bytes(i));
+        }
+        assert!(book.full());
+        assert_eq!(book.hole(1), None, "present: nothing to punch");
+        assert!(book.evict(1));
+        assert!(!book.evict(1), "evicted once");
+        // Neighbours present: the blocks it shares with them stay.
+        assert_eq!(book.hole(1), Some((12_288, 16_384)));
+        book.evict(0);
+        book.evict(2);
+        // Neighbours gone: every block it touches goes.
+        assert_eq!(book.hole(1), Some((8_192, 20_480)));
+        book.evict(3);
+        assert!(book.idle());
+    }
 }

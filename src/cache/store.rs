@@ -1,11 +1,11 @@
 //! The cache directory on disk: where files live, what their names say, what survives a crash.
 //!
 //! Layout: `<cache_dir>/<archive key>/` per archive version (0700), holding
-//! * `<index>-<crc32>-<size>`: a member decoded completely and verified (0600). Only a verified
+//! * `<number>-<crc32>-<size>`: a member decoded completely and verified (0600). Only a verified
 //!   file is ever given this name, by rename, so a crash never leaves a complete-looking file.
-//! * `.<index>-<crc32>-<size>.<pid>.<n>.part`: a decode in progress; removed at the next mount
+//! * `.<number>-<crc32>-<size>.<pid>.<n>.part`: a decode in progress; removed at the next mount
 //!   once its process is gone.
-//! * `<index>-<crc32>-<size>.seek`: the member's seek index (`seek_file.rs`), written once
+//! * `<number>-<crc32>-<size>.seek`: the member's seek index (`seek_index.rs`), written once
 //!   its first full decode verified; kept when the member's data is evicted.
 //! * `archive`: the path of the archive this key belongs to, so that a later mount of a
 //!   *changed* archive at the same path can delete the stale directory.
@@ -18,12 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::archive::Identity;
 use crate::error::cause;
+use crate::members::Member;
 
-/// Which member a cache file holds: its index in the central directory, its CRC and size.
+/// Which member a cache file holds: its number in the central directory, its CRC and size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileKey {
-    /// Index of the member in the central directory.
-    pub index: usize,
+    /// The member's number: its position in the central directory.
+    pub number: usize,
     /// The member's CRC-32.
     pub crc32: u32,
     /// The member's uncompressed size.
@@ -31,14 +32,23 @@ pub struct FileKey {
 }
 
 impl FileKey {
+    /// The key of member number `number`, `member`.
+    pub fn of(number: usize, member: &Member) -> FileKey {
+        FileKey {
+            number,
+            crc32: member.crc32,
+            size: member.size,
+        }
+    }
+
     fn name(&self) -> String {
-        format!("{}-{:08x}-{:x}", self.index, self.crc32, self.size)
+        format!("{}-{:08x}-{:x}", self.number, self.crc32, self.size)
     }
 
     fn parse(name: &str) -> Option<FileKey> {
         let mut parts = name.split('-');
         let key = FileKey {
-            index: parts.next()?.parse().ok()?,
+            number: parts.next()?.parse().ok()?,
             crc32: u32::from_str_radix(parts.next()?, 16).ok()?,
             size: u64::from_str_radix(parts.next()?, 16).ok()?,
         };
@@ -335,7 +345,7 @@ mod tests {
     #[test]
     fn names_round_trip_and_reject_lookalikes() {
         let key = FileKey {
-            index: 12,
+            number: 12,
             crc32: 0xdead_beef,
             size: 0x1234,
         };
@@ -353,7 +363,7 @@ mod tests {
         let store = Store::open(&root.path().join("cache"), &archive, identity(1)).unwrap();
         assert_eq!(fs::metadata(store.dir()).unwrap().mode() & 0o777, 0o700);
         let key = FileKey {
-            index: 0,
+            number: 0,
             crc32: 1,
             size: 2,
         };
@@ -403,7 +413,7 @@ mod tests {
         assert!(meta.is_dir() && meta.mode() & 0o777 == 0o700);
         store
             .create_part(FileKey {
-                index: 0,
+                number: 0,
                 crc32: 1,
                 size: 2,
             })

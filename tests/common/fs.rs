@@ -3,10 +3,10 @@
 #![allow(dead_code)]
 
 use npzfs::archive::Archive;
-use npzfs::cache::CacheConfig;
+use npzfs::cache::{CacheConfig, CacheStats};
 use npzfs::error::Error;
 use npzfs::fs::{NpzFs, Ownership};
-use npzfs::index::read_index;
+use npzfs::members::read_members;
 use npzfs::tree::ROOT;
 
 use std::path::Path;
@@ -25,6 +25,11 @@ pub struct Fixture {
     pub cache: tempfile::TempDir,
 }
 
+/// The cache's counters of `fs` (which must have a cache).
+pub fn stats(fs: &NpzFs) -> CacheStats {
+    fs.cache_stats().expect("a cache")
+}
+
 pub fn mount_bytes(bytes: &[u8], owner: Ownership) -> Fixture {
     mount_with_cache(bytes, owner, tempfile::tempdir().unwrap(), 1 << 30)
 }
@@ -39,7 +44,7 @@ pub fn mount_with_cache(
     std::fs::write(file.path(), bytes).unwrap();
     let config = CacheConfig::at(cache.path().join("c"), size);
     let archive = Archive::open(file.path()).unwrap();
-    let members = read_index(&archive).unwrap();
+    let members = read_members(&archive).unwrap();
     let fs = NpzFs::new(archive, members, owner, &config).unwrap();
     Fixture {
         fs,
@@ -48,11 +53,12 @@ pub fn mount_with_cache(
     }
 }
 
-/// Reads through the core's continuation, waiting for it (the decoder may answer later).
-pub fn read(fs: &NpzFs, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Error> {
+/// Reads handle `fh` through the core's continuation, waiting for it (the decoder may
+/// answer later).
+pub fn read(fs: &NpzFs, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Error> {
     let (tx, rx) = std::sync::mpsc::channel();
     fs.read(
-        ino,
+        fh,
         offset,
         size,
         Box::new(move |r| tx.send(r.map(<[u8]>::to_vec)).unwrap()),
@@ -72,13 +78,14 @@ pub fn ino(fs: &NpzFs, path: &str) -> u64 {
     })
 }
 
+/// Opens `ino`, reads it whole, and lets go of it.
 pub fn read_all(fs: &NpzFs, ino: u64) -> Vec<u8> {
-    fs.open(ino, false).unwrap();
+    let fh = fs.open(ino, false).unwrap();
     let mut out = Vec::new();
     loop {
-        let chunk = read(fs, ino, out.len() as u64, 100_000).unwrap();
+        let chunk = read(fs, fh, out.len() as u64, 100_000).unwrap();
         if chunk.is_empty() {
-            fs.release(ino);
+            fs.release(fh);
             return out;
         }
         out.extend_from_slice(&chunk);
@@ -97,7 +104,7 @@ impl Fixture {
     pub fn remount(&self, size: u64) -> NpzFs {
         let config = CacheConfig::at(self.cache.path().join("c"), size);
         let archive = Archive::open(self._file.path()).unwrap();
-        let members = read_index(&archive).unwrap();
+        let members = read_members(&archive).unwrap();
         NpzFs::new(archive, members, OWNER, &config).unwrap()
     }
 

@@ -7,22 +7,58 @@ use std::time::{Duration, Instant};
 /// The npzfs binary Cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_npzfs");
 
-/// Whether this machine can mount FUSE; without it a mount test is skipped, unless
-/// `NPZFS_REQUIRE_FUSE=1` (CI), where a skip is a failure.
-pub fn fuse_or_skip(test: &str) -> bool {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .is_ok();
-    if !ok {
-        assert!(
-            std::env::var("NPZFS_REQUIRE_FUSE").as_deref() != Ok("1"),
-            "{test}: /dev/fuse is unusable and NPZFS_REQUIRE_FUSE=1"
-        );
-        eprintln!("{test}: skipped, /dev/fuse is unusable");
+/// What a test needs of the machine it runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Need {
+    /// A usable /dev/fuse.
+    Fuse,
+    /// Root (for a second user, mount(2), passthrough, /sys, the service tests).
+    Root,
+    /// /dev/fuse usable by every user (mode 0666, as distributions ship it).
+    FuseForUsers,
+}
+
+impl Need {
+    /// Why the machine does not give this, if it does not.
+    fn missing(self) -> Option<&'static str> {
+        match self {
+            Need::Fuse => {
+                let ok = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/fuse")
+                    .is_ok();
+                (!ok).then_some("/dev/fuse is unusable")
+            }
+            // SAFETY: geteuid has no preconditions.
+            Need::Root => (unsafe { libc::geteuid() } != 0).then_some("needs root"),
+            Need::FuseForUsers => {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata("/dev/fuse").map_or(0, |m| m.permissions().mode());
+                (mode & 0o006 != 0o006).then_some("/dev/fuse is not 0666 as distributions ship it")
+            }
+        }
     }
-    ok
+}
+
+/// The one place that decides "run, skip or fail" for every test that needs the machine:
+/// true if it gives `test` all of `needs`; otherwise the test is skipped (false, with a line
+/// on stderr), or fails when `NPZFS_REQUIRE_FUSE=1` (CI), so that CI never passes by skipping.
+pub fn require(test: &str, needs: &[Need]) -> bool {
+    let Some(why) = needs.iter().find_map(|n| n.missing()) else {
+        return true;
+    };
+    assert!(
+        std::env::var("NPZFS_REQUIRE_FUSE").as_deref() != Ok("1"),
+        "{test}: {why}, and NPZFS_REQUIRE_FUSE=1"
+    );
+    eprintln!("{test}: skipped, {why}");
+    false
+}
+
+/// [`require`] of FUSE alone, for mount tests.
+pub fn fuse_or_skip(test: &str) -> bool {
+    require(test, &[Need::Fuse])
 }
 
 /// Polls `cond` every few ms until it holds or `secs` pass.
@@ -140,13 +176,10 @@ impl Drop for Mounted {
     }
 }
 
-/// A throwaway unprivileged user for the tests that need one (created when root).
-pub fn test_user() -> Option<String> {
+/// A throwaway unprivileged user, created when missing; the test must have [`require`]d
+/// [`Need::Root`].
+pub fn test_user() -> String {
     const USER: &str = "npzfs-test";
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
     let exists = Command::new("id")
         .arg(USER)
         .output()
@@ -157,7 +190,7 @@ pub fn test_user() -> Option<String> {
             .status();
         assert!(made.is_ok_and(|s| s.success()), "useradd {USER} failed");
     }
-    Some(USER.to_string())
+    USER.to_string()
 }
 
 pub fn as_user(user: &str, args: &[&str]) -> std::process::Output {

@@ -139,7 +139,7 @@ impl Member {
 }
 
 /// Reads and validates the central directory of `archive`.
-pub fn read_index(archive: &Archive) -> Result<Vec<Member>> {
+pub fn read_members(archive: &Archive) -> Result<Vec<Member>> {
     let format_err = |cause: String| Error::ArchiveFormat {
         path: archive.path().to_path_buf(),
         cause,
@@ -147,29 +147,29 @@ pub fn read_index(archive: &Archive) -> Result<Vec<Member>> {
     if archive.size() == 0 {
         return Err(format_err("the file is empty".into()));
     }
-    let entries = central::read(archive)
+    let records = central::read(archive)
         .map_err(|why| format_err(format!("not a ZIP archive or damaged ({why})")))?;
-    let mut members = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let method = match entry.method {
+    let mut members = Vec::with_capacity(records.len());
+    for record in records {
+        let method = match record.method {
             0 => Method::Stored,
             8 => Method::Deflated,
             n @ (9 | 12 | 14 | 93 | 95) => Method::Codec(n),
             n => Method::Other(n),
         };
         let mut member = Member {
-            is_dir: entry.is_dir(),
-            name_hash: fnv1a(&entry.raw_name),
-            name: entry.name,
+            is_dir: record.is_dir(),
+            name_hash: fnv1a(&record.raw_name),
+            name: record.name,
             method,
-            header_start: entry.header_start,
-            compressed_size: entry.compressed_size,
-            size: entry.size,
-            crc32: entry.crc32,
+            header_start: record.header_start,
+            compressed_size: record.compressed_size,
+            size: record.size,
+            crc32: record.crc32,
             problem: None,
             data_start: OnceLock::new(),
         };
-        member.problem = validate(&member, entry.encrypted, archive.size());
+        member.problem = validate(&member, record.encrypted, archive.size());
         if let Some(problem) = &member.problem {
             log::debug!(
                 "member {} is listed but unreadable: {problem:?}",

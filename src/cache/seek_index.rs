@@ -5,16 +5,16 @@
 //! Layout (little endian), in `<key>.seek` beside the cache files:
 //!
 //! ```text
-//! packed windows, one per point (raw deflate), in point order
-//! table: count x { out u64  input u64  bits u8  span_crc u32  window_at u64
-//!                  packed_len u32  window_len u32 }
+//! packed histories, one per point (raw deflate), in point order
+//! table: count x { out u64  input u64  bits u8  span_crc u32  history_at u64
+//!                  packed_len u32  history_len u32 }
 //! footer: "NPZSEEK2"  size u64  compressed_size u64  crc32 u32  count u32  table_at u64
 //!         crc32 of every byte before this field, u32
 //! ```
 //!
-//! The windows go first so that the writer can append each as its point is recorded: only
+//! The histories go first so that the writer can append each as its point is recorded: only
 //! the table (41 bytes a point, 41 KiB per GiB at 1 MiB spans) stays in memory, never the
-//! windows (32 KiB a point). Point 0 is the start of the stream (empty window). `span_crc` is
+//! histories (32 KiB a point). Point 0 is the start of the stream (empty history). `span_crc` is
 //! the CRC-32 of the decoded bytes from this point to the next (or to the end): a span decoded
 //! again from its point is checked against it before anyone reads it.
 
@@ -22,7 +22,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 
-use super::seek::{Point, WINDOW};
+use super::inflate::{HISTORY, Point};
+use super::spans::Layout;
 
 const MAGIC: &[u8; 8] = b"NPZSEEK2";
 const FOOTER: usize = 8 + 8 + 8 + 4 + 4 + 8 + 4;
@@ -30,7 +31,7 @@ const ROW: usize = 8 + 8 + 1 + 4 + 8 + 4 + 4;
 
 /// What the index must agree with: the member as the central directory describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Member {
+pub struct Expected {
     /// Uncompressed size.
     pub size: u64,
     /// Compressed size.
@@ -39,7 +40,7 @@ pub struct Member {
     pub crc32: u32,
 }
 
-/// One point as the table records it; its window stays on disk.
+/// One point as the table records it; its history stays on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Row {
     /// Offset in the decoded member.
@@ -50,35 +51,32 @@ pub struct Row {
     pub bits: u8,
     /// CRC-32 of the span from this point to the next one (or the end).
     pub span_crc: u32,
-    window_at: u64,
+    history_at: u64,
     packed_len: u32,
-    window_len: u32,
+    history_len: u32,
 }
 
-/// A loaded, checked index: the table in memory, windows read from the file when needed.
+/// A loaded, checked index: the table in memory, histories read from the file when needed.
 pub struct SeekTable {
     rows: Vec<Row>,
     file: File,
-    size: u64,
+    layout: Layout,
 }
 
 impl SeekTable {
-    /// Reads and checks the index in `file` against `member`: any damage, any disagreement
+    /// Reads and checks the index in `file` against `expected`: any damage, any disagreement
     /// with the member, any point that cannot be right is an error.
-    pub fn load(mut file: File, member: Member) -> Result<SeekTable, String> {
+    pub fn load(mut file: File, expected: Expected) -> Result<SeekTable, String> {
         let len = file.metadata().map_err(|e| e.to_string())?.len();
         // Windows pack to at most about their own size: 33 KiB per point, a point per SPAN.
-        if len > member.size / 16 + (1 << 20) {
+        if len > expected.size / 16 + (1 << 20) {
             return Err(format!("{len} bytes is too large"));
         }
         let mut bytes = Vec::with_capacity(len as usize);
         file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-        let rows = parse(&bytes, member)?;
-        Ok(SeekTable {
-            rows,
-            file,
-            size: member.size,
-        })
+        let rows = parse(&bytes, expected)?;
+        let layout = Layout::new(rows.iter().map(|r| r.out).collect(), expected.size);
+        Ok(SeekTable { rows, file, layout })
     }
 
     /// The number of points (and spans).
@@ -96,39 +94,40 @@ impl SeekTable {
         self.rows.get(i)
     }
 
+    /// Where its spans lie.
+    pub fn layout(&self) -> Layout {
+        self.layout.clone()
+    }
+
     /// The span holding `offset`.
     pub fn span_of(&self, offset: u64) -> usize {
-        self.rows
-            .partition_point(|p| p.out <= offset)
-            .saturating_sub(1)
+        self.layout.span_of(offset)
     }
 
     /// Where span `i` starts and ends.
     pub fn span(&self, i: usize) -> (u64, u64) {
-        let start = self.rows.get(i).map_or(self.size, |r| r.out);
-        let end = self.rows.get(i + 1).map_or(self.size, |r| r.out);
-        (start, end)
+        self.layout.span(i)
     }
 
-    /// Point `i` with its window, read from the file.
+    /// Point `i` with its history, read from the file.
     pub fn point(&self, i: usize) -> Result<Point, String> {
         let row = self.rows.get(i).ok_or("no such point")?;
         let mut packed = vec![0u8; row.packed_len as usize];
         self.file
-            .read_exact_at(&mut packed, row.window_at)
+            .read_exact_at(&mut packed, row.history_at)
             .map_err(|e| format!("cannot read the seek index: {e}"))?;
-        let window = unpack(&packed, row.window_len as usize)
-            .ok_or_else(|| format!("the window of point {i} is damaged"))?;
+        let history = unpack(&packed, row.history_len as usize)
+            .ok_or_else(|| format!("the history of point {i} is damaged"))?;
         Ok(Point {
             out: row.out,
             input: row.input,
             bits: row.bits,
-            window,
+            history,
         })
     }
 }
 
-/// Builds an index file while the first decode runs: windows appended as points come, the
+/// Builds an index file while the first decode runs: histories appended as points come, the
 /// table and footer at the end.
 pub struct Writer {
     file: File,
@@ -155,17 +154,17 @@ impl Writer {
         Ok(())
     }
 
-    /// Records `point` (its window goes to the file now).
+    /// Records `point` (its history goes to the file now).
     pub fn add(&mut self, point: &Point) -> io::Result<()> {
-        let packed = pack(&point.window);
+        let packed = pack(&point.history);
         let row = Row {
             out: point.out,
             input: point.input,
             bits: point.bits,
             span_crc: 0,
-            window_at: self.at,
+            history_at: self.at,
             packed_len: packed.len() as u32,
-            window_len: point.window.len() as u32,
+            history_len: point.history.len() as u32,
         };
         self.append(&packed)?;
         self.rows.push(row);
@@ -190,7 +189,7 @@ impl Writer {
     }
 
     /// Writes the table and footer and syncs; the caller renames the file into place.
-    pub fn finish(mut self, member: Member) -> io::Result<File> {
+    pub fn finish(mut self, expected: Expected) -> io::Result<File> {
         let table_at = self.at;
         let mut tail = Vec::with_capacity(self.rows.len() * ROW + FOOTER);
         for r in &self.rows {
@@ -198,14 +197,14 @@ impl Writer {
             tail.extend_from_slice(&r.input.to_le_bytes());
             tail.push(r.bits);
             tail.extend_from_slice(&r.span_crc.to_le_bytes());
-            tail.extend_from_slice(&r.window_at.to_le_bytes());
+            tail.extend_from_slice(&r.history_at.to_le_bytes());
             tail.extend_from_slice(&r.packed_len.to_le_bytes());
-            tail.extend_from_slice(&r.window_len.to_le_bytes());
+            tail.extend_from_slice(&r.history_len.to_le_bytes());
         }
         tail.extend_from_slice(MAGIC);
-        tail.extend_from_slice(&member.size.to_le_bytes());
-        tail.extend_from_slice(&member.compressed_size.to_le_bytes());
-        tail.extend_from_slice(&member.crc32.to_le_bytes());
+        tail.extend_from_slice(&expected.size.to_le_bytes());
+        tail.extend_from_slice(&expected.compressed_size.to_le_bytes());
+        tail.extend_from_slice(&expected.crc32.to_le_bytes());
         tail.extend_from_slice(&(self.rows.len() as u32).to_le_bytes());
         tail.extend_from_slice(&table_at.to_le_bytes());
         self.append(&tail)?;
@@ -216,7 +215,7 @@ impl Writer {
     }
 }
 
-fn parse(bytes: &[u8], member: Member) -> Result<Vec<Row>, String> {
+fn parse(bytes: &[u8], expected: Expected) -> Result<Vec<Row>, String> {
     let (body, trailer) = bytes
         .split_last_chunk::<4>()
         .ok_or("shorter than its checksum")?;
@@ -234,7 +233,7 @@ fn parse(bytes: &[u8], member: Member) -> Result<Vec<Row>, String> {
         return Err("not a seek index of this version".into());
     }
     let (size, compressed_size, crc32) = (f.u64()?, f.u64()?, f.u32()?);
-    if (size, compressed_size, crc32) != (member.size, member.compressed_size, member.crc32) {
+    if (size, compressed_size, crc32) != (expected.size, expected.compressed_size, expected.crc32) {
         return Err("written for another member".into());
     }
     let count = f.u32()? as usize;
@@ -252,11 +251,11 @@ fn parse(bytes: &[u8], member: Member) -> Result<Vec<Row>, String> {
             input: t.u64()?,
             bits: t.u8()?,
             span_crc: t.u32()?,
-            window_at: t.u64()?,
+            history_at: t.u64()?,
             packed_len: t.u32()?,
-            window_len: t.u32()?,
+            history_len: t.u32()?,
         };
-        let expected_window = usize::try_from(row.out).map_or(WINDOW, |o| o.min(WINDOW));
+        let expected_history = usize::try_from(row.out).map_or(HISTORY, |o| o.min(HISTORY));
         let in_order = match rows.last() {
             None => row.out == 0 && row.input == 0 && row.bits == 0,
             Some(p) => {
@@ -266,11 +265,11 @@ fn parse(bytes: &[u8], member: Member) -> Result<Vec<Row>, String> {
                     && row.input <= compressed_size
             }
         };
-        let window_end = row.window_at.checked_add(u64::from(row.packed_len));
+        let history_end = row.history_at.checked_add(u64::from(row.packed_len));
         if !in_order
             || row.bits > 7
-            || row.window_len as usize != expected_window
-            || window_end.is_none_or(|e| e > table_at as u64)
+            || row.history_len as usize != expected_history
+            || history_end.is_none_or(|e| e > table_at as u64)
         {
             return Err(format!("point {i} cannot be right"));
         }
@@ -279,20 +278,20 @@ fn parse(bytes: &[u8], member: Member) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-fn pack(window: &[u8]) -> Vec<u8> {
-    // The level numpy writes with: a window then packs about as well as the stream around it,
-    // which is what `seek::span_after` counts on.
+fn pack(history: &[u8]) -> Vec<u8> {
+    // The level numpy writes with: a history then packs about as well as the stream around it,
+    // which is what `inflate::span_after` counts on.
     let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     // Writing to a Vec cannot fail.
-    let _ = e.write_all(window);
+    let _ = e.write_all(history);
     e.finish().unwrap_or_default()
 }
 
 fn unpack(packed: &[u8], len: usize) -> Option<Vec<u8>> {
-    let mut window = Vec::with_capacity(len);
+    let mut history = Vec::with_capacity(len);
     let mut d = flate2::read::DeflateDecoder::new(packed).take(len as u64 + 1);
-    d.read_to_end(&mut window).ok()?;
-    (window.len() == len).then_some(window)
+    d.read_to_end(&mut history).ok()?;
+    (history.len() == len).then_some(history)
 }
 
 struct Reader<'a> {
@@ -330,32 +329,32 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    const MEMBER: Member = Member {
+    const MEMBER: Expected = Expected {
         size: 3 << 20,
         compressed_size: 900_000,
         crc32: 0xdead_beef,
     };
 
     fn points() -> Vec<Point> {
-        let window: Vec<u8> = (0..WINDOW).map(|i| (i % 251) as u8).collect();
+        let history: Vec<u8> = (0..HISTORY).map(|i| (i % 251) as u8).collect();
         vec![
             Point {
                 out: 0,
                 input: 0,
                 bits: 0,
-                window: vec![],
+                history: vec![],
             },
             Point {
                 out: 1 << 20,
                 input: 300_000,
                 bits: 3,
-                window: window.clone(),
+                history: history.clone(),
             },
             Point {
                 out: 2 << 20,
                 input: 610_000,
                 bits: 0,
-                window,
+                history,
             },
         ]
     }
@@ -375,18 +374,18 @@ mod tests {
         bytes
     }
 
-    fn load(bytes: &[u8], member: Member) -> Result<SeekTable, String> {
+    fn load(bytes: &[u8], expected: Expected) -> Result<SeekTable, String> {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(bytes).unwrap();
         use std::io::Seek;
         file.seek(io::SeekFrom::Start(0)).unwrap();
-        SeekTable::load(file, member)
+        SeekTable::load(file, expected)
     }
 
     #[test]
     fn round_trip() {
         let bytes = write(&points());
-        assert!(bytes.len() < 2 * WINDOW, "windows are stored packed");
+        assert!(bytes.len() < 2 * HISTORY, "histories are stored packed");
         let t = load(&bytes, MEMBER).unwrap();
         assert_eq!(t.len(), 3);
         for (i, p) in points().iter().enumerate() {
@@ -411,7 +410,7 @@ mod tests {
         for len in [0, 3, 4, 40, bytes.len() - 1] {
             assert!(load(&bytes[..len], MEMBER).is_err(), "cut at {len}");
         }
-        assert!(load(&bytes, Member { crc32: 1, ..MEMBER }).is_err());
+        assert!(load(&bytes, Expected { crc32: 1, ..MEMBER }).is_err());
         // A checksum made to match does not make impossible points pass.
         let mut bad = points();
         bad[2].out = bad[1].out;

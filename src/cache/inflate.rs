@@ -4,7 +4,7 @@
 //! (`Z_BLOCK`); every [`SPAN`] bytes of output, remember where the next block starts in the
 //! compressed stream (a byte offset plus the bits of the previous byte still unread) and the
 //! 32 KiB of output before it, which is all the history a deflate block can refer back to.
-//! Restarting there is `inflatePrime` with those bits, `inflateSetDictionary` with the window,
+//! Restarting there is `inflatePrime` with those bits, `inflateSetDictionary` with the history,
 //! and inflating on from that byte.
 //!
 //! This needs zlib's C API (`inflatePrime`, `data_type`), which flate2 does not expose, so it
@@ -16,22 +16,22 @@ use std::ffi::c_int;
 use libz_rs_sys as z;
 
 /// History a deflate block can refer back to.
-pub const WINDOW: usize = 32 << 10;
+pub const HISTORY: usize = 32 << 10;
 
 /// Decoded bytes between seek points, at least (points sit at block boundaries).
 pub const SPAN: u64 = 1 << 20;
 
 /// The span after a point whose last span took `compressed` bytes for `decoded`: at least
-/// [`SPAN`], and long enough that the point's window, stored deflated, costs about 0.85% of it
-/// (about 1% with the table: 0.96% of 4 GiB, 1.03% of 16 MiB). A window packs about as well as
-/// the stream around it, so it costs `WINDOW * compressed / decoded`: 1 MiB spans on
+/// [`SPAN`], and long enough that the point's history, stored deflated, costs about 0.85% of it
+/// (about 1% with the table: 0.96% of 4 GiB, 1.03% of 16 MiB). A history packs about as well as
+/// the stream around it, so it costs `HISTORY * compressed / decoded`: 1 MiB spans on
 /// compressible data (numpy's zeros, smooth floats), up to 3.75 MiB on data deflate barely
 /// shrinks. Measured on noisy int16 (76% ratio, bench/seek.py): fixed 1 MiB spans made an index
-/// of 3.2% of the member; 110x the window, 1.05% of a 1 GiB member (a window packs a little
+/// of 3.2% of the member; 110x the history, 1.05% of a 1 GiB member (a history packs a little
 /// worse alone than in its stream): 120x.
 pub fn span_after(compressed: u64, decoded: u64) -> u64 {
-    let window_cost = (WINDOW as u64).saturating_mul(compressed) / decoded.max(1);
-    SPAN.max(window_cost.saturating_mul(120))
+    let history_cost = (HISTORY as u64).saturating_mul(compressed) / decoded.max(1);
+    SPAN.max(history_cost.saturating_mul(120))
 }
 
 /// One place decoding can restart.
@@ -43,8 +43,8 @@ pub struct Point {
     pub input: u64,
     /// Bits (0-7) at the end of the byte before `input` that belong to the next block.
     pub bits: u8,
-    /// The decoded bytes before `out` (all of them if fewer than [`WINDOW`]).
-    pub window: Vec<u8>,
+    /// The decoded bytes before `out` (all of them if fewer than [`HISTORY`]).
+    pub history: Vec<u8>,
 }
 
 /// What one call to [`Inflater::inflate`] did.
@@ -103,11 +103,12 @@ impl Inflater {
                 return Err(format!("cannot restart inflate (zlib error {rc})"));
             }
         }
-        if !point.window.is_empty() {
-            let len = u32::try_from(point.window.len()).unwrap_or(0);
-            // SAFETY: an initialised stream; the pointer and length describe `point.window`.
-            let rc =
-                unsafe { z::inflateSetDictionary(&mut *inflater.strm, point.window.as_ptr(), len) };
+        if !point.history.is_empty() {
+            let len = u32::try_from(point.history.len()).unwrap_or(0);
+            // SAFETY: an initialised stream; the pointer and length describe `point.history`.
+            let rc = unsafe {
+                z::inflateSetDictionary(&mut *inflater.strm, point.history.as_ptr(), len)
+            };
             if rc != z::Z_OK {
                 return Err(format!("cannot restart inflate (zlib error {rc})"));
             }
@@ -162,29 +163,29 @@ impl Drop for Inflater {
     }
 }
 
-/// The last up to [`WINDOW`] decoded bytes, across chunk boundaries: the window for a point.
+/// The last up to [`HISTORY`] decoded bytes, across chunk boundaries: the history for a point.
 #[derive(Default)]
 pub struct History {
     tail: Vec<u8>,
 }
 
 impl History {
-    /// The window ending `current` (this chunk's bytes so far) given the chunks before it.
-    pub fn window(&self, current: &[u8]) -> Vec<u8> {
-        if current.len() >= WINDOW {
-            return current[current.len() - WINDOW..].to_vec();
+    /// The history ending `current` (this chunk's bytes so far) given the chunks before it.
+    pub fn ending(&self, current: &[u8]) -> Vec<u8> {
+        if current.len() >= HISTORY {
+            return current[current.len() - HISTORY..].to_vec();
         }
-        let need = WINDOW - current.len();
+        let need = HISTORY - current.len();
         let from_tail = &self.tail[self.tail.len().saturating_sub(need)..];
-        let mut window = Vec::with_capacity(from_tail.len() + current.len());
-        window.extend_from_slice(from_tail);
-        window.extend_from_slice(current);
-        window
+        let mut history = Vec::with_capacity(from_tail.len() + current.len());
+        history.extend_from_slice(from_tail);
+        history.extend_from_slice(current);
+        history
     }
 
-    /// A chunk is complete: keep its last [`WINDOW`] bytes (with what came before if short).
+    /// A chunk is complete: keep its last [`HISTORY`] bytes (with what came before if short).
     pub fn push(&mut self, chunk: &[u8]) {
-        self.tail = self.window(chunk);
+        self.tail = self.ending(chunk);
     }
 }
 
@@ -228,12 +229,11 @@ mod tests {
             if let Some(bits) = step.boundary
                 && total - last_point >= span
             {
-                let window = history.window(&buf[..len]);
                 points.push(Point {
                     out: total,
                     input: pos as u64,
                     bits,
-                    window,
+                    history: history.ending(&buf[..len]),
                 });
                 last_point = total;
             }
@@ -257,8 +257,8 @@ mod tests {
         assert!(points.len() >= 15, "{} points", points.len());
         assert!(points.iter().any(|p| p.bits != 0), "no point mid-byte");
         for p in &points {
-            assert_eq!(p.window.len(), WINDOW);
-            assert!(p.window[..] == raw[p.out as usize - WINDOW..p.out as usize]);
+            assert_eq!(p.history.len(), HISTORY);
+            assert!(p.history[..] == raw[p.out as usize - HISTORY..p.out as usize]);
             let previous = packed[p.input as usize - 1];
             let mut inflater = Inflater::at(p, previous).unwrap();
             let mut buf = vec![0u8; 300_000];
@@ -294,24 +294,24 @@ mod tests {
     }
 
     #[test]
-    fn spans_grow_with_what_windows_cost() {
+    fn spans_grow_with_what_histories_cost() {
         assert_eq!(span_after(100_000, 1 << 20), SPAN);
         assert_eq!(span_after(0, 0), SPAN);
         let noisy = span_after(800_000, 1 << 20);
         assert!(noisy > 2 * SPAN && noisy < 4 * SPAN, "{noisy}");
-        // A window costs at most its own size: 3.2 MiB spans at worst.
-        assert!(span_after(2 << 20, 1 << 20) <= 120 * (WINDOW as u64) * 2);
+        // A history costs at most its own size: 3.2 MiB spans at worst.
+        assert!(span_after(2 << 20, 1 << 20) <= 120 * (HISTORY as u64) * 2);
     }
 
     #[test]
     fn history_spans_chunks() {
         let mut h = History::default();
         h.push(&[1; 10]);
-        h.push(&[2; WINDOW - 4]);
-        let w = h.window(&[3; 2]);
-        assert_eq!(w.len(), WINDOW);
+        h.push(&[2; HISTORY - 4]);
+        let w = h.ending(&[3; 2]);
+        assert_eq!(w.len(), HISTORY);
         assert_eq!(&w[..2], &[1, 1]);
-        assert_eq!(w[WINDOW - 1], 3);
-        assert_eq!(History::default().window(&[5; 7]), vec![5; 7]);
+        assert_eq!(w[HISTORY - 1], 3);
+        assert_eq!(History::default().ending(&[5; 7]), vec![5; 7]);
     }
 }

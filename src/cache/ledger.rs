@@ -1,0 +1,184 @@
+//! The cache's books, under the cache lock: which members are live (held, or still being
+//! decoded), which complete files are kept for reuse, which spans of sparse members are
+//! present, and what all of it costs against the byte budget; and what to evict when room
+//! is needed.
+//!
+//! Eviction order: complete members no one holds (least recently used first), then spans of
+//! sparse members (least recently filled first), then members still decoding after their
+//! last close (their decoders are cancelled). Members held open are never evicted whole;
+//! sparse ones lose spans whether held or not, which is what keeps a member larger than the
+//! cache within it. Evicting only decides: files are deleted and holes punched by
+//! [`Victims::apply`], after the lock is let go.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use lru::LruCache;
+
+use super::Stats;
+use super::slot::Slot;
+use super::store::{FileKey, Store, remove};
+
+/// The books of one mount's cache.
+pub struct Ledger {
+    /// The byte budget (`cache_size`).
+    pub budget: u64,
+    /// Members with an open cache file: held open, or still decoding (then possibly unheld).
+    pub live: HashMap<usize, Arc<Slot>>,
+    /// Complete files on disk that no one holds, least recently used first out.
+    pub kept: LruCache<usize, FileKey>,
+    /// Spans of sparse members in their cache files, least recently filled first out:
+    /// (member number, span) -> bytes charged.
+    pub spans: LruCache<(usize, usize), u64>,
+    /// Bytes of every member in `live` and `kept`, and of every span in `spans`.
+    pub used: u64,
+    /// Members whose complete file an earlier mount left, not yet opened (for the stats).
+    pub adopted: HashSet<usize>,
+}
+
+/// What an eviction took: files to delete and spans whose holes to punch, once the cache
+/// lock is let go.
+#[derive(Default)]
+#[must_use]
+pub struct Victims {
+    /// Files to delete.
+    pub files: Vec<PathBuf>,
+    /// Spans to punch out of their cache files.
+    pub holes: Vec<(Arc<Slot>, usize)>,
+}
+
+impl Victims {
+    /// Deletes the files and punches the holes, outside the cache lock.
+    pub fn apply(self) {
+        self.files.iter().for_each(|p| remove(p));
+        for (slot, i) in self.holes {
+            if let Err(e) = slot.punch(i) {
+                // The span is already marked absent; only its disk space stays in use.
+                log::debug!("cannot punch span {i} of {}: {e}", slot.name);
+            }
+        }
+    }
+}
+
+impl Ledger {
+    /// Empty books for `budget` bytes.
+    pub fn new(budget: u64) -> Ledger {
+        Ledger {
+            budget,
+            live: HashMap::new(),
+            kept: LruCache::unbounded(),
+            spans: LruCache::unbounded(),
+            used: 0,
+            adopted: HashSet::new(),
+        }
+    }
+
+    /// Whether `slot` is the live one of its member (not one an eviction or a release has
+    /// let go of meanwhile).
+    pub fn is_live(&self, slot: &Arc<Slot>) -> bool {
+        self.live
+            .get(&slot.key.number)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+    }
+
+    /// Evicts until `incoming` more bytes fit, as far as anything can go (see the module
+    /// docs for the order).
+    pub fn evict(&mut self, incoming: u64, store: &Store, stats: &Stats) -> Victims {
+        let mut victims = Victims::default();
+        while self.used + incoming > self.budget {
+            let (number, charged) = if let Some((_, key)) = self.kept.pop_lru() {
+                self.adopted.remove(&key.number);
+                victims.files.push(store.complete_path(key));
+                (key.number, key.size)
+            } else if let Some(((number, i), len)) = self.spans.pop_lru() {
+                self.used -= len;
+                if let Some(slot) = self.live.get(&number).cloned()
+                    && slot.evict_span(i)
+                {
+                    victims.holes.push((slot.clone(), i));
+                    if slot.pins.load(Ordering::SeqCst) == 0 {
+                        self.retire_if_idle(&slot, &mut victims);
+                    }
+                }
+                stats.evicted_spans.fetch_add(1, Ordering::Relaxed);
+                stats.evicted_bytes.fetch_add(len, Ordering::Relaxed);
+                log::trace!("evicting span {i} of member {number} ({len} bytes)");
+                continue;
+            } else if let Some(slot) = self.unheld() {
+                self.live.remove(&slot.key.number);
+                let charged = slot.charge();
+                slot.cancel();
+                // Whoever takes the partial file settles it: if the decoder got there first,
+                // the file already has its complete name.
+                match slot.take_part() {
+                    Some(part) => victims.files.push(part),
+                    None if slot.is_complete() => victims.files.push(store.complete_path(slot.key)),
+                    None => {}
+                }
+                (slot.key.number, charged)
+            } else {
+                break;
+            };
+            self.used -= charged;
+            stats.evicted.fetch_add(1, Ordering::Relaxed);
+            stats.evicted_bytes.fetch_add(charged, Ordering::Relaxed);
+            log::debug!("evicting member {number} ({charged} bytes)");
+        }
+        victims
+    }
+
+    /// A live member no open handle holds (its decoder is still running or syncing); sparse
+    /// members are evicted span by span instead.
+    fn unheld(&self) -> Option<Arc<Slot>> {
+        self.live
+            .values()
+            .find(|s| s.pins.load(Ordering::SeqCst) == 0 && !s.is_sparse())
+            .cloned()
+    }
+
+    /// Lets go of a sparse member no one holds once nothing of it is left (its last span
+    /// evicted, none filling, no read waiting): its cache file is deleted and its descriptors
+    /// closed. A later open starts a new sparse slot from the seek index, which stays.
+    pub fn retire_if_idle(&mut self, slot: &Arc<Slot>, victims: &mut Victims) {
+        if !slot.idle() {
+            return;
+        }
+        self.live.remove(&slot.key.number);
+        victims.files.extend(slot.take_part());
+        log::debug!("{}: no span left, closed", slot.name);
+    }
+
+    /// Files a member no one holds any more, whose decoding has settled: a complete one that
+    /// fits is kept for reuse, anything else leaves the budget.
+    pub fn dispose(
+        &mut self,
+        slot: &Slot,
+        complete: bool,
+        store: &Store,
+        stats: &Stats,
+    ) -> Victims {
+        match complete {
+            true if slot.key.size <= self.budget => {
+                self.kept.put(slot.key.number, slot.key);
+                self.evict(0, store, stats)
+            }
+            true => {
+                self.used -= slot.key.size;
+                log::debug!(
+                    "{} is larger than the cache: deleted on last close",
+                    slot.name
+                );
+                Victims {
+                    files: vec![store.complete_path(slot.key)],
+                    holes: Vec::new(),
+                }
+            }
+            false => {
+                self.used -= slot.charge();
+                Victims::default()
+            }
+        }
+    }
+}

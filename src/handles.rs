@@ -1,0 +1,271 @@
+//! Open handles, owned by the core: for each `fh`, the member it reads and how it is served
+//! (straight from the archive, from the decompression cache, or by FUSE passthrough from a
+//! complete cache file, which the kernel then reads without us).
+//!
+//! Passthrough (Linux 6.9+, CAP_SYS_ADMIN in the initial namespace) reads and maps a complete
+//! cache file at local-disk speed, about twice the normal FUSE path here (ARCHITECTURE.md).
+//! The kernel wants one backing per inode shared by all its passthrough opens, and keeps an
+//! inode in one mode at a time: it fails (EIO) a normal open while the inode has passthrough
+//! opens, and a passthrough open while it has normal ones. So the choice of mode and its
+//! count are made under this table's one lock, and once an inode has a passthrough open every
+//! further open joins it, even one whose caller found the member not complete (a race with
+//! the decoder finishing, seen under load as opens failing with EIO).
+//!
+//! The backing is the adapter's (`B`: fuser's `BackingId`); the core only keeps it alive for
+//! as long as a handle uses it. The cache's own pins count opens per member for eviction;
+//! this table counts normal opens per inode for the kernel's mode rule: the two answer
+//! different questions under different locks.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use crate::tree::Ino;
+
+/// How a handle is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// A stored member: slices of the archive mapping.
+    Stored,
+    /// A compressed member, through the decompression cache.
+    Cached,
+    /// A compressed member whose complete cache file the kernel reads itself.
+    Passthrough,
+}
+
+/// One open handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handle {
+    /// The inode it was opened on.
+    pub ino: Ino,
+    /// The member it reads (its number in the central directory).
+    pub member: usize,
+    /// How it is served.
+    pub served: Served,
+}
+
+/// An open the table recorded: its handle, and the backing the kernel reads for a
+/// passthrough one.
+pub struct Opened<B> {
+    /// The new handle.
+    pub fh: u64,
+    /// How it is served.
+    pub served: Served,
+    /// The backing to reply with, for [`Served::Passthrough`].
+    pub backing: Option<Arc<B>>,
+}
+
+struct State<B> {
+    by_fh: HashMap<u64, (Handle, Option<Arc<B>>)>,
+    /// The shared backing of each inode with passthrough opens.
+    backing: HashMap<Ino, Weak<B>>,
+    /// Normal opens per inode of a compressed member.
+    normal: HashMap<Ino, usize>,
+}
+
+/// Every open handle of the mount.
+pub struct Handles<B> {
+    passthrough: AtomicBool,
+    next_fh: AtomicU64,
+    state: Mutex<State<B>>,
+}
+
+impl<B> Default for Handles<B> {
+    fn default() -> Handles<B> {
+        Handles {
+            passthrough: AtomicBool::new(false),
+            next_fh: AtomicU64::new(0),
+            state: Mutex::new(State {
+                by_fh: HashMap::new(),
+                backing: HashMap::new(),
+                normal: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl<B> Handles<B> {
+    /// From now on, complete cache files are served by passthrough (the kernel agreed).
+    pub fn enable_passthrough(&self) {
+        self.passthrough.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether passthrough is in use.
+    pub fn passthrough(&self) -> bool {
+        self.passthrough.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<B>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an open of `ino` reading `member`, served as `served` (stored or cached). A
+    /// cached one goes by passthrough where it can: to `complete` (its complete cache file),
+    /// made a backing by `register` under the lock, or joining the inode's backing.
+    pub fn open(
+        &self,
+        ino: Ino,
+        member: usize,
+        served: Served,
+        complete: Option<File>,
+        register: impl FnOnce(&File) -> std::io::Result<B>,
+    ) -> Opened<B> {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut st = self.lock();
+        let backing = match served {
+            Served::Cached if self.passthrough() => self.backing(&mut st, ino, complete, register),
+            _ => None,
+        };
+        let served = match (&backing, served) {
+            (Some(_), _) => Served::Passthrough,
+            (None, Served::Cached) => {
+                *st.normal.entry(ino).or_default() += 1;
+                Served::Cached
+            }
+            (None, other) => other,
+        };
+        let handle = Handle {
+            ino,
+            member,
+            served,
+        };
+        st.by_fh.insert(fh, (handle, backing.clone()));
+        Opened {
+            fh,
+            served,
+            backing,
+        }
+    }
+
+    /// The inode's backing if it has one, else a new one for `complete` if the inode has no
+    /// normal opens; None where passthrough cannot be had (which turns it off for good).
+    fn backing(
+        &self,
+        st: &mut State<B>,
+        ino: Ino,
+        complete: Option<File>,
+        register: impl FnOnce(&File) -> std::io::Result<B>,
+    ) -> Option<Arc<B>> {
+        if let Some(id) = st.backing.get(&ino).and_then(Weak::upgrade) {
+            return Some(id);
+        }
+        if st.normal.get(&ino).is_some_and(|&n| n > 0) {
+            return None;
+        }
+        // Under the lock: an ioctl, quick, and it must not race another open's choice.
+        match register(&complete?) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                st.backing.insert(ino, Arc::downgrade(&id));
+                Some(id)
+            }
+            Err(e) => {
+                log::info!("passthrough unavailable ({e}); serving through the normal path");
+                self.passthrough.store(false, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// The handle `fh`, if it is open.
+    pub fn get(&self, fh: u64) -> Option<Handle> {
+        self.lock().by_fh.get(&fh).map(|(h, _)| *h)
+    }
+
+    /// Forgets handle `fh`; a passthrough backing goes with its inode's last handle.
+    pub fn release(&self, fh: u64) -> Option<Handle> {
+        let mut st = self.lock();
+        let (handle, backing) = st.by_fh.remove(&fh)?;
+        match handle.served {
+            Served::Passthrough => {
+                drop(backing);
+                if st
+                    .backing
+                    .get(&handle.ino)
+                    .is_some_and(|w| w.strong_count() == 0)
+                {
+                    st.backing.remove(&handle.ino);
+                }
+            }
+            Served::Cached => {
+                if let Some(n) = st.normal.get_mut(&handle.ino) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        st.normal.remove(&handle.ino);
+                    }
+                }
+            }
+            Served::Stored => {}
+        }
+        Some(handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> File {
+        tempfile::tempfile().unwrap()
+    }
+
+    #[test]
+    fn without_passthrough_handles_are_what_they_were_opened_as() {
+        let h: Handles<u32> = Handles::default();
+        let a = h.open(5, 0, Served::Stored, None, |_| Ok(1));
+        let b = h.open(6, 1, Served::Cached, Some(file()), |_| Ok(1));
+        assert_ne!(a.fh, b.fh);
+        assert_eq!((a.served, b.served), (Served::Stored, Served::Cached));
+        assert!(b.backing.is_none());
+        assert_eq!(h.get(b.fh).map(|x| (x.ino, x.member)), Some((6, 1)));
+        assert_eq!(h.release(a.fh).map(|x| x.served), Some(Served::Stored));
+        assert!(h.get(a.fh).is_none() && h.release(a.fh).is_none());
+    }
+
+    #[test]
+    fn an_inode_stays_in_one_mode() {
+        let h: Handles<u32> = Handles::default();
+        h.enable_passthrough();
+        // A normal open first (not complete yet): a later complete open must not pass through.
+        let normal = h.open(7, 0, Served::Cached, None, |_| Ok(1));
+        let later = h.open(7, 0, Served::Cached, Some(file()), |_| {
+            panic!("not registered")
+        });
+        assert_eq!(
+            (normal.served, later.served),
+            (Served::Cached, Served::Cached)
+        );
+        h.release(normal.fh);
+        h.release(later.fh);
+        // No normal opens left: the next complete open registers a backing, and every
+        // further open joins it, complete file or not.
+        let first = h.open(7, 0, Served::Cached, Some(file()), |_| Ok(42));
+        let joined = h.open(7, 0, Served::Cached, None, |_| panic!("shared"));
+        assert_eq!(first.served, Served::Passthrough);
+        assert_eq!(joined.served, Served::Passthrough);
+        assert!(Arc::ptr_eq(
+            first.backing.as_ref().unwrap(),
+            joined.backing.as_ref().unwrap()
+        ));
+        h.release(first.fh);
+        h.release(joined.fh);
+        drop((first, joined)); // the adapter lets go of its copies once it has replied
+        // The backing went with the last handle: a normal open is allowed again.
+        assert_eq!(
+            h.open(7, 0, Served::Cached, None, |_| Ok(1)).served,
+            Served::Cached
+        );
+    }
+
+    #[test]
+    fn a_refused_backing_turns_passthrough_off() {
+        let h: Handles<u32> = Handles::default();
+        h.enable_passthrough();
+        let o = h.open(3, 0, Served::Cached, Some(file()), |_| {
+            Err(std::io::Error::from_raw_os_error(libc::EPERM))
+        });
+        assert_eq!(o.served, Served::Cached);
+        assert!(!h.passthrough());
+    }
+}
