@@ -90,6 +90,8 @@ pub enum Error {
     IsDir,
     /// Any attempt to modify the read-only mount.
     ReadOnly,
+    /// No extended attribute of that name.
+    NoAttr,
     /// A member we list but cannot serve (unknown method, encryption).
     Unsupported { what: String, cause: String },
     /// A member whose bytes are wrong or unreachable (bad local header, CRC, archive changed).
@@ -113,6 +115,7 @@ impl Error {
             Error::NotDir => libc::ENOTDIR,
             Error::IsDir => libc::EISDIR,
             Error::ReadOnly => libc::EROFS,
+            Error::NoAttr => libc::ENODATA,
             Error::Unsupported { .. } => libc::EOPNOTSUPP,
             Error::Io { cause, .. } => match cause.raw_os_error() {
                 Some(libc::ENOSPC) => libc::ENOSPC,
@@ -151,7 +154,7 @@ impl Error {
     pub fn is_expected(&self) -> bool {
         matches!(
             self,
-            Error::NotFound | Error::NotDir | Error::IsDir | Error::ReadOnly
+            Error::NotFound | Error::NotDir | Error::IsDir | Error::ReadOnly | Error::NoAttr
         )
     }
 }
@@ -211,6 +214,7 @@ impl fmt::Display for Error {
             Error::NotDir => write!(f, "not a directory"),
             Error::IsDir => write!(f, "is a directory"),
             Error::ReadOnly => write!(f, "read-only file system"),
+            Error::NoAttr => write!(f, "no such attribute"),
             Error::Unsupported { what, cause } => write!(f, "cannot read {what}: {cause}"),
             Error::Corrupt { what, cause } => write!(f, "cannot read {what}: {cause}"),
             Error::Io {

@@ -4,15 +4,18 @@
 //! (the mountpoint-s3 split). The members and tree are immutable and lock-free; nothing here
 //! holds a lock, so any number of request threads can serve at once.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::archive::Archive;
 use crate::cache::{Cache, CacheConfig, CacheStats};
 use crate::error::{Error, Result};
 use crate::handles::{Handles, Opened, Served};
+use crate::info::{self, Facts};
 use crate::members::{Member, Method, Problem};
+use crate::npy;
 use crate::tree::{Ino, NodeKind, Tree};
 
 /// Preferred I/O size reported in `st_blksize`: the kernel's largest FUSE request (1 MiB), so
@@ -98,6 +101,8 @@ pub struct NpzFs<B = ()> {
     mtime: SystemTime,
     stats: FsStats,
     handles: Handles<B>,
+    /// `.npy` headers read so far (for xattrs), by member number; None: not a valid `.npy`.
+    headers: Mutex<HashMap<usize, Option<Arc<npy::Header>>>>,
 }
 
 impl<B> NpzFs<B> {
@@ -139,6 +144,7 @@ impl<B> NpzFs<B> {
             mtime,
             stats,
             handles: Handles::default(),
+            headers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -199,6 +205,53 @@ impl<B> NpzFs<B> {
                 kind,
                 name,
             }))
+    }
+
+    /// The extended attributes of `ino` (ARCHITECTURE.md, `info.rs`): none on directories;
+    /// on a member, its ZIP facts, its `.npy` header's where it is a valid `.npy`, and its
+    /// bytes in the cache if it is compressed. Reading the header decodes only the member's
+    /// first bytes (once; remembered), never its whole stream.
+    pub fn xattrs(&self, ino: Ino) -> Result<Vec<(&'static str, String)>> {
+        let number = match self.tree.node(ino)?.kind {
+            NodeKind::Dir { .. } => return Ok(Vec::new()),
+            NodeKind::File { member } => member,
+        };
+        let member = self.member(number)?;
+        let facts = Facts::of(member, self.npy_header(number, member).as_deref().cloned());
+        let cached = member
+            .method
+            .is_compressed()
+            .then(|| self.cache.as_ref().map_or(0, |c| c.cached_bytes(number)));
+        Ok(info::xattrs(&facts, cached))
+    }
+
+    /// The value of extended attribute `name` of `ino`.
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        self.xattrs(ino)?
+            .into_iter()
+            .find(|(n, _)| n.as_bytes() == name)
+            .map(|(_, v)| v.into_bytes())
+            .ok_or(Error::NoAttr)
+    }
+
+    /// The names of `ino`'s extended attributes, each ending in NUL, as `listxattr` wants.
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
+        Ok(self
+            .xattrs(ino)?
+            .into_iter()
+            .flat_map(|(n, _)| n.bytes().chain([0]))
+            .collect())
+    }
+
+    fn npy_header(&self, number: usize, member: &Member) -> Option<Arc<npy::Header>> {
+        let lock = || self.headers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = lock().get(&number) {
+            return known.clone();
+        }
+        // Read without the lock: a first read of a deflated member inflates its first KiBs.
+        let header = crate::peek::npy_header(&self.archive, member, number).map(Arc::new);
+        lock().insert(number, header.clone());
+        header
     }
 
     /// Opens `ino` for reading, for callers that never pass through (tests, tools): returns

@@ -51,6 +51,15 @@ fn fail(op: &str, ino: u64, err: &Error) -> Errno {
     Errno::from_i32(errno)
 }
 
+/// getxattr(2)/listxattr(2): a size of 0 asks for the length; a buffer too small is ERANGE.
+fn xattr_reply(bytes: Vec<u8>, size: u32, reply: ReplyXattr) {
+    match u32::try_from(bytes.len()) {
+        Ok(len) if size == 0 => reply.size(len),
+        Ok(len) if len <= size => reply.data(&bytes),
+        _ => reply.error(Errno::from_i32(libc::ERANGE)),
+    }
+}
+
 /// The symbolic name of the errnos npzfs answers with.
 fn errno_name(errno: i32) -> String {
     match errno {
@@ -62,6 +71,7 @@ fn errno_name(errno: i32) -> String {
         libc::ENOSPC => "ENOSPC".into(),
         libc::EINVAL => "EINVAL".into(),
         libc::EIO => "EIO".into(),
+        libc::ENODATA => "ENODATA".into(),
         n => format!("errno {n}"),
     }
 }
@@ -270,20 +280,19 @@ impl Filesystem for Fuse {
         reply.statfs(s.blocks, 0, 0, s.files, 0, BLOCK_SIZE, 255, BLOCK_SIZE);
     }
 
-    fn getxattr(&self, _: &Request, _: INodeNo, _: &OsStr, _: u32, reply: ReplyXattr) {
-        reply.error(Errno::from_i32(libc::ENODATA));
-    }
-
-    fn listxattr(&self, _: &Request, _: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0)
-        } else {
-            reply.data(&[])
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fs.getxattr(ino.0, name.as_bytes()) {
+            Ok(value) => xattr_reply(value, size, reply),
+            Err(e) => reply.error(fail("getxattr", ino.0, &e)),
         }
     }
 
-    // Quiet answers for operations fuser would otherwise log as "not implemented" on every
-    // call (Python's io asks TCGETS on each open file).
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino.0) {
+            Ok(names) => xattr_reply(names, size, reply),
+            Err(e) => reply.error(fail("listxattr", ino.0, &e)),
+        }
+    }
 
     fn ioctl(
         &self,

@@ -1,9 +1,10 @@
-//! `npzfs [OPTIONS] ARCHIVE MOUNTPOINT`: parse, start logging, run, map errors to exit codes.
+//! `npzfs [OPTIONS] ARCHIVE MOUNTPOINT` (or `npzfs --list [--json] ARCHIVE`): parse, start
+//! logging, run, map errors to exit codes.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use npzfs::options::{self, Parsed};
-use npzfs::{daemon, logging, manpage};
+use npzfs::{daemon, list, logging, manpage};
 
 fn main() {
     let opts = match options::parse(std::env::args_os()) {
@@ -13,6 +14,12 @@ fn main() {
             if let Err(e) = manpage::render(&mut std::io::stdout().lock()) {
                 eprintln!("npzfs: cannot write the man page: {e}");
                 std::process::exit(1);
+            }
+            return;
+        }
+        Ok(Parsed::List { archive, json }) => {
+            if let Err(e) = list::run(&archive, json, &mut std::io::stdout().lock()) {
+                fail(&e);
             }
             return;
         }

@@ -55,7 +55,34 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ),
 ];
 
+/// The extended attributes of a member file (`info.rs` writes them).
+const XATTRS: &[(&str, &str)] = &[
+    (
+        "user.npy.dtype",
+        "the .npy header's descr as numpy wrote it: <f4, |b1, or the list repr of a \
+         structured dtype (valid .npy members only)",
+    ),
+    ("user.npy.shape", "the shape as a JSON array, [] for 0-d"),
+    ("user.npy.fortran_order", "true or false"),
+    (
+        "user.zip.method",
+        "stored, deflated, deflate64, bzip2, lzma, xz or zstd",
+    ),
+    ("user.zip.compressed_size", "bytes in the archive, decimal"),
+    ("user.zip.crc32", "8 lowercase hex digits"),
+    (
+        "user.npzfs.cached",
+        "the member's decoded bytes now in the cache, decimal (compressed members only)",
+    ),
+];
+
 const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "What is in an archive, without mounting it, and the same facts of a mounted member:",
+        "npzfs --list data.npz\n\
+         npzfs --list --json data.npz\n\
+         getfattr -d -m - /mnt/data/weights.npy",
+    ),
     (
         "Mount, use with numpy, unmount:",
         "npzfs data.npz /mnt/data\n\
@@ -76,9 +103,10 @@ const EXAMPLES: &[(&str, &str)] = &[
 /// Writes the man page in roff.
 pub fn render(w: &mut dyn Write) -> io::Result<()> {
     // clap_mangen drops the value of a short-only option from the synopsis ("[-o ]").
-    let cmd = options::command()
-        .long_about(DESCRIPTION)
-        .override_usage("npzfs [-f] [-v|-q] [-o OPTION[,OPTION...]]... ARCHIVE MOUNTPOINT");
+    let cmd = options::command().long_about(DESCRIPTION).override_usage(
+        "npzfs [-f] [-v|-q] [-o OPTION[,OPTION...]]... ARCHIVE MOUNTPOINT\n\
+             npzfs --list [--json] ARCHIVE",
+    );
     let man = Man::new(cmd).manual("User Commands");
     man.render_title(w)?;
     man.render_name_section(w)?;
@@ -113,6 +141,14 @@ pub fn render(w: &mut dyn Write) -> io::Result<()> {
         "Every failure is one line on stderr naming the path and its cause, and leaves no \
          mount behind.",
     )]);
+    roff.control("SH", ["EXTENDED ATTRIBUTES"]);
+    roff.text([roman(
+        "Every member file shows what npzfs knows of it without reading its data (a \
+         compressed member's header is inflated from its first bytes only; nothing else is \
+         decoded). Directories have none; an unknown name is ENODATA; setting or removing \
+         one fails with EROFS.",
+    )]);
+    tagged(&mut roff, XATTRS.iter().map(|(n, w)| (n.to_string(), *w)));
     roff.control("SH", ["ENVIRONMENT"]);
     tagged(
         &mut roff,

@@ -229,7 +229,16 @@ struct Cli {
     /// The .npz (ZIP) archive to mount.
     archive: PathBuf,
     /// The directory to mount it on.
-    mountpoint: PathBuf,
+    #[arg(required_unless_present = "list")]
+    mountpoint: Option<PathBuf>,
+    /// Print what is in the archive instead of mounting it: per member its name, dtype, shape,
+    /// compression method, size, compressed size and ratio (sizes in human units).
+    #[arg(long, conflicts_with_all = ["mountpoint", "options", "foreground"])]
+    list: bool,
+    /// With --list: a JSON array of objects (name, dtype, shape, fortran_order, method, size,
+    /// compressed_size, crc32), for scripts.
+    #[arg(long)]
+    json: bool,
     /// Mount options, comma separated; see below.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
@@ -248,7 +257,9 @@ struct Cli {
 
 /// The command line as clap sees it, `--help` text included: the man page renders this.
 pub fn command() -> clap::Command {
-    Cli::command().after_help(after_help())
+    Cli::command()
+        .override_usage("npzfs [OPTIONS] ARCHIVE MOUNTPOINT\n       npzfs --list [--json] ARCHIVE")
+        .after_help(after_help())
 }
 
 /// Everything the command line says.
@@ -299,6 +310,13 @@ pub enum Parsed {
     Exit(clap::Error),
     /// Print the man page and exit.
     ManPage,
+    /// `--list [--json] ARCHIVE`: print the archive's members.
+    List {
+        /// The archive.
+        archive: PathBuf,
+        /// `--json`.
+        json: bool,
+    },
 }
 
 /// Parses `args` (with the program name first).
@@ -319,6 +337,15 @@ where
         Ok(cli) => cli,
         Err(e) => return Ok(Parsed::Exit(e)),
     };
+    if cli.json && !cli.list {
+        return Err(Error::Usage("--json goes with --list".into()));
+    }
+    let Some(mountpoint) = cli.mountpoint.filter(|_| !cli.list) else {
+        return Ok(Parsed::List {
+            archive: cli.archive,
+            json: cli.json,
+        });
+    };
     let log_level = match (cli.quiet, cli.verbose) {
         (true, _) => log::LevelFilter::Error,
         (false, 0) => log::LevelFilter::Info,
@@ -327,7 +354,7 @@ where
     };
     let mut o = Options {
         archive: cli.archive,
-        mountpoint: cli.mountpoint,
+        mountpoint,
         foreground: cli.foreground,
         log_level,
         allow_other: false,
@@ -457,7 +484,31 @@ mod tests {
             Parsed::Run(o) => Ok(*o),
             Parsed::Exit(e) => panic!("clap exit: {e}"),
             Parsed::ManPage => panic!("man page"),
+            Parsed::List { .. } => panic!("list"),
         }
+    }
+
+    #[test]
+    fn list_needs_no_mount_point_and_takes_json() {
+        let list = |args: &[&str]| match parse(args.to_vec()) {
+            Ok(Parsed::List { archive, json }) => Some((archive, json)),
+            _ => None,
+        };
+        assert_eq!(
+            list(&["npzfs", "--list", "a.npz"]),
+            Some(("a.npz".into(), false))
+        );
+        assert_eq!(
+            list(&["npzfs", "--list", "--json", "a.npz"]),
+            Some(("a.npz".into(), true))
+        );
+        let json_alone = parse(vec!["npzfs", "--json", "a.npz", "/m"]);
+        assert_eq!(json_alone.err().map(|e| e.exit_code()), Some(2));
+        assert!(matches!(
+            parse(vec!["npzfs", "--list", "a.npz", "/m"]),
+            Ok(Parsed::Exit(_))
+        ));
+        assert!(matches!(parse(vec!["npzfs", "a.npz"]), Ok(Parsed::Exit(_))));
     }
 
     #[test]

@@ -10,13 +10,16 @@ package), so that each member is a regular file that numpy maps::
     with npzfs.mount("data.npz") as m:      # a live mount in a private temporary directory
         w = np.load(m.path / "weights.npy", mmap_mode="r")
 
-The ``npzfs`` command (and ``python -m npzfs``) is the daemon itself: ``npzfs --help``.
+``npzfs.info("data.npz")`` describes every member (dtype, shape, method, sizes) without
+reading its data. The ``npzfs`` command (and ``python -m npzfs``) is the daemon itself:
+``npzfs --help``.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 from ._binary import find_npzfs_bin
 from ._errors import Error, FuseUnavailableError
+from ._info import info
 from ._mount import Mount, Options, mount
 from ._npz import NpzFile, load
 
@@ -32,6 +35,7 @@ __all__ = [
     "NpzFile",
     "Options",
     "find_npzfs_bin",
+    "info",
     "load",
     "mount",
 ]

@@ -372,24 +372,11 @@ fn inflate(pipe: Pipe, slot: &Slot, job: &Job, archive: &Archive) -> Result<(), 
 }
 
 /// Every other method the zip crate decodes (deflate64, bzip2, lzma, xz, zstd), through its
-/// reader over a duplicate of the archive's descriptor (the same file even if the path was
-/// renamed over). This parses the central directory again: a cost paid per decode, and
-/// only for these rare methods.
+/// reader ([`zip_crate_member`]).
 fn unzip(pipe: Pipe, slot: &Slot, job: &Job, archive: &Archive) -> Result<(), Stop> {
     let name = slot.name.as_str();
-    let file = archive
-        .file()
-        .try_clone()
-        .map_err(|e| Stop::Failed(Error::io("reopen", archive.path().display().to_string(), e)))?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
-        .map_err(|e| corrupt(name, format!("the archive cannot be read again ({e})")))?;
-    // The zip crate keeps one slot per name (of duplicates, the last, at the first's place),
-    // so its indexes are not the central directory's: the member is found by its local header.
-    let at = |i: usize| zip.by_index_data(i).map(|e| e.header_start());
-    let found = std::iter::once(slot.key.number)
-        .chain(0..zip.len())
-        .find(|&i| at(i).is_ok_and(|start| start == job.header_start))
-        .ok_or_else(|| corrupt(name, "the zip crate does not list this member"))?;
+    let (mut zip, found) =
+        zip_crate_member(archive, name, slot.key.number, job.header_start).map_err(Stop::Failed)?;
     let mut reader = zip
         .by_index(found)
         .map_err(|e| corrupt(name, format!("cannot start decoding ({e})")))?;
@@ -413,6 +400,36 @@ fn unzip(pipe: Pipe, slot: &Slot, job: &Job, archive: &Archive) -> Result<(), St
             return Ok(());
         }
     }
+}
+
+/// The zip crate's reader of the archive (over a duplicate of its descriptor: the same file
+/// even if the path was renamed over), and the index under which it lists member `number`
+/// of `name` whose local header is at `header_start`. This parses the central directory
+/// again: a cost paid per use, and only for the rarer methods.
+pub fn zip_crate_member(
+    archive: &Archive,
+    name: &str,
+    number: usize,
+    header_start: u64,
+) -> Result<(zip::ZipArchive<std::io::BufReader<std::fs::File>>, usize), Error> {
+    let file = archive
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io("reopen", archive.path().display().to_string(), e))?;
+    let corrupt = |cause: String| Error::Corrupt {
+        what: name.to_string(),
+        cause,
+    };
+    let zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| corrupt(format!("the archive cannot be read again ({e})")))?;
+    // The zip crate keeps one record per name (of duplicates, the last, at the first's place),
+    // so its indexes are not the central directory's: the member is found by its local header.
+    let at = |i: usize| zip.by_index_data(i).map(|e| e.header_start());
+    let found = std::iter::once(number)
+        .chain(0..zip.len())
+        .find(|&i| at(i).is_ok_and(|start| start == header_start))
+        .ok_or_else(|| corrupt("the zip crate does not list this member".into()))?;
+    Ok((zip, found))
 }
 
 /// Writes one decoded chunk at `offset`, space reserved first so that a full disk is a clean

@@ -368,6 +368,16 @@ impl Cache {
         }
     }
 
+    /// Decoded bytes of member `number` in the cache now (`user.npzfs.cached`).
+    pub fn cached_bytes(&self, number: usize) -> u64 {
+        let ledger = self.lock();
+        match (ledger.live.get(&number), ledger.kept.peek(&number)) {
+            (Some(slot), _) => slot.bytes_present(),
+            (None, Some(key)) => key.size,
+            (None, None) => 0,
+        }
+    }
+
     /// Bytes the cache accounts for now (held, decoding and kept members).
     pub fn used(&self) -> u64 {
         self.lock().used

@@ -161,6 +161,19 @@ impl Slot {
         matches!(*self.lock(), Fill::Sparse(_))
     }
 
+    /// Bytes of the member in its cache file now, verified or about to be (a first pass's
+    /// decoded range, a sparse member's present spans).
+    pub fn bytes_present(&self) -> u64 {
+        match &*self.lock() {
+            Fill::Complete => self.key.size,
+            Fill::FirstPass {
+                decoded, kept_from, ..
+            } => decoded.saturating_sub(*kept_from),
+            Fill::Failed(_) => 0,
+            Fill::Sparse(book) => book.present_bytes(),
+        }
+    }
+
     /// Each span's state (sparse members; for tests and logs).
     pub fn spans(&self) -> Vec<Span> {
         match &*self.lock() {

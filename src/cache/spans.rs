@@ -274,6 +274,17 @@ impl SpanBook {
         self.spans.iter().all(|s| *s == Span::Present)
     }
 
+    /// Bytes of the member in present spans.
+    pub fn present_bytes(&self) -> u64 {
+        let present = |(i, s): (usize, &Span)| (*s == Span::Present).then(|| self.layout.span(i));
+        self.spans
+            .iter()
+            .enumerate()
+            .filter_map(present)
+            .map(|(start, end)| end - start)
+            .sum()
+    }
+
     /// Each span's state.
     pub fn states(&self) -> Vec<Span> {
         self.spans.clone()

@@ -1,0 +1,110 @@
+//! What npzfs knows of a member without reading its data: the facts `npzfs --list` prints and
+//! the extended attributes each member file shows.
+//!
+//! Names and formats (fixed; tools parse them): `user.npy.dtype` (the header's `descr` as
+//! numpy wrote it), `user.npy.shape` (a JSON array), `user.npy.fortran_order` (`true` or
+//! `false`) where the member is a valid `.npy`; `user.zip.method`, `user.zip.compressed_size`
+//! (decimal), `user.zip.crc32` (8 lowercase hex digits) on every member; `user.npzfs.cached`
+//! (decimal: the member's decoded bytes now in the cache) on compressed members.
+
+use crate::members::{Member, Method};
+use crate::npy;
+
+/// Everything `--list` says of one member.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    /// The member's name in the archive.
+    pub name: String,
+    /// Its compression method, by name.
+    pub method: String,
+    /// Uncompressed size.
+    pub size: u64,
+    /// Bytes it occupies in the archive.
+    pub compressed_size: u64,
+    /// Its CRC-32 as the central directory states it.
+    pub crc32: u32,
+    /// Its `.npy` header, if it is a valid `.npy`.
+    pub npy: Option<npy::Header>,
+}
+
+impl Facts {
+    /// The facts of `member`, with its `.npy` header as read (or not) by the caller.
+    pub fn of(member: &Member, npy: Option<npy::Header>) -> Facts {
+        Facts {
+            name: member.name.clone(),
+            method: method_name(member.method),
+            size: member.size,
+            compressed_size: member.compressed_size,
+            crc32: member.crc32,
+            npy,
+        }
+    }
+}
+
+/// A compression method as `user.zip.method` and `--list` name it.
+pub fn method_name(method: Method) -> String {
+    match method {
+        Method::Stored => "stored".into(),
+        Method::Deflated => "deflated".into(),
+        Method::Codec(9) => "deflate64".into(),
+        Method::Codec(12) => "bzip2".into(),
+        Method::Codec(14) => "lzma".into(),
+        Method::Codec(93) => "zstd".into(),
+        Method::Codec(95) => "xz".into(),
+        Method::Codec(n) | Method::Other(n) => format!("method-{n}"),
+    }
+}
+
+/// The extended attributes of a member with `facts`, in the order `listxattr` gives them;
+/// `cached` is the member's decoded bytes in the cache (compressed members only).
+pub fn xattrs(facts: &Facts, cached: Option<u64>) -> Vec<(&'static str, String)> {
+    let mut out = Vec::with_capacity(7);
+    if let Some(h) = &facts.npy {
+        out.push(("user.npy.dtype", h.descr.clone()));
+        out.push(("user.npy.shape", h.shape_json()));
+        out.push(("user.npy.fortran_order", h.fortran_order.to_string()));
+    }
+    out.push(("user.zip.method", facts.method.clone()));
+    out.push((
+        "user.zip.compressed_size",
+        facts.compressed_size.to_string(),
+    ));
+    out.push(("user.zip.crc32", format!("{:08x}", facts.crc32)));
+    if let Some(bytes) = cached {
+        out.push(("user.npzfs.cached", bytes.to_string()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_are_the_documented_ones() {
+        let names: Vec<String> = [
+            Method::Stored,
+            Method::Deflated,
+            Method::Codec(9),
+            Method::Codec(12),
+            Method::Codec(14),
+            Method::Codec(95),
+            Method::Codec(93),
+        ]
+        .into_iter()
+        .map(method_name)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "stored",
+                "deflated",
+                "deflate64",
+                "bzip2",
+                "lzma",
+                "xz",
+                "zstd"
+            ]
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! The first bytes of a member, without the cache: enough for its `.npy` header (for xattrs
+//! and `--list`). A stored member's bytes are read from the archive with `pread`; a deflated
+//! one is inflated only as far as asked, from the start of its stream; the rarer methods go
+//! through the zip crate's reader. Nothing starts in the background, nothing is written.
+
+use std::io::Read;
+
+use flate2::{Decompress, FlushDecompress, Status};
+
+use crate::archive::Archive;
+use crate::cache::decoder::zip_crate_member;
+use crate::error::{Error, Result};
+use crate::members::{Member, Method};
+use crate::npy;
+
+/// Compressed bytes read at a time.
+const INPUT: usize = 64 << 10;
+
+/// The `.npy` header of member `number`, if it is a valid one.
+pub fn npy_header(archive: &Archive, member: &Member, number: usize) -> Option<npy::Header> {
+    if member.problem.is_some() || member.is_dir {
+        return None;
+    }
+    // Most headers fit in the first 4 KiB: one read, and a second only for longer ones.
+    let first = prefix(archive, member, number, 4096).ok()?;
+    let len = npy::header_len(&first)?;
+    if len <= first.len() {
+        return npy::parse(&first);
+    }
+    npy::parse(&prefix(archive, member, number, len).ok()?)
+}
+
+/// Up to `want` bytes from the start of member `number` (fewer only if it is shorter).
+pub fn prefix(archive: &Archive, member: &Member, number: usize, want: usize) -> Result<Vec<u8>> {
+    let want = want.min(usize::try_from(member.size).unwrap_or(usize::MAX));
+    let start = member.data_start(archive)?;
+    match member.method {
+        Method::Stored => {
+            let mut out = vec![0u8; want];
+            archive.read_exact_at(&mut out, start)?;
+            Ok(out)
+        }
+        Method::Deflated => inflate_prefix(archive, member, start, want),
+        Method::Codec(_) => {
+            let (mut zip, found) =
+                zip_crate_member(archive, &member.name, number, member.header_start)?;
+            let reader = zip
+                .by_index(found)
+                .map_err(|e| corrupt(member, e.to_string()))?;
+            let mut out = Vec::with_capacity(want);
+            reader
+                .take(want as u64)
+                .read_to_end(&mut out)
+                .map_err(|e| corrupt(member, e.to_string()))?;
+            Ok(out)
+        }
+        Method::Other(n) => Err(Error::Unsupported {
+            what: member.name.clone(),
+            cause: format!("compression method {n}"),
+        }),
+    }
+}
+
+/// Inflates the raw deflate stream at `start` until `want` bytes are out.
+fn inflate_prefix(archive: &Archive, member: &Member, start: u64, want: usize) -> Result<Vec<u8>> {
+    let mut inflater = Decompress::new(false);
+    let mut out = vec![0u8; want];
+    let mut input = vec![0u8; INPUT];
+    let (mut made, mut consumed) = (0usize, 0u64);
+    while made < want && consumed < member.compressed_size {
+        let n = (member.compressed_size - consumed).min(INPUT as u64) as usize;
+        archive.read_exact_at(&mut input[..n], start + consumed)?;
+        let mut pos = 0;
+        while pos < n && made < want {
+            let (in_before, out_before) = (inflater.total_in(), inflater.total_out());
+            let status = inflater
+                .decompress(&input[pos..n], &mut out[made..], FlushDecompress::None)
+                .map_err(|e| corrupt(member, e.to_string()))?;
+            pos += (inflater.total_in() - in_before) as usize;
+            made += (inflater.total_out() - out_before) as usize;
+            let stuck = inflater.total_in() == in_before && inflater.total_out() == out_before;
+            if status == Status::StreamEnd || stuck {
+                out.truncate(made);
+                return Ok(out);
+            }
+        }
+        consumed += pos as u64;
+    }
+    out.truncate(made);
+    Ok(out)
+}
+
+fn corrupt(member: &Member, cause: String) -> Error {
+    Error::Corrupt {
+        what: member.name.clone(),
+        cause,
+    }
+}
