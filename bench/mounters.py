@@ -48,7 +48,10 @@ class Mounter:
         deadline = time.monotonic() + limit
         # Every mounter here forks its daemon and returns: both must have happened.
         while not os.path.ismount(mnt) or proc.poll() is None:
-            if time.monotonic() > deadline or proc.poll() not in (None, 0):
+            if proc.poll() not in (None, 0):
+                self.unmount(mnt)
+                raise TimeoutError(f"{self.name}: the mount of {mnt} failed (exit {proc.returncode})")
+            if time.monotonic() > deadline:
                 proc.kill()
                 self.unmount(mnt)
                 raise TimeoutError(f"{self.name}: {mnt} not mounted after {limit:.0f} s")

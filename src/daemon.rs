@@ -49,7 +49,16 @@ pub fn run(opts: &Options) -> Result<()> {
         umask: opts.umask,
     };
     let count = members.len();
-    let fs = NpzFs::new(archive, members, owner, &opts.cache)?;
+    let mut cache = opts.cache.clone();
+    if cache.materialize && !(opts.passthrough && preflight::passthrough_possible()) {
+        // Known before mounting: the kernel would refuse the copies' passthrough.
+        log::info!(
+            "option materialize ignored: FUSE passthrough is unavailable here (it needs root in \
+             the initial user namespace and Linux 6.9+, and not nopassthrough)"
+        );
+        cache.materialize = false;
+    }
+    let fs = NpzFs::new(archive, members, owner, &cache)?;
     log::debug!(
         "{count} members: central directory {:.3} s, tree and cache {:.3} s",
         indexed.as_secs_f64(),

@@ -101,25 +101,27 @@ pub struct NpzFs<B = ()> {
     mtime: SystemTime,
     stats: FsStats,
     handles: Handles<B>,
+    /// `-o materialize`, while passthrough is available.
+    materialize: bool,
     /// `.npy` headers read so far (for xattrs), by member number; None: not a valid `.npy`.
     headers: Mutex<HashMap<usize, Option<Arc<npy::Header>>>>,
 }
 
 impl<B> NpzFs<B> {
     /// Builds the filesystem over an opened archive and its members. The cache directory is
-    /// only touched when the archive has compressed members.
+    /// only touched when the archive has compressed members (or any, with `materialize`).
     pub fn new(
         archive: Archive,
         members: Vec<Member>,
         owner: Ownership,
-        cache: &CacheConfig,
+        config: &CacheConfig,
     ) -> Result<NpzFs<B>> {
         let archive = Arc::new(archive);
-        let compressed = members
+        let cached = members
             .iter()
-            .any(|m| m.method.is_compressed() && !m.is_dir);
-        let cache = match compressed {
-            true => Some(Cache::new(cache, archive.clone(), &members)?),
+            .any(|m| (m.method.is_compressed() || config.materialize) && !m.is_dir);
+        let cache = match cached {
+            true => Some(Cache::new(config, archive.clone(), &members)?),
             false => None,
         };
         let tree = Tree::build(&members);
@@ -144,6 +146,7 @@ impl<B> NpzFs<B> {
             mtime,
             stats,
             handles: Handles::default(),
+            materialize: config.materialize,
             headers: Mutex::new(HashMap::new()),
         })
     }
@@ -151,6 +154,17 @@ impl<B> NpzFs<B> {
     /// From now on, complete cache files are opened by FUSE passthrough (the kernel agreed).
     pub fn enable_passthrough(&self) {
         self.handles.enable_passthrough();
+    }
+
+    /// The kernel did not agree to passthrough (or `nopassthrough`): says once that
+    /// `-o materialize` is then ignored.
+    pub fn passthrough_unavailable(&self) {
+        if self.materialize {
+            log::info!(
+                "option materialize ignored: FUSE passthrough is unavailable here (it needs \
+                 root in the initial namespace and Linux 6.9+)"
+            );
+        }
     }
 
     /// The child `name` of directory `parent`.
@@ -291,6 +305,14 @@ impl<B> NpzFs<B> {
         self.archive.check_unchanged()?;
         let (served, complete) = match (member.method, &self.cache) {
             (m, Some(cache)) if m.is_compressed() => (Served::Cached, cache.open(number, member)?),
+            (Method::Stored, Some(cache)) if self.materializes(member, cache) => {
+                // Served from the archive until its copy is complete; then by passthrough.
+                member.data_start(&self.archive)?;
+                match cache.open(number, member)? {
+                    Some(file) => (Served::Cached, Some(file)),
+                    None => (Served::Copying, None),
+                }
+            }
             (Method::Stored, _) => (
                 Served::Stored,
                 member.data_start(&self.archive).map(|_| None)?,
@@ -310,7 +332,11 @@ impl<B> NpzFs<B> {
         let Some(handle) = self.handles.release(fh) else {
             return;
         };
-        if let (Served::Cached | Served::Passthrough, Some(cache)) = (handle.served, &self.cache) {
+        let pinned = matches!(
+            handle.served,
+            Served::Cached | Served::Passthrough | Served::Copying
+        );
+        if let (true, Some(cache)) = (pinned, &self.cache) {
             cache.release(handle.member);
         }
     }
@@ -336,7 +362,10 @@ impl<B> NpzFs<B> {
             (Served::Cached | Served::Passthrough, Some(cache)) => {
                 cache.read(handle.member, offset, end, done)
             }
-            _ => {
+            (served, cache) => {
+                if let (Served::Copying, Some(cache)) = (served, cache) {
+                    cache.note_read(handle.member);
+                }
                 done(self.read_stored(member, offset, end));
                 // The kernel has copied the bytes: the daemon need not keep them mapped.
                 if let Ok(start) = member.data_start(&self.archive) {
@@ -344,6 +373,15 @@ impl<B> NpzFs<B> {
                 }
             }
         }
+    }
+
+    /// Whether stored `member` is to be copied into the cache (`-o materialize`): only where
+    /// passthrough will serve the copy, and only if it fits the budget at all.
+    fn materializes(&self, member: &Member, cache: &Cache) -> bool {
+        self.materialize
+            && self.handles.passthrough()
+            && member.size > 0
+            && member.size <= cache.budget()
     }
 
     fn read_stored(&self, member: &Member, offset: u64, end: u64) -> Result<&[u8]> {

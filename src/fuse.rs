@@ -118,6 +118,8 @@ impl Filesystem for Fuse {
             && config.set_max_stack_depth(1).is_ok();
         if passthrough {
             self.fs.enable_passthrough();
+        } else {
+            self.fs.passthrough_unavailable();
         }
         Ok(())
     }

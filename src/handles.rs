@@ -32,6 +32,9 @@ pub enum Served {
     Cached,
     /// A compressed member whose complete cache file the kernel reads itself.
     Passthrough,
+    /// A stored member served from the archive while its copy into the cache runs
+    /// (`-o materialize`); the handle pins the copy.
+    Copying,
 }
 
 /// One open handle.
@@ -117,13 +120,14 @@ impl<B> Handles<B> {
             Served::Cached if self.passthrough() => self.backing(&mut st, ino, complete, register),
             _ => None,
         };
-        let served = match (&backing, served) {
-            (Some(_), _) => Served::Passthrough,
-            (None, Served::Cached) => {
+        let served = match backing {
+            Some(_) => Served::Passthrough,
+            None => {
+                // Every page-cached open counts: a stored member may go passthrough later
+                // (`-o materialize`), and the kernel refuses that while it has normal opens.
                 *st.normal.entry(ino).or_default() += 1;
-                Served::Cached
+                served
             }
-            (None, other) => other,
         };
         let handle = Handle {
             ino,
@@ -188,7 +192,7 @@ impl<B> Handles<B> {
                     st.backing.remove(&handle.ino);
                 }
             }
-            Served::Cached => {
+            Served::Cached | Served::Stored | Served::Copying => {
                 if let Some(n) = st.normal.get_mut(&handle.ino) {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
@@ -196,7 +200,6 @@ impl<B> Handles<B> {
                     }
                 }
             }
-            Served::Stored => {}
         }
         Some(handle)
     }

@@ -122,6 +122,12 @@ pub const MOUNT_OPTIONS: &[OptionSpec] = &[
         "remove the mount point directory once unmounted (for temporary mount points)",
     ),
     flag(
+        "materialize",
+        "copy stored members into the cache the first time they are opened, and serve them by \
+         FUSE passthrough once the copy is complete and checked: local-file speed for read and \
+         mmap (root on Linux 6.9+; ignored with a log line elsewhere)",
+    ),
+    flag(
         "nopassthrough",
         "serve complete cache files through the daemon, not by FUSE passthrough (which npzfs \
          uses when root on Linux 6.9+)",
@@ -398,6 +404,7 @@ fn apply(o: &mut Options, opt: &str) -> Result<()> {
         ("allow_root", None) => o.allow_root = true,
         ("auto_unmount", None) => o.auto_unmount = true,
         ("nopassthrough", None) => o.passthrough = false,
+        ("materialize", None) => o.cache.materialize = true,
         ("rmdir", None) => o.rmdir = true,
         ("owner_pid", Some(v)) => {
             o.owner_pid = Some(number(key, v, 10, i32::MAX as u64)?.max(1) as i32)

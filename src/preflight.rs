@@ -142,6 +142,14 @@ pub fn can_mount_directly() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }
 
+/// Whether FUSE passthrough can be had: it needs CAP_SYS_ADMIN in the initial user namespace
+/// (inside `unshare -Ur` the capability is the namespace's, and the kernel refuses).
+pub fn passthrough_possible() -> bool {
+    let initial = fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+    initial && can_mount_directly()
+}
+
 fn check_fusermount() -> Result<(), String> {
     let Some(path) = find_fusermount() else {
         return Err(

@@ -20,6 +20,8 @@ pub struct CacheConfig {
     pub fallbacks: Vec<PathBuf>,
     /// The byte budget.
     pub size: u64,
+    /// `materialize`: stored members are copied into the cache too, for passthrough.
+    pub materialize: bool,
 }
 
 impl CacheConfig {
@@ -47,6 +49,7 @@ impl CacheConfig {
             dir,
             fallbacks: chain,
             size,
+            materialize: false,
         }
     }
 
@@ -56,6 +59,7 @@ impl CacheConfig {
             dir,
             fallbacks: Vec::new(),
             size,
+            materialize: false,
         }
     }
 

@@ -258,6 +258,9 @@ fn decode(
     job: &Job,
     seek: Option<Writer>,
 ) -> Result<Option<Writer>, Stop> {
+    if job.method == Method::Stored {
+        return super::copy::run(slot, archive, job).map(|()| None);
+    }
     let deflate = job.method == Method::Deflated;
     let sink = Sink {
         slot,

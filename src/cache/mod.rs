@@ -19,6 +19,7 @@
 //! a rename (promotion) and a punch (a window turned sparse), each commented where it happens.
 
 mod config;
+mod copy;
 pub mod decoder;
 mod first_pass;
 pub mod inflate;
@@ -376,6 +377,18 @@ impl Cache {
             (None, Some(key)) => key.size,
             (None, None) => 0,
         }
+    }
+
+    /// A stored member being copied was read from the archive (its copy yields to readers).
+    pub fn note_read(&self, number: usize) {
+        if let Some(slot) = self.lock().live.get(&number) {
+            slot.note_read();
+        }
+    }
+
+    /// The byte budget.
+    pub fn budget(&self) -> u64 {
+        self.lock().budget
     }
 
     /// Bytes the cache accounts for now (held, decoding and kept members).

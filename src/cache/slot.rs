@@ -17,7 +17,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use super::seek_index::SeekTable;
@@ -79,6 +79,10 @@ pub struct Slot {
     /// A first pass of a member larger than the cache keeps only its last this many bytes
     /// in the file; reads behind them wait until it is sparse.
     pub window: Option<u64>,
+    /// A stored member being copied (`-o materialize`): when a reader last read it from the
+    /// archive, in milliseconds since the slot was made (0: never).
+    last_read: AtomicU64,
+    made: std::time::Instant,
 }
 
 impl Slot {
@@ -124,7 +128,23 @@ impl Slot {
             cancelled: AtomicBool::new(false),
             sparse: OnceLock::new(),
             window: None,
+            last_read: AtomicU64::new(0),
+            made: std::time::Instant::now(),
         }
+    }
+
+    /// A reader read the member meanwhile (from the archive, while it is copied).
+    pub fn note_read(&self) {
+        let ms = self.made.elapsed().as_millis().max(1);
+        self.last_read
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Whether a reader read the member within the last `ms` milliseconds.
+    pub fn read_within(&self, ms: u64) -> bool {
+        let last = self.last_read.load(Ordering::Relaxed);
+        let now = u64::try_from(self.made.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last != 0 && now.saturating_sub(last) < ms
     }
 
     fn lock(&self) -> MutexGuard<'_, Fill> {
