@@ -1,8 +1,9 @@
 //! The filesystem core: plain Rust, no fuser types; every operation returns `Result`.
 //!
 //! `fuse.rs` is a thin adapter over this, so the filesystem can be tested without the kernel
-//! (the mountpoint-s3 split). The members and tree are immutable and lock-free; nothing here
-//! holds a lock, so any number of request threads can serve at once.
+//! (the mountpoint-s3 split). The members and tree are immutable and read without locks; the
+//! handle table and the memo of `.npy` headers take short locks of their own, never across
+//! I/O, so any number of request threads can serve at once.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -48,6 +48,7 @@ pub mod members;
 pub mod mount;
 pub mod mountpoint;
 pub mod npy;
+pub mod option_table;
 pub mod options;
 pub mod owner;
 pub mod peek;

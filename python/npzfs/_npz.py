@@ -97,6 +97,23 @@ class _Shared:
         self.mount.unmount()
 
 
+class _Bag:
+    """Attribute access to the arrays: ``z.f.weights`` is ``z["weights"]`` (numpy's
+    ``NpzFile.f``)."""
+
+    def __init__(self, z: "NpzFile") -> None:
+        object.__setattr__(self, "_z", z)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return object.__getattribute__(self, "_z")[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __dir__(self) -> List[str]:
+        return list(object.__getattribute__(self, "_z").files)
+
+
 class NpzFile(Mapping[str, Any]):
     """The arrays of an ``.npz`` archive, each a read-only memory map; like numpy's NpzFile.
 
@@ -127,6 +144,11 @@ class NpzFile(Mapping[str, Any]):
         if self._names is None:
             self._names = self._open_reader().names()
         return self._names
+
+    @property
+    def f(self) -> _Bag:
+        """The arrays as attributes: ``z.f.weights`` is ``z["weights"]``."""
+        return _Bag(self)
 
     @property
     def files(self) -> List[str]:

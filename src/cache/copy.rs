@@ -31,8 +31,10 @@ const RECENT_MS: u64 = 50;
 /// Copies member `job` into `slot`'s file and checks it; the caller settles the slot.
 pub fn run(slot: &Slot, archive: &Archive, job: &Job) -> Result<(), Stop> {
     // The reader that started the copy is served from the archive meanwhile: it comes first.
-    // SAFETY: setpriority on this thread (a tid is a valid PRIO_PROCESS target on Linux).
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    // On Linux the nice value is per thread, and `who` 0 is the calling thread (setpriority(2),
+    // NOTES). Not gettid(): glibc has it only from 2.30, and the wheel targets 2.28.
+    // SAFETY: setpriority on the calling thread.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
     let yield_until = Instant::now() + YIELD_AT_MOST;
     let (src, dst) = (archive.file(), slot.file());
     let cloned = reflink(src, job.data_start, dst, job.size);

@@ -82,6 +82,8 @@ def test_load_gives_what_np_load_gives_as_memory_maps(which, request):
             assert_same(z[key], want[key])
             assert_same(z[f"{key}.npy"], want[key])
         assert "nope" not in z and 3 not in z
+        assert_same(z.f.float64, want["float64"])
+        assert "int8" in dir(z.f)
         with pytest.raises(KeyError, match="nope is not a file in the archive"):
             z["nope"]
         assert dict(z.items()).keys() == set(want.files)
