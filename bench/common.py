@@ -40,6 +40,29 @@ def int16_npz(work: Path, mib: int) -> Path:
     return npz
 
 
+def float32_member(work: Path, mib: int):
+    """The stored benchmarks' member: work/data.npz holding x (float32 noise, `mib` MiB,
+    written by np.savez) and work/x.npy, the same bytes as a local file. Returns
+    (npz, local, element count)."""
+    import numpy as np
+
+    n = mib * (1 << 20) // 4
+    data = np.random.default_rng(1).standard_normal(n, dtype=np.float32)
+    npz, local = work / "data.npz", work / "x.npy"
+    np.savez(npz, x=data)
+    np.save(local, data)
+    return npz, local, n
+
+
+def random_elements(path: Path, idx):
+    """Reads element i of the .npy at `path` through np.load(mmap_mode='r') for each i."""
+    import numpy as np
+
+    a = np.load(path, mmap_mode="r")
+    for i in idx:
+        a[i]
+
+
 def read_all(path: Path) -> int:
     """Sequential read with 1 MiB reads; returns the byte count."""
     buf = bytearray(1 << 20)

@@ -24,14 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import BIN, cleanup, median, read_all, timed
+from common import BIN, cleanup, float32_member, median, random_elements, read_all, timed
 from mounters import Npzfs, start
-
-
-def random_reads(path: Path, idx):
-    a = np.load(path, mmap_mode="r")
-    for i in idx:
-        a[i]
 
 
 def cp_synced(src: Path, dst: Path):
@@ -54,12 +48,7 @@ def main():
         cleanup(work)
         return
     try:
-        n = args.mib * (1 << 20) // 4
-        data = np.random.default_rng(1).standard_normal(n, dtype=np.float32)
-        npz, local = work / "data.npz", work / "x.npy"
-        np.savez(npz, x=data)
-        np.save(local, data)
-        del data
+        npz, local, n = float32_member(work, args.mib)
         size = local.stat().st_size
         idx = np.random.default_rng(2).integers(0, n, 20_000)
         mnt, cache = work / "mnt", work / "cache"
@@ -69,7 +58,7 @@ def main():
         for run in range(args.runs):
             read_all(npz), read_all(local)
             rows["local"]["seq read"].append(size / timed(lambda: read_all(local)) / 1e6)
-            rows["local"]["random 20k"].append(timed(lambda: random_reads(local, idx)) * 1e3)
+            rows["local"]["random 20k"].append(timed(lambda: random_elements(local, idx)) * 1e3)
             copy_to = work / "cache" / f"cp-{run}"
             copy_to.parent.mkdir(exist_ok=True)
             rows["local"]["copy"].append(timed(lambda: cp_synced(local, copy_to)))
@@ -86,8 +75,8 @@ def main():
                             time.sleep(0.005)
                     read_all(x)  # warm: a fresh open, by passthrough once the copy is complete
                     rows[name]["seq read"].append(size / timed(lambda: read_all(x)) / 1e6)
-                    random_reads(x, idx)
-                    rows[name]["random 20k"].append(timed(lambda: random_reads(x, idx)) * 1e3)
+                    random_elements(x, idx)
+                    rows[name]["random 20k"].append(timed(lambda: random_elements(x, idx)) * 1e3)
                 finally:
                     m.unmount(mnt)
             # The copy alone: an open that reads nothing, until the copy is named complete.

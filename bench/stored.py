@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, cleanup, median, read_all, timed
+from common import REPO, cleanup, float32_member, median, random_elements, read_all, timed
 from mounters import start, usable
 
 
@@ -61,23 +61,12 @@ def ceiling_reads(npz: Path, mnt: Path):
         proc.wait(timeout=30)
 
 
-def random_reads(path: Path, idx):
-    a = np.load(path, mmap_mode="r")
-    for i in idx:
-        a[i]
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=1024)
     args, mounters, work = start(ap)
     try:
-        n = args.mib * (1 << 20) // 4
-        data = np.random.default_rng(1).standard_normal(n, dtype=np.float32)
-        npz, local = work / "data.npz", work / "x.npy"
-        np.savez(npz, x=data)
-        np.save(local, data)
-        del data
+        npz, local, n = float32_member(work, args.mib)
         size = local.stat().st_size
         mounters = usable(mounters, npz, work)
         idx = np.random.default_rng(2).integers(0, n, 10_000)
@@ -107,14 +96,14 @@ def main():
                 try:
                     x = mnt / "x.npy"
                     row["mmap scan"].append(size / timed(lambda: scan(x)) / 1e6)
-                    row["random 10k"].append(timed(lambda: random_reads(x, idx)) * 1e3)
+                    row["random 10k"].append(timed(lambda: random_elements(x, idx)) * 1e3)
                 finally:
                     m.unmount(mnt)
             read_all(local)
             base["cold read"].append(size / timed(lambda: read_all(local)) / 1e6)
             base["warm read"].append(base["cold read"][-1])
             base["mmap scan"].append(size / timed(lambda: scan(local)) / 1e6)
-            base["random 10k"].append(timed(lambda: random_reads(local, idx)) * 1e3)
+            base["random 10k"].append(timed(lambda: random_elements(local, idx)) * 1e3)
         print(f"member: {size / 2**20:.0f} MiB float32, stored; baseline: the same bytes in a local file")
         names = [m.name for m in mounters]
         print(f"{'':12} {'local':>10} " + " ".join(f"{n:>19}" for n in names))
