@@ -223,16 +223,20 @@ impl<B> NpzFs<B> {
     }
 
     /// The extended attributes of `ino` (ARCHITECTURE.md, `info.rs`): none on directories;
-    /// on a member, its ZIP facts, its `.npy` header's where it is a valid `.npy`, and its
-    /// bytes in the cache if it is compressed. Reading the header decodes only the member's
-    /// first bytes (once; remembered), never its whole stream.
-    pub fn xattrs(&self, ino: Ino) -> Result<Vec<(&'static str, String)>> {
+    /// on a member, its ZIP facts, its `.npy` header's where it is a valid `.npy` (only with
+    /// `header`), and its bytes in the cache if it is compressed. Reading the header decodes
+    /// only the member's first bytes (once; remembered), never its whole stream.
+    pub fn xattrs(&self, ino: Ino, header: bool) -> Result<Vec<(&'static str, String)>> {
         let number = match self.tree.node(ino)?.kind {
             NodeKind::Dir { .. } => return Ok(Vec::new()),
             NodeKind::File { member } => member,
         };
         let member = self.member(number)?;
-        let facts = Facts::of(member, self.npy_header(number, member).as_deref().cloned());
+        let npy = match header {
+            true => self.npy_header(number, member).as_deref().cloned(),
+            false => None,
+        };
+        let facts = Facts::of(member, npy);
         let cached = member
             .method
             .is_compressed()
@@ -240,11 +244,16 @@ impl<B> NpzFs<B> {
         Ok(info::xattrs(&facts, cached))
     }
 
-    /// The value of extended attribute `name` of `ino`.
+    /// The value of extended attribute `name` of `ino`. A name that is not npzfs's costs
+    /// nothing; only `user.npy.*` reads the member's header.
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
-        self.xattrs(ino)?
+        let name = std::str::from_utf8(name)
+            .ok()
+            .filter(|n| info::XATTR_NAMES.contains(n))
+            .ok_or(Error::NoAttr)?;
+        self.xattrs(ino, info::needs_header(name))?
             .into_iter()
-            .find(|(n, _)| n.as_bytes() == name)
+            .find(|(n, _)| *n == name)
             .map(|(_, v)| v.into_bytes())
             .ok_or(Error::NoAttr)
     }
@@ -252,7 +261,7 @@ impl<B> NpzFs<B> {
     /// The names of `ino`'s extended attributes, each ending in NUL, as `listxattr` wants.
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
         Ok(self
-            .xattrs(ino)?
+            .xattrs(ino, true)?
             .into_iter()
             .flat_map(|(n, _)| n.bytes().chain([0]))
             .collect())

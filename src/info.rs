@@ -55,6 +55,23 @@ pub fn method_name(method: Method) -> String {
     }
 }
 
+/// Every extended attribute name npzfs answers; anything else (`security.selinux`,
+/// `system.posix_acl_access`, which `ls -l` asks of every entry) is ENODATA at once.
+pub const XATTR_NAMES: [&str; 7] = [
+    "user.npy.dtype",
+    "user.npy.shape",
+    "user.npy.fortran_order",
+    "user.zip.method",
+    "user.zip.compressed_size",
+    "user.zip.crc32",
+    "user.npzfs.cached",
+];
+
+/// Whether `name` needs the member's `.npy` header (its first bytes read, or inflated).
+pub fn needs_header(name: &str) -> bool {
+    name.starts_with("user.npy.")
+}
+
 /// The extended attributes of a member with `facts`, in the order `listxattr` gives them;
 /// `cached` is the member's decoded bytes in the cache (compressed members only).
 pub fn xattrs(facts: &Facts, cached: Option<u64>) -> Vec<(&'static str, String)> {
@@ -106,5 +123,28 @@ mod tests {
                 "zstd"
             ]
         );
+    }
+
+    #[test]
+    fn every_attribute_made_is_one_getxattr_answers() {
+        let header = npy::Header {
+            descr: "<f4".into(),
+            fortran_order: false,
+            shape: vec![2],
+            len: 128,
+        };
+        let facts = Facts {
+            name: "x.npy".into(),
+            method: "deflated".into(),
+            size: 136,
+            compressed_size: 40,
+            crc32: 1,
+            npy: Some(header),
+        };
+        let made: Vec<&str> = xattrs(&facts, Some(0))
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(made, XATTR_NAMES);
     }
 }

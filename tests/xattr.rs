@@ -8,6 +8,7 @@ mod common;
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use common::fs::{OWNER, ino, mount_with_cache, stats};
@@ -136,4 +137,31 @@ fn a_deflated_header_is_read_without_decoding_the_member() {
     let s = stats(&f.fs);
     assert_eq!((s.decoded, s.used), (0, 0), "no decode was started: {s}");
     assert!(f.cache_files().is_empty(), "{:?}", f.cache_files());
+}
+
+#[test]
+fn only_user_npy_names_read_the_member() {
+    // `ls -l` asks every entry for security.selinux and system.posix_acl_*: those, and the ZIP
+    // facts, must cost no read of the member. With the archive's bytes gone they still answer,
+    // and no failed header read is remembered: once the bytes are back, the header is read.
+    let data = npy("<f8", "(1000,)", &[1u8; 8000]);
+    let bytes = build_zip(b"", &[Entry::stored("x.npy", data)]);
+    let f = mount_with_cache(&bytes, OWNER, tempfile::tempdir().unwrap(), 1 << 20);
+    let x = ino(&f.fs, "x.npy");
+    let archive = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(f._file.path())
+            .unwrap()
+    };
+    archive().set_len(0).unwrap();
+    for name in ["security.selinux", "system.posix_acl_access", "user.other"] {
+        assert_eq!(
+            f.fs.getxattr(x, name.as_bytes()).unwrap_err().errno(),
+            libc::ENODATA
+        );
+    }
+    assert_eq!(f.fs.getxattr(x, b"user.zip.method").unwrap(), b"stored");
+    archive().write_all_at(&bytes, 0).unwrap();
+    assert_eq!(f.fs.getxattr(x, b"user.npy.dtype").unwrap(), b"<f8");
 }
