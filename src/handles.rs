@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use crate::tree::Ino;
 
@@ -71,7 +71,8 @@ struct State<B> {
 pub struct Handles<B> {
     passthrough: AtomicBool,
     next_fh: AtomicU64,
-    state: Mutex<State<B>>,
+    /// Every read looks its handle up (shared); opens and releases change the table.
+    state: RwLock<State<B>>,
 }
 
 impl<B> Default for Handles<B> {
@@ -79,7 +80,7 @@ impl<B> Default for Handles<B> {
         Handles {
             passthrough: AtomicBool::new(false),
             next_fh: AtomicU64::new(0),
-            state: Mutex::new(State {
+            state: RwLock::new(State {
                 by_fh: HashMap::new(),
                 backing: HashMap::new(),
                 normal: HashMap::new(),
@@ -99,8 +100,12 @@ impl<B> Handles<B> {
         self.passthrough.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<B>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> RwLockWriteGuard<'_, State<B>> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State<B>> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records an open of `ino` reading `member`, served as `served` (stored or cached). A
@@ -174,7 +179,7 @@ impl<B> Handles<B> {
 
     /// The handle `fh`, if it is open.
     pub fn get(&self, fh: u64) -> Option<Handle> {
-        self.lock().by_fh.get(&fh).map(|(h, _)| *h)
+        self.read().by_fh.get(&fh).map(|(h, _)| *h)
     }
 
     /// Forgets handle `fh`; a passthrough backing goes with its inode's last handle.

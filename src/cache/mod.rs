@@ -391,11 +391,6 @@ impl Cache {
         self.lock().budget
     }
 
-    /// Bytes the cache accounts for now (held, decoding and kept members).
-    pub fn used(&self) -> u64 {
-        self.lock().used
-    }
-
     /// The cache's counters now.
     pub fn stats(&self) -> CacheStats {
         let s = &self.shared.stats;

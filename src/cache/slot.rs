@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use super::seek_index::SeekTable;
-use super::spans::{BLOCK, Gather, ReadPlan, Span, SpanBook, punch_hole};
+use super::spans::{BLOCK, Gather, ReadPlan, SpanBook, punch_hole};
 use super::store::FileKey;
 use crate::error::{Error, Result};
 
@@ -194,14 +194,6 @@ impl Slot {
         }
     }
 
-    /// Each span's state (sparse members; for tests and logs).
-    pub fn spans(&self) -> Vec<Span> {
-        match &*self.lock() {
-            Fill::Sparse(book) => book.states(),
-            _ => Vec::new(),
-        }
-    }
-
     /// The bytes the budget charges for this member while it is live: its size, its window
     /// during a windowed first pass, nothing as a sparse member (its spans are charged).
     pub fn charge(&self) -> u64 {
@@ -259,7 +251,7 @@ impl Slot {
             }
             Fill::Failed(e) => Err(e.clone()),
             Fill::Sparse(book) => {
-                return match book.read(&self.file, &self.what(), (offset, end), done) {
+                return match book.read(&self.file, &self.name, (offset, end), done) {
                     ReadPlan::Parked(start) => start,
                     ReadPlan::Now(done, bytes) => {
                         drop(fill);
@@ -473,15 +465,11 @@ impl Slot {
     pub fn promote_if_full(&self) -> Option<usize> {
         let mut fill = self.lock();
         let spans = match &*fill {
-            Fill::Sparse(book) if book.full() => book.states().len(),
+            Fill::Sparse(book) if book.full() => book.len(),
             _ => return None,
         };
         *fill = Fill::Complete;
         Some(spans)
-    }
-
-    fn what(&self) -> String {
-        format!("the cache file of {}", self.name)
     }
 
     fn pread(&self, offset: u64, end: u64) -> Result<Vec<u8>> {
@@ -491,7 +479,7 @@ impl Slot {
         let mut buf = vec![0u8; len];
         self.file
             .read_exact_at(&mut buf, offset)
-            .map_err(|e| Error::io("read", self.what(), e))?;
+            .map_err(|e| Error::io("read", format!("the cache file of {}", self.name), e))?;
         Ok(buf)
     }
 }

@@ -141,13 +141,14 @@ impl SpanBook {
         (book, present)
     }
 
-    /// A read of `[offset, end)`. Spans present now are copied from `file` at once (the
+    /// A read of `[offset, end)` of member `name`. Spans present now are copied from `file` at
+    /// once (the
     /// caller holds the slot's lock: no punch can zero them mid-copy); absent ones are marked
     /// filling, for the caller to start, and the read waits for those and any being filled.
     pub fn read(
         &mut self,
         file: &File,
-        what: &str,
+        name: &str,
         (offset, end): (u64, u64),
         done: ReadDone,
     ) -> ReadPlan {
@@ -164,6 +165,7 @@ impl SpanBook {
                     let (from, to) = overlap(self.layout.span(i), offset, end);
                     let dest = &mut buf[(from - offset) as usize..(to - offset) as usize];
                     if let Err(e) = file.read_exact_at(dest, from) {
+                        let what = format!("the cache file of {name}");
                         return ReadPlan::Now(done, Err(Error::io("read", what, e)));
                     }
                 }
@@ -285,7 +287,18 @@ impl SpanBook {
             .sum()
     }
 
+    /// How many spans there are.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
     /// Each span's state.
+    #[cfg(test)]
     pub fn states(&self) -> Vec<Span> {
         self.spans.clone()
     }
