@@ -1,20 +1,17 @@
 //! The first bytes of a member, without the cache: enough for its `.npy` header (for xattrs
 //! and `--list`). A stored member's bytes are read from the archive with `pread`; a deflated
-//! one is inflated only as far as asked, from the start of its stream; the rarer methods go
-//! through the zip crate's reader. Nothing starts in the background, nothing is written.
+//! one is inflated only as far as asked, from the start of its stream (the inflate loop
+//! sparse members use, `cache::inflate::inflate_at`); the rarer methods go through the zip
+//! crate's reader. Nothing starts in the background, nothing is written.
 
 use std::io::Read;
 
-use flate2::{Decompress, FlushDecompress, Status};
-
 use crate::archive::Archive;
 use crate::cache::decoder::zip_crate_member;
+use crate::cache::inflate::{Point, inflate_at};
 use crate::error::{Error, Result};
 use crate::members::{Member, Method};
 use crate::npy;
-
-/// Compressed bytes read at a time.
-const INPUT: usize = 64 << 10;
 
 /// The `.npy` header of member `number`, if it is a valid one.
 pub fn npy_header(archive: &Archive, member: &Member, number: usize) -> Option<npy::Header> {
@@ -40,7 +37,10 @@ pub fn prefix(archive: &Archive, member: &Member, number: usize, want: usize) ->
             archive.read_exact_at(&mut out, start)?;
             Ok(out)
         }
-        Method::Deflated => inflate_prefix(archive, member, start, want),
+        Method::Deflated => {
+            let range = (start, member.compressed_size);
+            inflate_at(archive, range, &Point::start(), want, &member.name)
+        }
         Method::Codec(_) => {
             let (mut zip, found) =
                 zip_crate_member(archive, &member.name, number, member.header_start)?;
@@ -59,35 +59,6 @@ pub fn prefix(archive: &Archive, member: &Member, number: usize, want: usize) ->
             cause: format!("compression method {n}"),
         }),
     }
-}
-
-/// Inflates the raw deflate stream at `start` until `want` bytes are out.
-fn inflate_prefix(archive: &Archive, member: &Member, start: u64, want: usize) -> Result<Vec<u8>> {
-    let mut inflater = Decompress::new(false);
-    let mut out = vec![0u8; want];
-    let mut input = vec![0u8; INPUT];
-    let (mut made, mut consumed) = (0usize, 0u64);
-    while made < want && consumed < member.compressed_size {
-        let n = (member.compressed_size - consumed).min(INPUT as u64) as usize;
-        archive.read_exact_at(&mut input[..n], start + consumed)?;
-        let mut pos = 0;
-        while pos < n && made < want {
-            let (in_before, out_before) = (inflater.total_in(), inflater.total_out());
-            let status = inflater
-                .decompress(&input[pos..n], &mut out[made..], FlushDecompress::None)
-                .map_err(|e| corrupt(member, e.to_string()))?;
-            pos += (inflater.total_in() - in_before) as usize;
-            made += (inflater.total_out() - out_before) as usize;
-            let stuck = inflater.total_in() == in_before && inflater.total_out() == out_before;
-            if status == Status::StreamEnd || stuck {
-                out.truncate(made);
-                return Ok(out);
-            }
-        }
-        consumed += pos as u64;
-    }
-    out.truncate(made);
-    Ok(out)
 }
 
 fn corrupt(member: &Member, cause: String) -> Error {

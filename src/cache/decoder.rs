@@ -316,12 +316,7 @@ fn inflate(pipe: Pipe, slot: &Slot, job: &Job, archive: &Archive) -> Result<(), 
     let mut out = vec![0u8; CHUNK];
     let (mut out_len, mut out_total) = (0usize, 0u64);
     let mut history = History::default();
-    let mut points = vec![Point {
-        out: 0,
-        input: 0,
-        bits: 0,
-        history: Vec::new(),
-    }];
+    let mut points = vec![Point::start()];
     let (mut last_point, mut last_input, mut next_span) = (0u64, 0u64, SPAN);
     loop {
         if slot.is_cancelled() {

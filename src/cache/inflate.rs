@@ -15,6 +15,9 @@ use std::ffi::c_int;
 
 use libz_rs_sys as z;
 
+use crate::archive::Archive;
+use crate::error::{Error, Result};
+
 /// History a deflate block can refer back to.
 pub const HISTORY: usize = 32 << 10;
 
@@ -45,6 +48,74 @@ pub struct Point {
     pub bits: u8,
     /// The decoded bytes before `out` (all of them if fewer than [`HISTORY`]).
     pub history: Vec<u8>,
+}
+
+impl Point {
+    /// The start of the stream: nothing before it.
+    pub fn start() -> Point {
+        Point {
+            out: 0,
+            input: 0,
+            bits: 0,
+            history: Vec::new(),
+        }
+    }
+}
+
+/// Compressed bytes read from the archive at a time by [`inflate_at`].
+const INPUT: usize = 64 << 10;
+
+/// Inflates `len` bytes of member `name`'s raw deflate stream, which lies at
+/// `[data_start, data_start + compressed_size)` of `archive`, restarting at `point` (a seek
+/// point, or [`Point::start`]). The archive is read with `pread`, never through its mapping.
+pub fn inflate_at(
+    archive: &Archive,
+    (data_start, compressed_size): (u64, u64),
+    point: &Point,
+    len: usize,
+    name: &str,
+) -> Result<Vec<u8>> {
+    let corrupt = |cause: String| Error::Corrupt {
+        what: name.to_string(),
+        cause,
+    };
+    let changed = |_| corrupt("the archive cannot be read (changed while mounted?)".into());
+    let mut previous = [0u8; 1];
+    if point.bits > 0 && point.input > 0 {
+        archive
+            .read_exact_at(&mut previous, data_start + point.input - 1)
+            .map_err(changed)?;
+    }
+    let mut inflater = Inflater::at(point, previous[0]).map_err(corrupt)?;
+    let mut out = vec![0u8; len];
+    let mut input = vec![0u8; INPUT];
+    let (mut made, mut consumed) = (0usize, point.input);
+    let ends_early = || corrupt("the deflate stream ends early".into());
+    while made < len {
+        let n = compressed_size.saturating_sub(consumed).min(INPUT as u64) as usize;
+        if n == 0 {
+            return Err(ends_early());
+        }
+        archive
+            .read_exact_at(&mut input[..n], data_start + consumed)
+            .map_err(changed)?;
+        let mut pos = 0;
+        while pos < n && made < len {
+            let step = inflater
+                .inflate(&input[pos..n], &mut out[made..], false)
+                .map_err(corrupt)?;
+            pos += step.used;
+            made += step.made;
+            if step.end || (step.used == 0 && step.made == 0) {
+                break;
+            }
+        }
+        consumed += pos as u64;
+        if made < len && pos < n {
+            return Err(ends_early());
+        }
+    }
+    Ok(out)
 }
 
 /// What one call to [`Inflater::inflate`] did.

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use super::Shared;
 use super::decoder::{self, Stop};
-use super::inflate::Inflater;
+use super::inflate::inflate_at;
 use super::seek_index::{Expected, SeekTable};
 use super::slot::{Slot, Sparse};
 use super::spans::footprint;
@@ -21,9 +21,6 @@ use super::store::{FileKey, Store};
 use crate::archive::Archive;
 use crate::error::{Error, Result, cause};
 use crate::members::Member;
-
-/// Compressed bytes read from the archive at a time while decoding a span.
-const INPUT: usize = 64 << 10;
 
 /// The checked seek index of `key`, if one was saved; a damaged or stale one is deleted (the
 /// next full decode writes it again).
@@ -165,42 +162,7 @@ fn decode(sparse: &Sparse, archive: &Archive, name: &str, i: usize, len: u64) ->
         cause,
     };
     let point = sparse.table.point(i).map_err(corrupt)?;
-    let changed = |_| corrupt("the archive cannot be read (changed while mounted?)".into());
-    let mut previous = [0u8; 1];
-    if point.bits > 0 && point.input > 0 {
-        archive
-            .read_exact_at(&mut previous, sparse.data_start + point.input - 1)
-            .map_err(changed)?;
-    }
-    let mut inflater = Inflater::at(&point, previous[0]).map_err(corrupt)?;
     let len = usize::try_from(len).map_err(|_| corrupt("span too large".into()))?;
-    let mut out = vec![0u8; len];
-    let mut input = vec![0u8; INPUT];
-    let (mut made, mut consumed) = (0usize, point.input);
-    let ends_early = || corrupt("the deflate stream ends early".into());
-    while made < len {
-        let n = (sparse.compressed_size - consumed).min(INPUT as u64) as usize;
-        if n == 0 {
-            return Err(ends_early());
-        }
-        archive
-            .read_exact_at(&mut input[..n], sparse.data_start + consumed)
-            .map_err(changed)?;
-        let mut pos = 0;
-        while pos < n && made < len {
-            let step = inflater
-                .inflate(&input[pos..n], &mut out[made..], false)
-                .map_err(corrupt)?;
-            pos += step.used;
-            made += step.made;
-            if step.end || (step.used == 0 && step.made == 0) {
-                break;
-            }
-        }
-        consumed += pos as u64;
-        if made < len && pos < n {
-            return Err(ends_early());
-        }
-    }
-    Ok(out)
+    let range = (sparse.data_start, sparse.compressed_size);
+    inflate_at(archive, range, &point, len, name)
 }
