@@ -380,8 +380,15 @@ impl Cache {
     }
 
     /// A stored member being copied was read from the archive (its copy yields to readers).
+    /// On the stored read path, so it never waits for the cache lock: a note missed while the
+    /// lock is busy only means the copy does not yield for that one read.
     pub fn note_read(&self, number: usize) {
-        if let Some(slot) = self.lock().live.get(&number) {
+        let ledger = match self.shared.ledger.try_lock() {
+            Ok(ledger) => ledger,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        if let Some(slot) = ledger.live.get(&number) {
             slot.note_read();
         }
     }

@@ -183,8 +183,9 @@ def test_errors_are_pythons(tmp_path, stored):
         assert e.value.exit_code == 6 and not isinstance(e.value, npzfs.FuseUnavailableError)
 
 
-def test_a_large_deflated_member_is_read_while_it_decodes(tmp_path):
-    """The first element needs the first chunk only (bench/python_load.py times it)."""
+def test_elements_of_a_large_deflated_member_are_exact(tmp_path):
+    """First, last and strided elements of a 16 MiB deflated member through load(). That the
+    first one needs only the first chunk is a timing: bench/python_load.py measures it."""
     path = tmp_path / "big.npz"
     big = np.arange(1 << 22, dtype=np.int32)  # 16 MiB
     np.savez_compressed(path, big=big)
