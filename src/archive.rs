@@ -56,6 +56,16 @@ impl Archive {
             cause: c,
         };
         let file = File::open(path).map_err(|e| open_err(cause(&e)))?;
+        Archive::from_file(file, path)
+    }
+
+    /// The archive in `file`, opened from `path` (for messages); refuses anything that is not
+    /// a regular file.
+    pub fn from_file(file: File, path: &Path) -> Result<Archive> {
+        let open_err = |c: String| Error::ArchiveOpen {
+            path: path.to_path_buf(),
+            cause: c,
+        };
         let meta = file.metadata().map_err(|e| open_err(cause(&e)))?;
         if meta.is_dir() {
             return Err(open_err("is a directory, not an .npz file".into()));

@@ -13,7 +13,8 @@ use fuser::{BackingId, Config, MountOption, SessionACL};
 
 use crate::archive::Archive;
 use crate::error::{Error, Result, cause};
-use crate::fs::{NpzFs, Ownership};
+use crate::forest::Overrides;
+use crate::fs::{NpzFs, Ownership, Sources};
 use crate::fuse::Fuse;
 use crate::mount::{self, Unmounter};
 use crate::options::Options;
@@ -31,8 +32,14 @@ pub fn run(opts: &Options) -> Result<()> {
     // Taken before anything else, and before the fork: the owner must exist now.
     let watched = opts.owner_pid.map(Owner::watch).transpose()?;
     let started = Instant::now();
-    let archive = Archive::open(&opts.archive)?;
-    let members = members::read_members(&archive)?;
+    let single = match opts.sources.as_slice() {
+        [one] if !one.is_dir() => {
+            let archive = Archive::open(one)?;
+            let members = members::read_members(&archive)?;
+            Some((archive, members))
+        }
+        _ => None,
+    };
     let indexed = started.elapsed();
     preflight::check(
         &opts.mountpoint,
@@ -48,7 +55,6 @@ pub fn run(opts: &Options) -> Result<()> {
         gid: opts.gid.unwrap_or(gid),
         umask: opts.umask,
     };
-    let count = members.len();
     let mut cache = opts.cache.clone();
     if cache.materialize && !(opts.passthrough && preflight::passthrough_possible()) {
         // Known before mounting: the kernel would refuse the copies' passthrough.
@@ -58,12 +64,36 @@ pub fn run(opts: &Options) -> Result<()> {
         );
         cache.materialize = false;
     }
-    let fs = NpzFs::new(archive, members, owner, &cache)?;
-    log::debug!(
-        "{count} members: central directory {:.3} s, tree and cache {:.3} s",
-        indexed.as_secs_f64(),
-        (started.elapsed() - indexed).as_secs_f64()
-    );
+    let (fs, what) = match single {
+        Some((archive, members)) => {
+            let count = members.len();
+            let fs = NpzFs::new(archive, members, owner, &cache)?;
+            log::debug!(
+                "{count} members: central directory {:.3} s, tree and cache {:.3} s",
+                indexed.as_secs_f64(),
+                (started.elapsed() - indexed).as_secs_f64()
+            );
+            (fs, format!("{count} members"))
+        }
+        None => {
+            let max_archives = opts.max_archives.unwrap_or_else(default_max_archives);
+            let how = Sources {
+                overrides: Overrides {
+                    uid: opts.uid,
+                    gid: opts.gid,
+                    umask: opts.umask,
+                    mounted_by: (uid, gid),
+                },
+                max_archives,
+            };
+            let fs = NpzFs::sources(&opts.sources, how, &cache)?;
+            let n = opts.sources.len();
+            (
+                fs,
+                format!("{n} sources, at most {max_archives} archives open"),
+            )
+        }
+    };
     let plan = plan(opts, watched);
     let ready = Readiness {
         mountpoint,
@@ -72,8 +102,8 @@ pub fn run(opts: &Options) -> Result<()> {
         pipe: None,
     };
     log::debug!(
-        "mounting {} ({count} members) on {}",
-        opts.archive.display(),
+        "mounting {} ({what}) on {}",
+        sources_name(&opts.sources),
         opts.mountpoint.display()
     );
     if opts.foreground {
@@ -81,6 +111,43 @@ pub fn run(opts: &Options) -> Result<()> {
     } else {
         background(fs, plan, ready)
     }
+}
+
+/// The sources as /proc/mounts shows them: their resolved paths, joined by `:`.
+fn sources_name(sources: &[PathBuf]) -> String {
+    let names: Vec<String> = sources
+        .iter()
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+        .map(|p| p.display().to_string())
+        .collect();
+    names.join(":")
+}
+
+/// Raises the open-file limit to its hard limit (a tree of shards wants descriptors; the
+/// soft limit of 1024 is a relic of select(2)) and takes a quarter of it for open archives,
+/// 16 to 4096; the rest is for cache files, handles and the reader's own opens.
+fn default_max_archives() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 256;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    };
+    usize::try_from(soft / 4).unwrap_or(4096).clamp(16, 4096)
 }
 
 /// fuser's settings and what our own mount(2) needs.
@@ -97,14 +164,11 @@ struct MountPlan {
 }
 
 fn plan(opts: &Options, owner: Option<Owner>) -> MountPlan {
-    let fsname = opts.fsname.clone().unwrap_or_else(|| {
-        let path = opts
-            .archive
-            .canonicalize()
-            .unwrap_or_else(|_| opts.archive.clone());
-        // fusermount3 splits its -o list on commas.
-        path.display().to_string().replace(',', "_")
-    });
+    // fusermount3 splits its -o list on commas.
+    let fsname = opts
+        .fsname
+        .clone()
+        .unwrap_or_else(|| sources_name(&opts.sources).replace(',', "_"));
     let mut config = Config::default();
     // Used when fusermount3 mounts; mount::mount_syscall sets the same itself.
     config.mount_options = vec![

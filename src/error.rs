@@ -103,6 +103,16 @@ pub enum Error {
         what: String,
         cause: Arc<io::Error>,
     },
+    /// A system call on a source tree failed: `cannot <verb> <what>: <cause>`. EACCES,
+    /// ENOENT, ENOTDIR and EMFILE reach the reader as themselves, anything else as EIO.
+    SourceIo {
+        verb: &'static str,
+        what: String,
+        cause: Arc<io::Error>,
+    },
+    /// A failure already logged once (an archive of a source tree that cannot be read):
+    /// answered again with its errno, logged at debug only.
+    Reported(Arc<Error>),
     /// A member's decoding was stopped (no one held it any more, or the mount went away).
     Stopped { what: String },
 }
@@ -121,8 +131,16 @@ impl Error {
                 Some(libc::ENOSPC) => libc::ENOSPC,
                 _ => libc::EIO,
             },
+            // A source tree's own answers reach the reader as themselves.
+            Error::SourceIo { cause, .. } => match cause.raw_os_error() {
+                Some(e @ (libc::EACCES | libc::ENOENT | libc::ENOTDIR | libc::EMFILE)) => e,
+                Some(libc::EPERM) => libc::EACCES,
+                Some(libc::ELOOP) => libc::ENOENT,
+                _ => libc::EIO,
+            },
             Error::Usage(_) => libc::EINVAL,
             Error::Stopped { .. } => libc::EIO,
+            Error::Reported(e) => e.errno(),
             Error::ArchiveOpen { .. }
             | Error::ArchiveFormat { .. }
             | Error::Mountpoint { .. }
@@ -152,10 +170,19 @@ impl Error {
 
     /// Whether a serving failure deserves a warning (EIO and friends) or only a debug line.
     pub fn is_expected(&self) -> bool {
-        matches!(
-            self,
-            Error::NotFound | Error::NotDir | Error::IsDir | Error::ReadOnly | Error::NoAttr
-        )
+        let quiet = [libc::EACCES, libc::ENOENT, libc::ENOTDIR];
+        match self {
+            Error::NotFound
+            | Error::NotDir
+            | Error::IsDir
+            | Error::ReadOnly
+            | Error::NoAttr
+            | Error::Reported(_) => true,
+            Error::SourceIo { cause, .. } => {
+                cause.raw_os_error().is_some_and(|e| quiet.contains(&e))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -163,6 +190,15 @@ impl Error {
     /// A failed system call: `cannot <verb> <what>: <cause>`.
     pub fn io(verb: &'static str, what: impl Into<String>, cause: io::Error) -> Error {
         Error::Io {
+            verb,
+            what: what.into(),
+            cause: Arc::new(cause),
+        }
+    }
+
+    /// A failed system call on a source tree: `cannot <verb> <what>: <cause>`.
+    pub fn in_source(verb: &'static str, what: impl Into<String>, cause: io::Error) -> Error {
+        Error::SourceIo {
             verb,
             what: what.into(),
             cause: Arc::new(cause),
@@ -221,8 +257,14 @@ impl fmt::Display for Error {
                 verb,
                 what,
                 cause: err,
+            }
+            | Error::SourceIo {
+                verb,
+                what,
+                cause: err,
             } => write!(f, "cannot {verb} {what}: {}", cause(err)),
             Error::Stopped { what } => write!(f, "cannot read {what}: its decoding was stopped"),
+            Error::Reported(e) => write!(f, "{e}"),
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
     BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -18,11 +18,7 @@ use fuser::{
 
 use crate::error::Error;
 use crate::fs::{Attr, BLOCK_SIZE, Kind, NpzFs};
-use crate::handles::Opened;
-
-/// Entry and attribute TTL: the archive is immutable while mounted, so the kernel may keep
-/// names and sizes for as long as it likes.
-const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+use crate::handles::{Opened, Served};
 
 /// The FUSE face of [`NpzFs`].
 pub struct Fuse {
@@ -100,6 +96,7 @@ fn file_type(kind: Kind) -> FileType {
     match kind {
         Kind::Dir => FileType::Directory,
         Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
     }
 }
 
@@ -133,14 +130,14 @@ impl Filesystem for Fuse {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name.as_bytes()) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&a.ttl, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail("lookup", parent.0, &e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&a.ttl, &file_attr(&a)),
             Err(e) => reply.error(fail("getattr", ino.0, &e)),
         }
     }
@@ -160,8 +157,12 @@ impl Filesystem for Fuse {
                 log::debug!("open ino {}: passthrough to its cache file", ino.0);
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
             }
-            // A normal open keeps the page cache across opens and processes; never DIRECT_IO,
-            // which breaks shared mmap (the kernel then answers mmap with ENODEV).
+            // A file of a source tree may change: its pages are dropped on open.
+            Ok(opened) if opened.served == Served::Source => {
+                reply.opened(FileHandle(opened.fh), FopenFlags::empty())
+            }
+            // A member's open keeps the page cache across opens and processes; never
+            // DIRECT_IO, which breaks shared mmap (the kernel then answers mmap with ENODEV).
             Ok(opened) => reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(fail("open", ino.0, &e)),
         }
@@ -212,12 +213,13 @@ impl Filesystem for Fuse {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.readdir(ino.0, 0) {
-            // The listing never changes: let the kernel cache it across opendir calls.
-            Ok(_) => reply.opened(
-                FileHandle(0),
+        match self.fs.opendir(ino.0) {
+            // An archive's listing never changes: the kernel may keep it across opendir calls.
+            Ok((fh, true)) => reply.opened(
+                FileHandle(fh),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
             ),
+            Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(fail("opendir", ino.0, &e)),
         }
     }
@@ -226,20 +228,16 @@ impl Filesystem for Fuse {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(ino.0, offset) {
-            Ok(entries) => {
-                for e in entries {
-                    let name = OsStr::from_bytes(e.name);
-                    if reply.add(INodeNo(e.ino), e.next_offset, file_type(e.kind), name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let listed = self.fs.readdir(ino.0, fh.0, offset, &mut |e| {
+            let name = OsStr::from_bytes(&e.name);
+            reply.add(INodeNo(e.ino), e.next_offset, file_type(e.kind), name)
+        });
+        match listed {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("readdir", ino.0, &e)),
         }
     }
@@ -248,32 +246,47 @@ impl Filesystem for Fuse {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.fs.readdir(ino.0, offset) {
-            Ok(entries) => {
-                for e in entries {
-                    let Ok(a) = self.fs.getattr(e.ino) else {
-                        continue;
-                    };
-                    let name = OsStr::from_bytes(e.name);
-                    let attr = file_attr(&a);
-                    if reply.add(
-                        INodeNo(e.ino),
-                        e.next_offset,
-                        name,
-                        &TTL,
-                        &attr,
-                        Generation(0),
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let listed = self.fs.readdir(ino.0, fh.0, offset, &mut |e| {
+            let Some(a) = e.attr.or_else(|| self.fs.getattr(e.ino).ok()) else {
+                return false;
+            };
+            let name = OsStr::from_bytes(&e.name);
+            let attr = file_attr(&a);
+            reply.add(
+                INodeNo(e.ino),
+                e.next_offset,
+                name,
+                &a.ttl,
+                &attr,
+                Generation(0),
+            )
+        });
+        match listed {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("readdirplus", ino.0, &e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(fail("readlink", ino.0, &e)),
         }
     }
 

@@ -35,15 +35,18 @@ pub enum Served {
     /// A stored member served from the archive while its copy into the cache runs
     /// (`-o materialize`); the handle pins the copy.
     Copying,
+    /// A regular file of a source tree, read from it.
+    Source,
 }
 
-/// One open handle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Handle {
+/// One open handle; `T` says what it reads (for the core: a member of an archive, or a file
+/// of a source tree).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handle<T> {
     /// The inode it was opened on.
     pub ino: Ino,
-    /// The member it reads (its number in the central directory).
-    pub member: usize,
+    /// What it reads.
+    pub target: T,
     /// How it is served.
     pub served: Served,
 }
@@ -59,8 +62,8 @@ pub struct Opened<B> {
     pub backing: Option<Arc<B>>,
 }
 
-struct State<B> {
-    by_fh: HashMap<u64, (Handle, Option<Arc<B>>)>,
+struct State<B, T> {
+    by_fh: HashMap<u64, (Handle<T>, Option<Arc<B>>)>,
     /// The shared backing of each inode with passthrough opens.
     backing: HashMap<Ino, Weak<B>>,
     /// Normal opens per inode of a compressed member.
@@ -68,15 +71,15 @@ struct State<B> {
 }
 
 /// Every open handle of the mount.
-pub struct Handles<B> {
+pub struct Handles<B, T> {
     passthrough: AtomicBool,
     next_fh: AtomicU64,
     /// Every read looks its handle up (shared); opens and releases change the table.
-    state: RwLock<State<B>>,
+    state: RwLock<State<B, T>>,
 }
 
-impl<B> Default for Handles<B> {
-    fn default() -> Handles<B> {
+impl<B, T> Default for Handles<B, T> {
+    fn default() -> Handles<B, T> {
         Handles {
             passthrough: AtomicBool::new(false),
             next_fh: AtomicU64::new(0),
@@ -89,7 +92,7 @@ impl<B> Default for Handles<B> {
     }
 }
 
-impl<B> Handles<B> {
+impl<B, T: Clone> Handles<B, T> {
     /// From now on, complete cache files are served by passthrough (the kernel agreed).
     pub fn enable_passthrough(&self) {
         self.passthrough.store(true, Ordering::Relaxed);
@@ -100,21 +103,21 @@ impl<B> Handles<B> {
         self.passthrough.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> RwLockWriteGuard<'_, State<B>> {
+    fn lock(&self) -> RwLockWriteGuard<'_, State<B, T>> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, State<B>> {
+    fn read(&self) -> RwLockReadGuard<'_, State<B, T>> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records an open of `ino` reading `member`, served as `served` (stored or cached). A
+    /// Records an open of `ino` reading `target`, served as `served` (stored or cached). A
     /// cached one goes by passthrough where it can: to `complete` (its complete cache file),
     /// made a backing by `register` under the lock, or joining the inode's backing.
     pub fn open(
         &self,
         ino: Ino,
-        member: usize,
+        target: T,
         served: Served,
         complete: Option<File>,
         register: impl FnOnce(&File) -> std::io::Result<B>,
@@ -136,7 +139,7 @@ impl<B> Handles<B> {
         };
         let handle = Handle {
             ino,
-            member,
+            target,
             served,
         };
         st.by_fh.insert(fh, (handle, backing.clone()));
@@ -151,7 +154,7 @@ impl<B> Handles<B> {
     /// normal opens; None where passthrough cannot be had (which turns it off for good).
     fn backing(
         &self,
-        st: &mut State<B>,
+        st: &mut State<B, T>,
         ino: Ino,
         complete: Option<File>,
         register: impl FnOnce(&File) -> std::io::Result<B>,
@@ -178,12 +181,12 @@ impl<B> Handles<B> {
     }
 
     /// The handle `fh`, if it is open.
-    pub fn get(&self, fh: u64) -> Option<Handle> {
-        self.read().by_fh.get(&fh).map(|(h, _)| *h)
+    pub fn get(&self, fh: u64) -> Option<Handle<T>> {
+        self.read().by_fh.get(&fh).map(|(h, _)| h.clone())
     }
 
     /// Forgets handle `fh`; a passthrough backing goes with its inode's last handle.
-    pub fn release(&self, fh: u64) -> Option<Handle> {
+    pub fn release(&self, fh: u64) -> Option<Handle<T>> {
         let mut st = self.lock();
         let (handle, backing) = st.by_fh.remove(&fh)?;
         match handle.served {
@@ -197,7 +200,7 @@ impl<B> Handles<B> {
                     st.backing.remove(&handle.ino);
                 }
             }
-            Served::Cached | Served::Stored | Served::Copying => {
+            Served::Cached | Served::Stored | Served::Copying | Served::Source => {
                 if let Some(n) = st.normal.get_mut(&handle.ino) {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
@@ -220,20 +223,20 @@ mod tests {
 
     #[test]
     fn without_passthrough_handles_are_what_they_were_opened_as() {
-        let h: Handles<u32> = Handles::default();
+        let h: Handles<u32, usize> = Handles::default();
         let a = h.open(5, 0, Served::Stored, None, |_| Ok(1));
         let b = h.open(6, 1, Served::Cached, Some(file()), |_| Ok(1));
         assert_ne!(a.fh, b.fh);
         assert_eq!((a.served, b.served), (Served::Stored, Served::Cached));
         assert!(b.backing.is_none());
-        assert_eq!(h.get(b.fh).map(|x| (x.ino, x.member)), Some((6, 1)));
+        assert_eq!(h.get(b.fh).map(|x| (x.ino, x.target)), Some((6, 1)));
         assert_eq!(h.release(a.fh).map(|x| x.served), Some(Served::Stored));
         assert!(h.get(a.fh).is_none() && h.release(a.fh).is_none());
     }
 
     #[test]
     fn an_inode_stays_in_one_mode() {
-        let h: Handles<u32> = Handles::default();
+        let h: Handles<u32, usize> = Handles::default();
         h.enable_passthrough();
         // A normal open first (not complete yet): a later complete open must not pass through.
         let normal = h.open(7, 0, Served::Cached, None, |_| Ok(1));
@@ -268,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_refused_backing_turns_passthrough_off() {
-        let h: Handles<u32> = Handles::default();
+        let h: Handles<u32, usize> = Handles::default();
         h.enable_passthrough();
         let o = h.open(3, 0, Served::Cached, Some(file()), |_| {
             Err(std::io::Error::from_raw_os_error(libc::EPERM))

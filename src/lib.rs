@@ -33,10 +33,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod archive;
+pub mod archive_fs;
+pub mod attr;
 pub mod cache;
 pub mod central;
 pub mod daemon;
 pub mod error;
+pub mod forest;
 pub mod fs;
 pub mod fuse;
 pub mod handles;
@@ -53,4 +56,5 @@ pub mod options;
 pub mod owner;
 pub mod peek;
 pub mod preflight;
+pub mod source;
 pub mod tree;

@@ -57,19 +57,24 @@ pub const MOUNT_OPTIONS: &[OptionSpec] = &[
     valued(
         "uid",
         "N",
-        "owner of every file (default: the mounting user)",
+        "owner of every file (default: the mounting user for one archive, each source file's \
+         owner for directory sources)",
     ),
-    valued(
-        "gid",
-        "N",
-        "group of every file (default: the mounting user's)",
-    ),
+    valued("gid", "N", "group of every file (default: as for uid)"),
     valued(
         "umask",
         "OCTAL",
-        "permission bits removed from 0444 (files) and 0555 (directories)",
+        "permission bits removed from 0444 (files) and 0555 (directories), or from the \
+         source's own bits",
     ),
     valued("threads", "N", "request threads, 1 to 64 (default 2)"),
+    valued(
+        "max_archives",
+        "N",
+        "archives of directory sources held open at once (a descriptor and a mapping each), \
+         least recently used closed first (default: a quarter of the open-file limit, 16 to \
+         4096)",
+    ),
     valued(
         "read_ahead_kb",
         "N",
@@ -79,7 +84,7 @@ pub const MOUNT_OPTIONS: &[OptionSpec] = &[
     valued(
         "fsname",
         "NAME",
-        "source name shown in /proc/mounts (default: the archive path)",
+        "source name shown in /proc/mounts (default: the source paths)",
     ),
     valued(
         "cache_dir",

@@ -29,18 +29,18 @@ pub const MAN_PAGE_FLAG: &str = "--print-man-page";
 #[command(
     name = "npzfs",
     version,
-    about = "Mount a NumPy .npz archive read-only: each member X.npy becomes a regular, \
+    about = "Mount NumPy .npz archives read-only: each member X.npy becomes a regular, \
              mmappable file"
 )]
 struct Cli {
-    /// The .npz (ZIP) archive to mount.
-    archive: PathBuf,
-    /// The directory to mount it on.
-    #[arg(required_unless_present = "list")]
-    mountpoint: Option<PathBuf>,
-    /// Print what is in the archive instead of mounting it: per member its name, dtype, shape,
+    /// SOURCE... MOUNTPOINT: the .npz archives and directories to mount, then the directory
+    /// to mount them on. One archive is the mount's root; a directory is mirrored live, each
+    /// .npz in its tree a folder of members; several sources sit side by side at the top.
+    #[arg(value_name = "SOURCE", required = true, num_args = 1..)]
+    paths: Vec<PathBuf>,
+    /// Print what is in ARCHIVE instead of mounting it: per member its name, dtype, shape,
     /// compression method, size, compressed size and ratio (sizes in human units).
-    #[arg(long, conflicts_with_all = ["mountpoint", "options", "foreground"])]
+    #[arg(long, conflicts_with_all = ["options", "foreground"])]
     list: bool,
     /// With --list: a JSON array of objects (name, dtype, shape, fortran_order, method, size,
     /// compressed_size, crc32), for scripts.
@@ -65,15 +65,18 @@ struct Cli {
 /// The command line as clap sees it, `--help` text included: the man page renders this.
 pub fn command() -> clap::Command {
     Cli::command()
-        .override_usage("npzfs [OPTIONS] ARCHIVE MOUNTPOINT\n       npzfs --list [--json] ARCHIVE")
+        .override_usage(
+            "npzfs [OPTIONS] SOURCE... MOUNTPOINT   (a SOURCE is an ARCHIVE or a directory)\n       \
+             npzfs --list [--json] ARCHIVE",
+        )
         .after_help(after_help())
 }
 
 /// Everything the command line says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
-    /// The archive to mount.
-    pub archive: PathBuf,
+    /// What to mount: one archive, or directories and archives.
+    pub sources: Vec<PathBuf>,
     /// Where to mount it.
     pub mountpoint: PathBuf,
     /// `-f`: stay in the foreground.
@@ -106,6 +109,9 @@ pub struct Options {
     pub owner_pid: Option<i32>,
     /// `rmdir`: remove the mount point once unmounted.
     pub rmdir: bool,
+    /// `max_archives=`: archives of source trees held open at once (None: from the open-file
+    /// limit).
+    pub max_archives: Option<usize>,
 }
 
 /// The outcome of parsing: options, or text that clap already formatted (help, version,
@@ -147,11 +153,20 @@ where
     if cli.json && !cli.list {
         return Err(Error::Usage("--json goes with --list".into()));
     }
-    let Some(mountpoint) = cli.mountpoint.filter(|_| !cli.list) else {
-        return Ok(Parsed::List {
-            archive: cli.archive,
-            json: cli.json,
-        });
+    let mut paths = cli.paths;
+    if cli.list {
+        return match <[PathBuf; 1]>::try_from(paths) {
+            Ok([archive]) => Ok(Parsed::List {
+                archive,
+                json: cli.json,
+            }),
+            Err(_) => Err(Error::Usage("--list takes one ARCHIVE".into())),
+        };
+    }
+    let (Some(mountpoint), false) = (paths.pop(), paths.is_empty()) else {
+        return Err(Error::Usage(
+            "missing MOUNTPOINT: npzfs [OPTIONS] SOURCE... MOUNTPOINT".into(),
+        ));
     };
     let log_level = match (cli.quiet, cli.verbose) {
         (true, _) => log::LevelFilter::Error,
@@ -160,7 +175,7 @@ where
         (false, _) => log::LevelFilter::Trace,
     };
     let mut o = Options {
-        archive: cli.archive,
+        sources: paths,
         mountpoint,
         foreground: cli.foreground,
         log_level,
@@ -177,6 +192,7 @@ where
         passthrough: true,
         owner_pid: None,
         rmdir: false,
+        max_archives: None,
     };
     for opt in cli.options.iter().flat_map(|list| list.split(',')) {
         apply(&mut o, opt.trim())?;
@@ -213,6 +229,9 @@ fn apply(o: &mut Options, opt: &str) -> Result<()> {
         ("uid", Some(v)) => o.uid = Some(number(key, v, 10, u64::from(u32::MAX))? as u32),
         ("gid", Some(v)) => o.gid = Some(number(key, v, 10, u64::from(u32::MAX))? as u32),
         ("umask", Some(v)) => o.umask = number(key, v, 8, 0o777)? as u16,
+        ("max_archives", Some(v)) => {
+            o.max_archives = Some(number(key, v, 10, 1 << 20)?.max(1) as usize)
+        }
         ("threads", Some(v)) => o.threads = number(key, v, 10, 64)?.max(1) as usize,
         ("read_ahead_kb", Some(v)) => o.read_ahead_kb = number(key, v, 10, 1 << 20)? as u32,
         ("fsname", Some(v)) if !v.is_empty() => o.fsname = Some(v.to_string()),
@@ -312,11 +331,10 @@ mod tests {
         );
         let json_alone = parse(vec!["npzfs", "--json", "a.npz", "/m"]);
         assert_eq!(json_alone.err().map(|e| e.exit_code()), Some(2));
-        assert!(matches!(
-            parse(vec!["npzfs", "--list", "a.npz", "/m"]),
-            Ok(Parsed::Exit(_))
-        ));
-        assert!(matches!(parse(vec!["npzfs", "a.npz"]), Ok(Parsed::Exit(_))));
+        let two = parse(vec!["npzfs", "--list", "a.npz", "/m"]);
+        assert_eq!(two.err().map(|e| e.exit_code()), Some(2));
+        let alone = parse(vec!["npzfs", "a.npz"]);
+        assert!(matches!(alone, Err(Error::Usage(m)) if m.contains("MOUNTPOINT")));
     }
 
     #[test]

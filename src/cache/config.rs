@@ -1,10 +1,9 @@
 //! Where the cache lives and how large it may grow: `cache_dir=` and `cache_size=`, and the
 //! default chain of directories tried in turn when none is given.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::store::Store;
-use crate::archive::Archive;
 use crate::error::{Error, Result, cause};
 
 /// The default budget when `cache_size=` is not given.
@@ -69,12 +68,15 @@ impl CacheConfig {
         self.fallbacks.clear();
     }
 
-    /// Opens the store in the first directory of the chain that can be used; one log line
-    /// says so when that is not the first. Fails with the first directory's cause.
-    pub(super) fn open_store(&self, archive: &Archive) -> Result<Store> {
-        let open = |dir: &PathBuf| Store::open(dir, archive.path(), archive.identity());
+    /// Opens a store with `open` in the first directory of the chain that can be used, and
+    /// says which that was; one log line says so when that is not the first. Fails with the
+    /// first directory's cause.
+    pub(super) fn open_store(
+        &self,
+        open: impl Fn(&Path) -> std::io::Result<Store>,
+    ) -> Result<(Store, PathBuf)> {
         let first = match open(&self.dir) {
-            Ok(store) => return Ok(store),
+            Ok(store) => return Ok((store, self.dir.clone())),
             Err(e) => e,
         };
         let mut why = cause(&first);
@@ -86,7 +88,7 @@ impl CacheConfig {
                         dir.display(),
                         self.dir.display(),
                     );
-                    return Ok(store);
+                    return Ok((store, dir.clone()));
                 }
                 Err(e) => why.push_str(&format!("; nor {}: {}", dir.display(), cause(&e))),
             }

@@ -71,7 +71,7 @@ fn run(
         // Verified: counted, then readers may have the rest (so a reader that has every byte
         // sees the count). The sync that makes the file safe to adopt after a power loss is
         // the slow part (~1 s per GiB here), so it comes after.
-        shared.stats.count_decode(slot.key.size);
+        shared.stats().count_decode(slot.key.size);
         slot.publish();
         keep_seek(shared, slot, job, writer, seek_part);
         if let Err(e) = slot.file().sync_data() {
@@ -89,8 +89,8 @@ fn run(
     let victims = {
         let mut ledger = shared.lock();
         if ledger.is_live(slot) && slot.pins.load(Ordering::SeqCst) == 0 {
-            ledger.live.remove(&slot.key.number);
-            ledger.dispose(slot, complete, &shared.store, &shared.stats)
+            ledger.live.remove(&slot.id());
+            ledger.dispose(slot, complete, shared.stats())
         } else {
             Default::default()
         }
@@ -175,7 +175,7 @@ fn make_sparse(shared: &Arc<Shared>, slot: &Arc<Slot>, archive: &Arc<Archive>, j
         }
     };
     // The whole member went through the decoder, whether or not anyone still holds it.
-    shared.stats.count_decode(slot.key.size);
+    shared.stats().count_decode(slot.key.size);
     let sparse = Sparse {
         table,
         data_start: job.data_start,
@@ -197,9 +197,9 @@ fn make_sparse(shared: &Arc<Shared>, slot: &Arc<Slot>, archive: &Arc<Archive>, j
         ledger.used -= window;
         for (i, len) in present {
             ledger.used += len;
-            ledger.spans.put((slot.key.number, i), len);
+            ledger.spans.put((slot.id(), i), len);
         }
-        (ledger.evict(0, &shared.store, &shared.stats), late)
+        (ledger.evict(0, shared.stats()), late)
     };
     victims.apply();
     log::debug!(

@@ -1,4 +1,4 @@
-//! The cache's books, under the cache lock: which members are live (held, or still being
+//! The cache's books, under the cache lock: which members (of every archive of the mount) are live (held, or still being
 //! decoded), which complete files are kept for reuse, which spans of sparse members are
 //! present, and what all of it costs against the byte budget; and what to evict when room
 //! is needed.
@@ -21,21 +21,26 @@ use super::Stats;
 use super::slot::Slot;
 use super::store::{FileKey, Store, remove};
 
-/// The books of one mount's cache.
+/// A member of the mount: (its archive's id in the mount, its member number).
+pub type SlotId = (u64, usize);
+
+/// The books of one mount's cache, every archive of the mount in one budget and one LRU.
 pub struct Ledger {
     /// The byte budget (`cache_size`).
     pub budget: u64,
     /// Members with an open cache file: held open, or still decoding (then possibly unheld).
-    pub live: HashMap<usize, Arc<Slot>>,
+    pub live: HashMap<SlotId, Arc<Slot>>,
     /// Complete files on disk that no one holds, least recently used first out.
-    pub kept: LruCache<usize, FileKey>,
+    pub kept: LruCache<SlotId, FileKey>,
     /// Spans of sparse members in their cache files, least recently filled first out:
-    /// (member number, span) -> bytes charged.
-    pub spans: LruCache<(usize, usize), u64>,
+    /// (member, span) -> bytes charged.
+    pub spans: LruCache<(SlotId, usize), u64>,
     /// Bytes of every member in `live` and `kept`, and of every span in `spans`.
     pub used: u64,
     /// Members whose complete file an earlier mount left, not yet opened (for the stats).
-    pub adopted: HashSet<usize>,
+    pub adopted: HashSet<SlotId>,
+    /// Each archive's directory in the cache, by archive id: where kept files are deleted.
+    pub stores: HashMap<u64, Arc<Store>>,
 }
 
 /// What an eviction took: files to delete and spans whose holes to punch, once the cache
@@ -72,6 +77,7 @@ impl Ledger {
             spans: LruCache::unbounded(),
             used: 0,
             adopted: HashSet::new(),
+            stores: HashMap::new(),
         }
     }
 
@@ -79,22 +85,23 @@ impl Ledger {
     /// let go of meanwhile).
     pub fn is_live(&self, slot: &Arc<Slot>) -> bool {
         self.live
-            .get(&slot.key.number)
+            .get(&slot.id())
             .is_some_and(|s| Arc::ptr_eq(s, slot))
     }
 
     /// Evicts until `incoming` more bytes fit, as far as anything can go (see the module
     /// docs for the order).
-    pub fn evict(&mut self, incoming: u64, store: &Store, stats: &Stats) -> Victims {
+    pub fn evict(&mut self, incoming: u64, stats: &Stats) -> Victims {
         let mut victims = Victims::default();
         while self.used + incoming > self.budget {
-            let (number, charged) = if let Some((_, key)) = self.kept.pop_lru() {
-                self.adopted.remove(&key.number);
-                victims.files.push(store.complete_path(key));
-                (key.number, key.size)
-            } else if let Some(((number, i), len)) = self.spans.pop_lru() {
+            let (number, charged) = if let Some((id, key)) = self.kept.pop_lru() {
+                self.adopted.remove(&id);
+                victims.files.extend(self.complete_path(id.0, key));
+                (id.1, key.size)
+            } else if let Some(((id, i), len)) = self.spans.pop_lru() {
+                let number = id.1;
                 self.used -= len;
-                if let Some(slot) = self.live.get(&number).cloned()
+                if let Some(slot) = self.live.get(&id).cloned()
                     && slot.evict_span(i)
                 {
                     victims.holes.push((slot.clone(), i));
@@ -107,14 +114,18 @@ impl Ledger {
                 log::trace!("evicting span {i} of member {number} ({len} bytes)");
                 continue;
             } else if let Some(slot) = self.unheld() {
-                self.live.remove(&slot.key.number);
+                self.live.remove(&slot.id());
                 let charged = slot.charge();
                 slot.cancel();
                 // Whoever takes the partial file settles it: if the decoder got there first,
                 // the file already has its complete name.
                 match slot.take_part() {
                     Some(part) => victims.files.push(part),
-                    None if slot.is_complete() => victims.files.push(store.complete_path(slot.key)),
+                    None if slot.is_complete() => {
+                        victims
+                            .files
+                            .extend(self.complete_path(slot.archive, slot.key));
+                    }
                     None => {}
                 }
                 (slot.key.number, charged)
@@ -127,6 +138,11 @@ impl Ledger {
             log::debug!("evicting member {number} ({charged} bytes)");
         }
         victims
+    }
+
+    /// Where the complete file of `key` in archive `archive` lives.
+    pub fn complete_path(&self, archive: u64, key: FileKey) -> Option<PathBuf> {
+        self.stores.get(&archive).map(|s| s.complete_path(key))
     }
 
     /// A live member no open handle holds (its decoder is still running or syncing); sparse
@@ -145,24 +161,18 @@ impl Ledger {
         if !slot.idle() {
             return;
         }
-        self.live.remove(&slot.key.number);
+        self.live.remove(&slot.id());
         victims.files.extend(slot.take_part());
         log::debug!("{}: no span left, closed", slot.name);
     }
 
     /// Files a member no one holds any more, whose decoding has settled: a complete one that
     /// fits is kept for reuse, anything else leaves the budget.
-    pub fn dispose(
-        &mut self,
-        slot: &Slot,
-        complete: bool,
-        store: &Store,
-        stats: &Stats,
-    ) -> Victims {
+    pub fn dispose(&mut self, slot: &Slot, complete: bool, stats: &Stats) -> Victims {
         match complete {
             true if slot.key.size <= self.budget => {
-                self.kept.put(slot.key.number, slot.key);
-                self.evict(0, store, stats)
+                self.kept.put(slot.id(), slot.key);
+                self.evict(0, stats)
             }
             true => {
                 self.used -= slot.key.size;
@@ -171,7 +181,10 @@ impl Ledger {
                     slot.name
                 );
                 Victims {
-                    files: vec![store.complete_path(slot.key)],
+                    files: self
+                        .complete_path(slot.archive, slot.key)
+                        .into_iter()
+                        .collect(),
                     holes: Vec::new(),
                 }
             }

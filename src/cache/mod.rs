@@ -39,21 +39,44 @@ use crate::archive::Archive;
 use crate::error::{Error, Result, cause};
 use crate::members::{Member, Method};
 pub use config::{CacheConfig, DEFAULT_CACHE_SIZE};
-use ledger::{Ledger, Victims};
-use slot::{ReadDone, Slot, Sparse};
-use store::{FileKey, Store};
+use ledger::{Ledger, SlotId, Victims};
+pub use slot::ReadDone;
+use slot::{Slot, Sparse};
+use store::{FileKey, Store, Versions};
 
-/// What the cache and its decoding threads share.
-struct Shared {
-    store: Store,
+/// What every archive's part of the cache shares: the books and the counters.
+struct Pool {
     ledger: Mutex<Ledger>,
     stats: Stats,
 }
 
-impl Shared {
+impl Pool {
     /// The cache lock: the ledger.
     fn lock(&self) -> MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What one archive's part of the cache and its decoding threads share.
+struct Shared {
+    pool: Arc<Pool>,
+    store: Arc<Store>,
+}
+
+impl Shared {
+    /// The cache lock: the ledger of the whole mount.
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
+        self.pool.lock()
+    }
+
+    /// The mount's counters.
+    fn stats(&self) -> &Stats {
+        &self.pool.stats
+    }
+
+    /// The ledger's id of member `number` of this archive.
+    fn id(&self, number: usize) -> SlotId {
+        (self.store.id, number)
     }
 }
 
@@ -78,8 +101,161 @@ impl Stats {
     }
 }
 
-/// The decompression cache of one mounted archive.
+/// The mount's decompression cache: one budget and one LRU for every archive it serves.
+/// Each archive gets its part ([`ArchiveCache`]), a subdirectory of the cache directory
+/// keyed by the archive's identity, made the first time it is asked for.
 pub struct Cache {
+    pool: Arc<Pool>,
+    config: CacheConfig,
+    /// The cache directory the first store was opened in (the chain is tried once).
+    dir: Mutex<Option<PathBuf>>,
+    versions: Versions,
+}
+
+impl Cache {
+    /// The cache of a mount, with no archive in it yet (nothing on disk is touched).
+    pub fn new(config: &CacheConfig) -> Cache {
+        Cache {
+            pool: Arc::new(Pool {
+                ledger: Mutex::new(Ledger::new(config.size)),
+                stats: Stats::default(),
+            }),
+            config: config.clone(),
+            dir: Mutex::new(None),
+            versions: Versions::default(),
+        }
+    }
+
+    /// The part of the cache of `archive`, whose id in the mount is `id`: on the first call
+    /// for `id`, its directory is opened and the complete files an earlier mount left are
+    /// adopted (those that still match `members`).
+    pub fn for_archive(
+        &self,
+        archive: &Arc<Archive>,
+        id: u64,
+        members: &[Member],
+    ) -> Result<ArchiveCache> {
+        let known = self.pool.lock().stores.get(&id).cloned();
+        let store = match known {
+            Some(store) => store,
+            None => self.open_store(archive, id, members)?,
+        };
+        Ok(ArchiveCache {
+            shared: Arc::new(Shared {
+                pool: self.pool.clone(),
+                store,
+            }),
+            archive: archive.clone(),
+        })
+    }
+
+    /// Opens the store of archive `id` and adopts what it holds into the ledger.
+    fn open_store(&self, archive: &Archive, id: u64, members: &[Member]) -> Result<Arc<Store>> {
+        let open = |dir: &std::path::Path| {
+            Store::open(dir, archive.path(), archive.identity(), id, &self.versions)
+        };
+        // Not held across the opening: archives opened side by side make their stores at once.
+        let chosen = self.dir.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let store = match chosen {
+            Some(dir) => open(&dir).map_err(|e| Error::CacheDir {
+                path: dir.clone(),
+                cause: cause(&e),
+            })?,
+            None => {
+                let (store, dir) = self.config.open_store(open)?;
+                *self.dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir);
+                store
+            }
+        };
+        let found = store.scan();
+        let store = Arc::new(store);
+        let victims = {
+            let mut ledger = self.pool.lock();
+            if let Some(raced) = ledger.stores.get(&id) {
+                return Ok(raced.clone());
+            }
+            ledger.stores.insert(id, store.clone());
+            for key in found {
+                let matches = members
+                    .get(key.number)
+                    .is_some_and(|m| FileKey::of(key.number, m) == key && m.problem.is_none());
+                if matches {
+                    ledger.kept.put((id, key.number), key);
+                    ledger.used += key.size;
+                    ledger.adopted.insert((id, key.number));
+                } else {
+                    store::remove(&store.complete_path(key));
+                }
+            }
+            ledger.evict(0, &self.pool.stats)
+        };
+        victims.apply();
+        log::debug!(
+            "cache {}: budget {} bytes",
+            store.dir().display(),
+            self.config.size
+        );
+        Ok(store)
+    }
+
+    /// At unmount: sparse cache files are of no use to a later mount (complete files and seek
+    /// indexes are), so they are deleted now; first passes still running are stopped, and
+    /// those verified and being synced are given a few seconds to name their file complete,
+    /// so a member read to its end just before the unmount is reused by the next mount.
+    pub fn close(&self) {
+        let (sparse, settling): (Vec<PathBuf>, Vec<Arc<Slot>>) = {
+            let ledger = self.pool.lock();
+            let mut sparse = Vec::new();
+            let mut settling = Vec::new();
+            for s in ledger.live.values() {
+                if s.is_sparse() {
+                    sparse.extend(s.take_part());
+                } else if s.has_part() {
+                    if !s.is_complete() {
+                        s.cancel();
+                    }
+                    settling.push(s.clone());
+                }
+            }
+            (sparse, settling)
+        };
+        sparse.iter().for_each(|p| store::remove(p));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while settling.iter().any(|s| s.has_part()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// The byte budget.
+    pub fn budget(&self) -> u64 {
+        self.config.size
+    }
+
+    /// The cache's counters now.
+    pub fn stats(&self) -> CacheStats {
+        let s = &self.pool.stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (used, budget) = {
+            let ledger = self.pool.lock();
+            (ledger.used, ledger.budget)
+        };
+        CacheStats {
+            decoded: n(&s.decoded),
+            decoded_bytes: n(&s.decoded_bytes),
+            span_fills: n(&s.span_fills),
+            span_bytes: n(&s.span_bytes),
+            reused: n(&s.reused),
+            evicted: n(&s.evicted),
+            evicted_spans: n(&s.evicted_spans),
+            evicted_bytes: n(&s.evicted_bytes),
+            used,
+            budget,
+        }
+    }
+}
+
+/// One archive's part of the mount's cache: what the filesystem core asks of it.
+pub struct ArchiveCache {
     shared: Arc<Shared>,
     archive: Arc<Archive>,
 }
@@ -94,47 +270,13 @@ enum Found {
     Nothing,
 }
 
-impl Cache {
-    /// Opens the cache for `archive`, adopting complete files an earlier mount left.
-    pub fn new(config: &CacheConfig, archive: Arc<Archive>, members: &[Member]) -> Result<Cache> {
-        let store = config.open_store(&archive)?;
-        let mut ledger = Ledger::new(config.size);
-        for key in store.scan() {
-            let matches = members
-                .get(key.number)
-                .is_some_and(|m| FileKey::of(key.number, m) == key && m.problem.is_none());
-            if matches {
-                ledger.kept.put(key.number, key);
-                ledger.used += key.size;
-                ledger.adopted.insert(key.number);
-            } else {
-                store::remove(&store.complete_path(key));
-            }
-        }
-        let shared = Shared {
-            store,
-            ledger: Mutex::new(ledger),
-            stats: Stats::default(),
-        };
-        let victims = {
-            let mut ledger = shared.lock();
-            ledger.evict(0, &shared.store, &shared.stats)
-        };
-        victims.apply();
-        log::debug!(
-            "cache {}: {} members reusable, budget {} bytes",
-            shared.store.dir().display(),
-            shared.lock().kept.len(),
-            config.size
-        );
-        Ok(Cache {
-            shared: Arc::new(shared),
-            archive,
-        })
-    }
-
+impl ArchiveCache {
     fn lock(&self) -> MutexGuard<'_, Ledger> {
         self.shared.lock()
+    }
+
+    fn id(&self, number: usize) -> SlotId {
+        self.shared.id(number)
     }
 
     /// Pins member `number` for an open handle, starting its decoding if no one has. Returns
@@ -142,7 +284,7 @@ impl Cache {
     /// passthrough).
     pub fn open(&self, number: usize, member: &Member) -> Result<Option<File>> {
         self.pin(number, member)?;
-        let slot = self.lock().live.get(&number).cloned();
+        let slot = self.lock().live.get(&self.id(number)).cloned();
         Ok(slot
             .filter(|s| s.is_complete())
             .and_then(|s| s.file().try_clone().ok()))
@@ -152,11 +294,12 @@ impl Cache {
     /// (sparse from its seek index if it has one, else a first pass).
     fn pin(&self, number: usize, member: &Member) -> Result<()> {
         let key = FileKey::of(number, member);
+        let store = &self.shared.store;
         match self.find(key) {
             Found::Joined => return Ok(()),
-            Found::Kept => match self.shared.store.open_complete(key) {
+            Found::Kept => match store.open_complete(key) {
                 Ok(file) => {
-                    let slot = Slot::complete(key, member.name.clone(), file);
+                    let slot = Slot::complete((store.id, key), member.name.clone(), file);
                     return self.adopt(Arc::new(slot), false);
                 }
                 Err(e) => {
@@ -167,12 +310,10 @@ impl Cache {
             Found::Nothing => {}
         }
         let data_start = member.data_start(&self.archive)?;
-        let (file, part) = self
-            .shared
-            .store
+        let (file, part) = store
             .create_part(key)
             .map_err(|e| Error::io("create", format!("a cache file for {}", member.name), e))?;
-        match span_fill::seek_table(&self.shared.store, key, member) {
+        match span_fill::seek_table(store, key, member) {
             Some(table) => {
                 let sparse = Sparse {
                     table,
@@ -180,7 +321,7 @@ impl Cache {
                     compressed_size: member.compressed_size,
                 };
                 log::debug!("{}: served span by span from its seek index", member.name);
-                let slot = Slot::sparse(key, member.name.clone(), file, part, sparse);
+                let slot = Slot::sparse((store.id, key), member.name.clone(), file, part, sparse);
                 self.adopt(Arc::new(slot), true)
             }
             None => self.start_first_pass(key, member, data_start, (file, part)),
@@ -189,15 +330,16 @@ impl Cache {
 
     /// What the cache has of `key` already; a live slot is pinned on the spot.
     fn find(&self, key: FileKey) -> Found {
+        let id = self.id(key.number);
         let mut ledger = self.lock();
-        if let Some(slot) = ledger.live.get(&key.number) {
+        if let Some(slot) = ledger.live.get(&id) {
             slot.pins.fetch_add(1, Ordering::SeqCst);
             return Found::Joined;
         }
-        if ledger.adopted.remove(&key.number) {
-            self.shared.stats.reused.fetch_add(1, Ordering::Relaxed);
+        if ledger.adopted.remove(&id) {
+            self.shared.stats().reused.fetch_add(1, Ordering::Relaxed);
         }
-        match ledger.kept.pop(&key.number) {
+        match ledger.kept.pop(&id) {
             Some(_) => Found::Kept,
             None => Found::Nothing,
         }
@@ -222,7 +364,7 @@ impl Cache {
         let budget = self.lock().budget;
         let window = (seek.is_some() && member.size > budget).then_some(budget / 2);
         let slot = Arc::new(Slot::first_pass(
-            key,
+            (self.shared.store.id, key),
             member.name.clone(),
             file,
             part,
@@ -258,10 +400,10 @@ impl Cache {
     /// (then that one is pinned and `slot` discarded). `new` slots are charged to the budget,
     /// evicting what they must.
     fn adopt(&self, slot: Arc<Slot>, new: bool) -> Result<()> {
-        let number = slot.key.number;
+        let id = slot.id();
         let (victims, lost) = {
             let mut ledger = self.lock();
-            if let Some(existing) = ledger.live.get(&number) {
+            if let Some(existing) = ledger.live.get(&id) {
                 existing.pins.fetch_add(1, Ordering::SeqCst);
                 if !new {
                     ledger.used -= slot.key.size; // the reused file was charged while kept
@@ -269,10 +411,10 @@ impl Cache {
                 (Victims::default(), true)
             } else {
                 let charge = if new { slot.charge() } else { 0 };
-                let victims = ledger.evict(charge, &self.shared.store, &self.shared.stats);
+                let victims = ledger.evict(charge, self.shared.stats());
                 ledger.used += charge;
                 slot.pins.store(1, Ordering::SeqCst);
-                ledger.live.insert(number, slot.clone());
+                ledger.live.insert(id, slot.clone());
                 (victims, false)
             }
         };
@@ -289,7 +431,7 @@ impl Cache {
         let mut victims = Victims::default();
         {
             let mut ledger = self.lock();
-            let Some(slot) = ledger.live.get(&number).cloned() else {
+            let Some(slot) = ledger.live.get(&self.id(number)).cloned() else {
                 return;
             };
             if slot.pins.fetch_sub(1, Ordering::SeqCst) != 1 {
@@ -308,7 +450,7 @@ impl Cache {
             // the first pass files it when it settles. After that, it is ours to file.
             let too_big = slot.key.size > ledger.budget;
             if too_big && let Some(part) = slot.take_part() {
-                ledger.live.remove(&number);
+                ledger.live.remove(&slot.id());
                 ledger.used -= slot.charge();
                 slot.cancel();
                 victims.files.push(part);
@@ -317,9 +459,9 @@ impl Cache {
                     slot.name
                 );
             } else if !slot.has_part() {
-                ledger.live.remove(&number);
+                ledger.live.remove(&slot.id());
                 let complete = slot.is_complete();
-                victims = ledger.dispose(&slot, complete, &self.shared.store, &self.shared.stats);
+                victims = ledger.dispose(&slot, complete, self.shared.stats());
             }
         }
         victims.apply();
@@ -327,7 +469,7 @@ impl Cache {
 
     /// Reads `[offset, end)` of open member `number` and calls `done` with the bytes.
     pub fn read(&self, number: usize, offset: u64, end: u64, done: ReadDone) {
-        let slot = self.lock().live.get(&number).cloned();
+        let slot = self.lock().live.get(&self.id(number)).cloned();
         match slot {
             Some(slot) => {
                 // A sparse member's read may need spans decoded: the slot says which.
@@ -341,38 +483,11 @@ impl Cache {
         }
     }
 
-    /// At unmount: sparse cache files are of no use to a later mount (complete files and seek
-    /// indexes are), so they are deleted now; first passes still running are stopped, and
-    /// those verified and being synced are given a few seconds to name their file complete,
-    /// so a member read to its end just before the unmount is reused by the next mount.
-    pub fn close(&self) {
-        let (sparse, settling): (Vec<PathBuf>, Vec<Arc<Slot>>) = {
-            let ledger = self.lock();
-            let mut sparse = Vec::new();
-            let mut settling = Vec::new();
-            for s in ledger.live.values() {
-                if s.is_sparse() {
-                    sparse.extend(s.take_part());
-                } else if s.has_part() {
-                    if !s.is_complete() {
-                        s.cancel();
-                    }
-                    settling.push(s.clone());
-                }
-            }
-            (sparse, settling)
-        };
-        sparse.iter().for_each(|p| store::remove(p));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while settling.iter().any(|s| s.has_part()) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    }
-
     /// Decoded bytes of member `number` in the cache now (`user.npzfs.cached`).
     pub fn cached_bytes(&self, number: usize) -> u64 {
         let ledger = self.lock();
-        match (ledger.live.get(&number), ledger.kept.peek(&number)) {
+        let id = self.id(number);
+        match (ledger.live.get(&id), ledger.kept.peek(&id)) {
             (Some(slot), _) => slot.bytes_present(),
             (None, Some(key)) => key.size,
             (None, None) => 0,
@@ -383,12 +498,12 @@ impl Cache {
     /// On the stored read path, so it never waits for the cache lock: a note missed while the
     /// lock is busy only means the copy does not yield for that one read.
     pub fn note_read(&self, number: usize) {
-        let ledger = match self.shared.ledger.try_lock() {
+        let ledger = match self.shared.pool.ledger.try_lock() {
             Ok(ledger) => ledger,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return,
         };
-        if let Some(slot) = ledger.live.get(&number) {
+        if let Some(slot) = ledger.live.get(&self.id(number)) {
             slot.note_read();
         }
     }
@@ -396,28 +511,6 @@ impl Cache {
     /// The byte budget.
     pub fn budget(&self) -> u64 {
         self.lock().budget
-    }
-
-    /// The cache's counters now.
-    pub fn stats(&self) -> CacheStats {
-        let s = &self.shared.stats;
-        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let (used, budget) = {
-            let ledger = self.lock();
-            (ledger.used, ledger.budget)
-        };
-        CacheStats {
-            decoded: n(&s.decoded),
-            decoded_bytes: n(&s.decoded_bytes),
-            span_fills: n(&s.span_fills),
-            span_bytes: n(&s.span_bytes),
-            reused: n(&s.reused),
-            evicted: n(&s.evicted),
-            evicted_spans: n(&s.evicted_spans),
-            evicted_bytes: n(&s.evicted_bytes),
-            used,
-            budget,
-        }
     }
 }
 

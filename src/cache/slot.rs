@@ -20,9 +20,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use super::ledger::SlotId;
 use super::seek_index::SeekTable;
 use super::spans::{BLOCK, Gather, ReadPlan, SpanBook, punch_hole};
 use super::store::FileKey;
+
+/// Which member a slot holds: its archive's id in the mount and its file key.
+pub type SlotKey = (u64, FileKey);
 use crate::error::{Error, Result};
 
 /// A read's continuation: called once, with the bytes or the reason there are none.
@@ -60,6 +64,8 @@ pub struct Sparse {
 
 /// A member in the cache.
 pub struct Slot {
+    /// The id in the mount of the archive the member belongs to.
+    pub archive: u64,
     /// Which member, for names and accounting.
     pub key: FileKey,
     /// The member's name, for messages.
@@ -88,7 +94,7 @@ pub struct Slot {
 impl Slot {
     /// A member whose first pass is about to start, writing `file` (at `part`).
     pub fn first_pass(
-        key: FileKey,
+        (archive, key): SlotKey,
         name: String,
         file: File,
         part: PathBuf,
@@ -99,26 +105,33 @@ impl Slot {
             kept_from: 0,
             parked: Vec::new(),
         };
-        let mut slot = Slot::new(key, name, file, Some(part), fill);
+        let mut slot = Slot::new((archive, key), name, file, Some(part), fill);
         slot.window = window;
         slot
     }
 
     /// A complete, verified file from an earlier decode.
-    pub fn complete(key: FileKey, name: String, file: File) -> Slot {
+    pub fn complete(key: SlotKey, name: String, file: File) -> Slot {
         Slot::new(key, name, file, None, Fill::Complete)
     }
 
     /// A member served span by span from `sparse`, its (empty) cache file `file` at `part`.
-    pub fn sparse(key: FileKey, name: String, file: File, part: PathBuf, sparse: Sparse) -> Slot {
+    pub fn sparse(key: SlotKey, name: String, file: File, part: PathBuf, sparse: Sparse) -> Slot {
         let book = SpanBook::empty(sparse.table.layout());
         let slot = Slot::new(key, name, file, Some(part), Fill::Sparse(book));
         let _ = slot.sparse.set(sparse);
         slot
     }
 
-    fn new(key: FileKey, name: String, file: File, part: Option<PathBuf>, fill: Fill) -> Slot {
+    fn new(
+        (archive, key): SlotKey,
+        name: String,
+        file: File,
+        part: Option<PathBuf>,
+        fill: Fill,
+    ) -> Slot {
         Slot {
+            archive,
             key,
             name,
             file,
@@ -131,6 +144,11 @@ impl Slot {
             last_read: AtomicU64::new(0),
             made: std::time::Instant::now(),
         }
+    }
+
+    /// The member's id in the mount's ledger.
+    pub fn id(&self) -> SlotId {
+        (self.archive, self.key.number)
     }
 
     /// A reader read the member meanwhile (from the archive, while it is copied).

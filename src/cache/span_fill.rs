@@ -88,7 +88,7 @@ fn fill(shared: &Arc<Shared>, slot: &Arc<Slot>, archive: &Arc<Archive>, i: usize
     let charge = footprint(start, end);
     let victims = {
         let mut ledger = shared.lock();
-        let victims = ledger.evict(charge, &shared.store, &shared.stats);
+        let victims = ledger.evict(charge, shared.stats());
         ledger.used += charge;
         victims
     };
@@ -103,16 +103,16 @@ fn fill(shared: &Arc<Shared>, slot: &Arc<Slot>, archive: &Arc<Archive>, i: usize
         };
         return fail(slot, i, start, e);
     }
-    shared.stats.span_fills.fetch_add(1, Ordering::Relaxed);
-    shared.stats.span_bytes.fetch_add(len, Ordering::Relaxed);
+    shared.stats().span_fills.fetch_add(1, Ordering::Relaxed);
+    shared.stats().span_bytes.fetch_add(len, Ordering::Relaxed);
     log::trace!("{}: span {i} ({len} bytes at {start}) decoded", slot.name);
     // Fills running side by side may each have found nothing to evict but each other: with
     // this span evictable now, the bound is restored before any read it completes is answered.
     slot.span_filled(i, &bytes, || {
         let victims = {
             let mut ledger = shared.lock();
-            ledger.spans.put((slot.key.number, i), charge);
-            ledger.evict(0, &shared.store, &shared.stats)
+            ledger.spans.put((slot.id(), i), charge);
+            ledger.evict(0, shared.stats())
         };
         victims.apply();
     });
@@ -134,7 +134,7 @@ fn promote(shared: &Shared, slot: &Slot) {
             return;
         };
         for i in 0..spans {
-            if let Some(len) = ledger.spans.pop(&(slot.key.number, i)) {
+            if let Some(len) = ledger.spans.pop(&(slot.id(), i)) {
                 ledger.used -= len;
             }
         }

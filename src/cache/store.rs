@@ -59,14 +59,57 @@ impl FileKey {
 /// The archive's own subdirectory of the cache directory.
 #[derive(Debug)]
 pub struct Store {
+    /// The archive's id in the mount (the ledger files its members under it).
+    pub id: u64,
     dir: PathBuf,
     next_part: AtomicU64,
 }
 
+/// The subdirectories of a cache directory by the archive path each belongs to, read once
+/// (when the first store is opened): opening the stores of 10^4 archives must not read every
+/// subdirectory 10^4 times to find stale versions.
+#[derive(Debug, Default)]
+pub struct Versions {
+    by_archive: std::sync::Mutex<Option<std::collections::HashMap<Vec<u8>, Vec<PathBuf>>>>,
+}
+
+impl Versions {
+    /// Makes `ours` the one subdirectory of `cache_dir` for `archive`: deletes those of
+    /// earlier versions (an archive replaced while mounted included).
+    fn remove_stale(&self, cache_dir: &Path, ours: &Path, archive: &Path) {
+        let mut known = self.by_archive.lock().unwrap_or_else(|p| p.into_inner());
+        let by_archive = known.get_or_insert_with(|| read_versions(cache_dir));
+        let key = archive.as_os_str().as_encoded_bytes().to_vec();
+        let stale = by_archive.insert(key, vec![ours.to_path_buf()]);
+        drop(known);
+        let stale = stale.unwrap_or_default();
+        for path in stale.iter().filter(|p| *p != ours) {
+            log::info!(
+                "removing the cache of an earlier version of {}",
+                archive.display()
+            );
+            if let Err(e) = fs::remove_dir_all(path) {
+                log::warn!(
+                    "cannot remove stale cache {}: {}",
+                    path.display(),
+                    cause(&e)
+                );
+            }
+        }
+    }
+}
+
 impl Store {
     /// Creates (0700) or reopens the subdirectory for the archive at `archive_path` with
-    /// `identity`, removing the subdirectory of an earlier version of the same archive.
-    pub fn open(cache_dir: &Path, archive_path: &Path, identity: Identity) -> io::Result<Store> {
+    /// `identity`, removing the subdirectory of an earlier version of the same archive; `id`
+    /// is the archive's id in the mount.
+    pub fn open(
+        cache_dir: &Path,
+        archive_path: &Path,
+        identity: Identity,
+        id: u64,
+        versions: &Versions,
+    ) -> io::Result<Store> {
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -91,7 +134,7 @@ impl Store {
         let owner = archive_path
             .canonicalize()
             .unwrap_or_else(|_| archive_path.to_path_buf());
-        remove_stale_versions(cache_dir, &dir, &owner);
+        versions.remove_stale(cache_dir, &dir, &owner);
         match DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => write_owner(&dir, &owner)?,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -107,6 +150,7 @@ impl Store {
         }
         make_private(&dir)?;
         Ok(Store {
+            id,
             dir,
             next_part: AtomicU64::new(0),
         })
@@ -299,32 +343,16 @@ fn part_owner_alive(name: &str) -> bool {
     }
 }
 
-/// Deletes sibling directories that belong to an earlier version of the same archive.
-fn remove_stale_versions(cache_dir: &Path, ours: &Path, archive: &Path) {
-    let Ok(entries) = fs::read_dir(cache_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if path == ours || !is_dir {
-            continue;
-        }
-        let owner = fs::read(path.join("archive")).unwrap_or_default();
-        if owner == archive.as_os_str().as_encoded_bytes() {
-            log::info!(
-                "removing the cache of an earlier version of {}",
-                archive.display()
-            );
-            if let Err(e) = fs::remove_dir_all(&path) {
-                log::warn!(
-                    "cannot remove stale cache {}: {}",
-                    path.display(),
-                    cause(&e)
-                );
-            }
+/// Every subdirectory of `cache_dir` by the archive path its `archive` file names.
+fn read_versions(cache_dir: &Path) -> std::collections::HashMap<Vec<u8>, Vec<PathBuf>> {
+    let mut by_archive: std::collections::HashMap<Vec<u8>, Vec<PathBuf>> = Default::default();
+    for entry in fs::read_dir(cache_dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let owner = fs::read(entry.path().join("archive")).unwrap_or_default();
+            by_archive.entry(owner).or_default().push(entry.path());
         }
     }
+    by_archive
 }
 
 #[cfg(test)]
@@ -360,7 +388,14 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let archive = root.path().join("a.npz");
         fs::write(&archive, b"x").unwrap();
-        let store = Store::open(&root.path().join("cache"), &archive, identity(1)).unwrap();
+        let store = Store::open(
+            &root.path().join("cache"),
+            &archive,
+            identity(1),
+            0,
+            &Versions::default(),
+        )
+        .unwrap();
         assert_eq!(fs::metadata(store.dir()).unwrap().mode() & 0o777, 0o700);
         let key = FileKey {
             number: 0,
@@ -386,9 +421,9 @@ mod tests {
         let archive = root.path().join("a.npz");
         fs::write(&archive, b"x").unwrap();
         let cache = root.path().join("cache");
-        let old = Store::open(&cache, &archive, identity(1)).unwrap();
+        let old = Store::open(&cache, &archive, identity(1), 0, &Versions::default()).unwrap();
         let old_dir = old.dir().to_path_buf();
-        let new = Store::open(&cache, &archive, identity(2)).unwrap();
+        let new = Store::open(&cache, &archive, identity(2), 0, &Versions::default()).unwrap();
         assert!(!old_dir.exists());
         assert!(new.dir().exists());
     }
@@ -399,7 +434,7 @@ mod tests {
         let archive = root.path().join("a.npz");
         fs::write(&archive, b"x").unwrap();
         let cache = root.path().join("cache");
-        let dir = Store::open(&cache, &archive, identity(1))
+        let dir = Store::open(&cache, &archive, identity(1), 0, &Versions::default())
             .unwrap()
             .dir()
             .to_path_buf();
@@ -408,7 +443,7 @@ mod tests {
         fs::create_dir(&victim).unwrap();
         fs::set_permissions(&victim, fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::symlink(&victim, &dir).unwrap();
-        let store = Store::open(&cache, &archive, identity(1)).unwrap();
+        let store = Store::open(&cache, &archive, identity(1), 0, &Versions::default()).unwrap();
         let meta = fs::symlink_metadata(store.dir()).unwrap();
         assert!(meta.is_dir() && meta.mode() & 0o777 == 0o700);
         store

@@ -92,11 +92,23 @@ pub fn read_all(fs: &NpzFs, ino: u64) -> Vec<u8> {
     }
 }
 
+/// One entry of a listing: (name, ino, next offset).
+pub type Listed = (String, u64, u64);
+
+/// The entries of directory `dir` from `offset`, as the kernel would be handed them.
+pub fn entries(fs: &NpzFs, dir: u64, offset: u64) -> Result<Vec<Listed>, Error> {
+    let mut out = Vec::new();
+    fs.readdir(dir, 0, offset, &mut |e| {
+        let name = String::from_utf8_lossy(&e.name).into_owned();
+        out.push((name, e.ino, e.next_offset));
+        false
+    })?;
+    Ok(out)
+}
+
 pub fn names(fs: &NpzFs, dir: u64) -> Vec<String> {
-    fs.readdir(dir, 0)
-        .unwrap()
-        .map(|e| String::from_utf8_lossy(e.name).into_owned())
-        .collect()
+    let listed = entries(fs, dir, 0).unwrap();
+    listed.into_iter().map(|(name, _, _)| name).collect()
 }
 
 impl Fixture {

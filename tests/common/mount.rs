@@ -98,10 +98,17 @@ pub struct Mounted {
 impl Mounted {
     /// Mounts `archive` in the background, as a user would; panics with stderr on failure.
     pub fn background(archive: &Path, extra: &[&str]) -> Mounted {
+        Mounted::background_all(&[archive], extra)
+    }
+
+    /// Mounts `sources` (archives and directories) in the background; panics with stderr on
+    /// failure.
+    pub fn background_all(sources: &[&Path], extra: &[&str]) -> Mounted {
         let dir = tempfile::tempdir().unwrap();
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        let mut args = vec![archive.to_str().unwrap(), mnt.to_str().unwrap()];
+        let mut args: Vec<&str> = sources.iter().map(|p| p.to_str().unwrap()).collect();
+        args.push(mnt.to_str().unwrap());
         args.extend_from_slice(extra);
         let out = npzfs(&args);
         assert!(
@@ -119,6 +126,15 @@ impl Mounted {
 
     /// Mounts `archive` with `-f`, keeping the daemon as a child; waits until it answers.
     pub fn foreground(archive: &Path, extra: &[&str]) -> Mounted {
+        Mounted::foreground_with(archive, extra, |_| {})
+    }
+
+    /// As [`Mounted::foreground`], with the daemon's command adjusted by `adjust` first.
+    pub fn foreground_with(
+        archive: &Path,
+        extra: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Mounted {
         let dir = tempfile::tempdir().unwrap();
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
@@ -128,6 +144,7 @@ impl Mounted {
             .arg(&mnt)
             .args(extra)
             .stdin(Stdio::null());
+        adjust(&mut cmd);
         let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
         let live = wait_until(20, || {
             is_mounted(&mnt) || child.try_wait().unwrap().is_some()

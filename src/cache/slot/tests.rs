@@ -34,7 +34,7 @@ fn first_pass(window: Option<u64>) -> (Slot, tempfile::TempDir) {
         size: SIZE,
     };
     (
-        Slot::first_pass(key, "x.npy".into(), file, part, window),
+        Slot::first_pass((0, key), "x.npy".into(), file, part, window),
         dir,
     )
 }

@@ -1,0 +1,148 @@
+//! The archives of the source trees that are open now: at most `max_archives` of them (a file
+//! descriptor and a mapping each, plus their members and tree), least recently used closed
+//! first, reopened on demand with their identity checked.
+//!
+//! An archive is opened on the first lookup or listing inside it, never at mount: a tree of
+//! 10^4 shards costs one small entry per shard seen until then. Open handles keep their own
+//! archive, so closing one here never breaks a reader; it only lets go of the daemon's copy.
+//! An archive that cannot be read (not a ZIP, truncated) is logged once and answers EIO on
+//! every access from then on; the rest of the tree is served as before.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+
+use super::Entity;
+use super::ino::{self, MAX_LOCAL};
+use crate::archive::Archive;
+use crate::archive_fs::{ArchiveFs, Placement};
+use crate::attr::Shown;
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::members;
+use crate::source::SourceDir;
+
+/// The open archives, by id.
+pub struct Archives {
+    open: Mutex<LruCache<u64, Arc<ArchiveFs>>>,
+    cache: Arc<Cache>,
+    materialize: bool,
+}
+
+impl Archives {
+    /// At most `max` archives open at once, sharing `cache`.
+    pub fn new(max: usize, cache: Arc<Cache>, materialize: bool) -> Archives {
+        let max = NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN);
+        Archives {
+            open: Mutex::new(LruCache::new(max)),
+            cache,
+            materialize,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<u64, Arc<ArchiveFs>>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many archives are open now.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Archive `id` (`entity`, in `dir`), opened if it is not, showing `shown`.
+    pub fn get(
+        &self,
+        id: u64,
+        entity: &Entity,
+        dir: &SourceDir,
+        shown: impl Fn() -> Shown,
+    ) -> Result<Arc<ArchiveFs>> {
+        if let Some(fs) = self.lock().get(&id) {
+            return Ok(fs.clone());
+        }
+        if let Some(e) = entity.failed.get() {
+            return Err(Error::Reported(Arc::new(e.clone())));
+        }
+        let opened = match self.open(id, entity, dir, shown()) {
+            // Out of descriptors: close half of what is open and try once more.
+            Err(e) if out_of_files(&e) => {
+                let mut open = self.lock();
+                let half = open.len() / 2;
+                (0..half).for_each(|_| drop(open.pop_lru()));
+                drop(open);
+                log::info!("out of file descriptors: closed {half} archives");
+                self.open(id, entity, dir, shown())
+            }
+            other => other,
+        };
+        match opened {
+            Ok(fs) => {
+                let mut open = self.lock();
+                if let Some(raced) = open.get(&id) {
+                    return Ok(raced.clone());
+                }
+                let fs = Arc::new(fs);
+                open.push(id, fs.clone());
+                Ok(fs)
+            }
+            Err(e) if e.is_expected() => Err(e),
+            Err(e) => {
+                // The first answer is logged where every failure is (one line); later ones
+                // answer the same at debug.
+                let _ = entity.failed.set(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    fn open(&self, id: u64, entity: &Entity, dir: &SourceDir, shown: Shown) -> Result<ArchiveFs> {
+        let path = std::path::PathBuf::from(dir.display(&entity.rel));
+        let file = dir
+            .open_file(&entity.rel)
+            .map_err(|e| Error::in_source("open", path.display().to_string(), e))?;
+        let archive = Archive::from_file(file, &path)?;
+        let id_now = archive.identity();
+        let now = ino::Key {
+            dev: id_now.dev,
+            ino: id_now.ino,
+            size: id_now.size,
+            mtime_ns: i128::from(id_now.mtime) * 1_000_000_000 + i128::from(id_now.mtime_nsec),
+        };
+        if now != entity.key {
+            // Replaced or rewritten since it was looked up: that version is gone; the new
+            // one has its own inode numbers (a fresh lookup finds it).
+            return Err(Error::NotFound);
+        }
+        let members = members::read_members(&archive)?;
+        let place = Placement {
+            id,
+            base: ino::ino(id, 0),
+            parent: entity.parent,
+        };
+        let fs = ArchiveFs::new(
+            Arc::new(archive),
+            members,
+            place,
+            shown,
+            &self.cache,
+            self.materialize,
+        );
+        if fs.nodes() as u64 > MAX_LOCAL {
+            return Err(Error::Unsupported {
+                what: path.display().to_string(),
+                cause: format!(
+                    "{} nodes: an archive in a source tree holds at most {MAX_LOCAL} (mount it \
+                     on its own)",
+                    fs.nodes()
+                ),
+            });
+        }
+        log::debug!("opened {} ({} nodes)", path.display(), fs.nodes());
+        Ok(fs)
+    }
+}
+
+fn out_of_files(e: &Error) -> bool {
+    matches!(e, Error::SourceIo { cause, .. } if matches!(cause.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)))
+}

@@ -1,0 +1,534 @@
+//! Many archives as one tree: directory sources mirrored live, each `*.npz` in them a
+//! directory of its members, several sources side by side at the top.
+//!
+//! The tree of the sources is never held in memory whole. Every lookup and listing of a
+//! source directory asks the disk (`source.rs`, which never follows a symlink), and the
+//! kernel keeps the answers for [`LIVE`] only, so a shard added, removed or renamed shows
+//! within a second. What the daemon keeps of each entry it has been asked about is an
+//! [`Entity`]: where it is, what it was (its identity) and its parent, about 200 bytes. An
+//! archive is opened only when something inside it is asked for (`archives.rs`); from then
+//! on it is immutable and served like a single archive ([`ArchiveFs`]).
+//!
+//! Attributes follow the source: owner, group and permission bits of each file, directory
+//! and archive (write bits removed; an archive's read bits give its directory search bits),
+//! and members inherit their archive's. With `default_permissions` the kernel checks them
+//! for every reader, so `allow_other` never lets a user read through the mount what they
+//! could not read in the source. `uid=`, `gid=` and `umask=` override them.
+
+mod archives;
+pub mod ino;
+pub mod names;
+mod perms;
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::SystemTime;
+
+use crate::archive_fs::ArchiveFs;
+use crate::attr::{Attr, DirEntry, Kind};
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::source::{Meta, SourceDir, Type, component};
+use crate::tree::Ino;
+use archives::Archives;
+use ino::Key;
+use names::Shows;
+pub use perms::Overrides;
+use perms::{attr_of, key_of, shown, top_attr};
+
+/// What an entity is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Is {
+    /// The mount root over several sources.
+    Top,
+    /// A directory of a source tree.
+    Dir,
+    /// A regular file of a source tree, served from it.
+    File,
+    /// A symlink of a source tree, shown as one.
+    Symlink,
+    /// An archive: a directory of its members.
+    Archive,
+}
+
+/// An entry of the sources the kernel has been told about.
+pub struct Entity {
+    is: Is,
+    /// Its parent directory's inode (the root's is itself).
+    parent: Ino,
+    /// Which source it is in, and where below that source's directory.
+    source: usize,
+    rel: PathBuf,
+    /// What it was when it was found: if the disk says otherwise, it is gone.
+    key: Key,
+    /// Why an archive cannot be served (logged once).
+    failed: OnceLock<Error>,
+}
+
+/// One source of the command line.
+struct Source {
+    /// The directory it is in (for an archive source, its parent).
+    dir: SourceDir,
+    /// Itself below `dir`: empty for a directory source.
+    rel: PathBuf,
+    /// Its name at the top level (several sources only).
+    name: Vec<u8>,
+}
+
+/// One entry of a listing, taken when the directory was opened.
+struct Listed {
+    ino: Ino,
+    name: Box<[u8]>,
+    kind: Kind,
+    attr: Option<Attr>,
+}
+
+/// The mounted sources.
+pub struct Forest {
+    sources: Vec<Source>,
+    entities: RwLock<HashMap<u64, Arc<Entity>>>,
+    archives: Archives,
+    overrides: Overrides,
+    /// Listings of open directory handles, by fh.
+    listings: Mutex<HashMap<u64, Arc<Vec<Listed>>>>,
+    next_fh: AtomicU64,
+    mounted_at: SystemTime,
+}
+
+/// A node of the mount, found.
+enum Node {
+    /// Inside an archive (its root included).
+    Archive(Arc<ArchiveFs>),
+    /// An entry of the sources.
+    Entity(u64, Arc<Entity>),
+}
+
+impl Forest {
+    /// The sources at `paths` (resolved now), at most `max_archives` archives open at once,
+    /// sharing `cache`. Fails with the first source that cannot be used.
+    pub fn new(
+        paths: &[PathBuf],
+        overrides: Overrides,
+        cache: Arc<Cache>,
+        max_archives: usize,
+        materialize: bool,
+    ) -> Result<Forest> {
+        let mut sources = Vec::new();
+        let mut base_names = Vec::new();
+        for path in paths {
+            let (source, name) = resolve_source(path)?;
+            sources.push(source);
+            base_names.push(name);
+        }
+        for (source, name) in sources.iter_mut().zip(names::top_level(&base_names)) {
+            source.name = name;
+        }
+        let top = !(sources.len() == 1 && sources[0].rel.as_os_str().is_empty());
+        let forest = Forest {
+            sources,
+            entities: RwLock::new(HashMap::new()),
+            archives: Archives::new(max_archives, cache, materialize),
+            overrides,
+            listings: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            mounted_at: SystemTime::now(),
+        };
+        let root = Entity {
+            is: if top { Is::Top } else { Is::Dir },
+            parent: 1,
+            source: 0,
+            rel: PathBuf::new(),
+            key: Key {
+                dev: 0,
+                ino: 0,
+                size: 0,
+                mtime_ns: 0,
+            },
+            failed: OnceLock::new(),
+        };
+        forest.write().insert(0, Arc::new(root));
+        Ok(forest)
+    }
+
+    /// How many archives are open now.
+    pub fn open_archives(&self) -> usize {
+        self.archives.count()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Arc<Entity>>> {
+        self.entities.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn entity(&self, id: u64) -> Result<Arc<Entity>> {
+        let entities = self.entities.read().unwrap_or_else(|p| p.into_inner());
+        entities.get(&id).cloned().ok_or(Error::NotFound)
+    }
+
+    fn node(&self, ino: Ino) -> Result<Node> {
+        let (id, local) = ino::split(ino);
+        let e = self.entity(id)?;
+        match e.is {
+            Is::Archive => Ok(Node::Archive(self.archive(id, &e)?)),
+            _ if local == 1 => Ok(Node::Entity(id, e)),
+            _ => Err(Error::NotFound),
+        }
+    }
+
+    fn archive(&self, id: u64, e: &Entity) -> Result<Arc<ArchiveFs>> {
+        let dir = &self.sources[e.source].dir;
+        let shown = || shown(&self.overrides, self.stat(id, e).ok().as_ref());
+        self.archives.get(id, e, dir, shown)
+    }
+
+    /// The archive `ino` is in, if it is in one (for opens and xattrs).
+    pub fn archive_of(&self, ino: Ino) -> Result<Option<Arc<ArchiveFs>>> {
+        match self.node(ino)? {
+            Node::Archive(fs) => Ok(Some(fs)),
+            Node::Entity(..) => Ok(None),
+        }
+    }
+
+    /// The child `name` of directory `parent`.
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
+        match self.node(parent)? {
+            Node::Archive(fs) => fs.lookup(parent, name),
+            Node::Entity(id, e) => self.lookup_in(id, &e, name),
+        }
+    }
+
+    /// The attributes of `ino`. An archive's own directory is answered from the source,
+    /// without opening the archive.
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        let (id, local) = ino::split(ino);
+        let e = self.entity(id)?;
+        match (e.is, local) {
+            (_, 1) => self.entity_attr(id, &e),
+            (Is::Archive, _) => self.archive(id, &e)?.getattr(ino),
+            _ => Err(Error::NotFound),
+        }
+    }
+
+    /// Opens directory `ino`: a source directory is listed now (the listing the handle
+    /// reads, so offsets stay valid while the directory changes): its handle. None for a
+    /// directory of an archive, whose listing never changes.
+    pub fn opendir(&self, ino: Ino) -> Result<Option<u64>> {
+        match self.node(ino)? {
+            Node::Archive(fs) => fs.readdir(ino, 0).map(|_| None),
+            Node::Entity(id, e) => {
+                let listing = Arc::new(self.list(id, &e)?);
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.lock_listings().insert(fh, listing);
+                Ok(Some(fh))
+            }
+        }
+    }
+
+    fn lock_listings(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Vec<Listed>>>> {
+        self.listings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Entries of directory `ino` from `offset`, handed to `add` until it says it is full.
+    pub fn readdir(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        add: &mut dyn FnMut(DirEntry<'_>) -> bool,
+    ) -> Result<()> {
+        let listing = self.lock_listings().get(&fh).cloned();
+        let Some(listing) = listing else {
+            let Node::Archive(fs) = self.node(ino)? else {
+                return Err(Error::NotFound);
+            };
+            return fs.readdir_into(ino, offset, add);
+        };
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, l) in listing.iter().enumerate().skip(skip) {
+            let entry = DirEntry {
+                ino: l.ino,
+                next_offset: i as u64 + 1,
+                kind: l.kind,
+                name: Cow::Borrowed(&l.name),
+                attr: l.attr,
+            };
+            if add(entry) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets go of the listing of directory handle `fh`.
+    pub fn releasedir(&self, fh: u64) {
+        self.lock_listings().remove(&fh);
+    }
+
+    /// The target of symlink `ino`, as written in the source.
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        match self.node(ino)? {
+            Node::Entity(id, e) if e.is == Is::Symlink => {
+                self.stat(id, &e)?;
+                let dir = &self.sources[e.source].dir;
+                dir.readlink(&e.rel)
+                    .map_err(|err| Error::in_source("read the link", dir.display(&e.rel), err))
+            }
+            _ => Err(Error::Usage("not a symlink".into())),
+        }
+    }
+
+    /// Opens regular file `ino` of a source tree, checked to be the file that was found.
+    pub fn open_file(&self, ino: Ino) -> Result<File> {
+        let (id, e) = match self.node(ino)? {
+            Node::Entity(id, e) if e.is == Is::File => (id, e),
+            Node::Entity(..) => return Err(Error::IsDir),
+            Node::Archive(_) => return Err(Error::NotFound),
+        };
+        let dir = &self.sources[e.source].dir;
+        let file = dir
+            .open_file(&e.rel)
+            .map_err(|err| Error::in_source("open", dir.display(&e.rel), err))?;
+        let meta = file
+            .metadata()
+            .map_err(|err| Error::in_source("stat", dir.display(&e.rel), err))?;
+        use std::os::unix::fs::MetadataExt;
+        match (meta.dev(), meta.ino()) == (e.key.dev, e.key.ino) || id == 0 {
+            true => Ok(file),
+            false => Err(Error::NotFound),
+        }
+    }
+
+    /// What the source says of `e` now; NotFound once it is no longer the entry that was
+    /// found (removed, replaced, rewritten).
+    fn stat(&self, id: u64, e: &Entity) -> Result<Meta> {
+        let (dir, rel) = match e.is {
+            Is::Top => return Err(Error::NotFound),
+            _ => (&self.sources[e.source].dir, &e.rel),
+        };
+        let meta = dir
+            .stat(rel)
+            .map_err(|err| Error::in_source("stat", dir.display(rel), err))?;
+        // The root is whatever directory is at the source's path now.
+        if id != 0 && key_of(&meta, e.is == Is::Archive) != e.key {
+            return Err(Error::NotFound);
+        }
+        Ok(meta)
+    }
+
+    fn entity_attr(&self, id: u64, e: &Entity) -> Result<Attr> {
+        let ino = ino::ino(id, 1);
+        match (e.is, self.stat(id, e)) {
+            (_, Ok(meta)) => Ok(attr_of(&self.overrides, ino, e.is, &meta)),
+            // The root answers even with its source gone: a mount whose root fails is
+            // unusable, and listing it says what is wrong.
+            (Is::Top, _) | (_, Err(_)) if id == 0 => Ok(top_attr(&self.overrides, self.mounted_at)),
+            (_, Err(err)) => Err(err),
+        }
+    }
+
+    /// Records the entry at `rel` of source `source`, found as `is` with `meta` in the
+    /// directory `parent`: its id (the same entry always gets the same id).
+    fn register(&self, is: Is, meta: &Meta, parent: Ino, source: usize, rel: PathBuf) -> u64 {
+        let key = key_of(meta, is == Is::Archive);
+        let fits = |e: &Entity| e.key == key && e.is == is;
+        let same = |e: &Entity| fits(e) && e.parent == parent && e.source == source && e.rel == rel;
+        let mut id = ino::home(&key);
+        {
+            let entities = self.entities.read().unwrap_or_else(|p| p.into_inner());
+            while let Some(e) = entities.get(&id) {
+                if same(e) {
+                    return id;
+                }
+                if fits(e) {
+                    break;
+                }
+                id = ino::next(id);
+            }
+        }
+        let mut entities = self.write();
+        // Moved (a rename), or new: (re)recorded where it is now.
+        while let Some(e) = entities.get(&id) {
+            if fits(e) {
+                break;
+            }
+            id = ino::next(id);
+        }
+        entities.insert(
+            id,
+            Arc::new(Entity {
+                is,
+                parent,
+                source,
+                rel,
+                key,
+                failed: OnceLock::new(),
+            }),
+        );
+        id
+    }
+
+    /// Source `i` as a child of the top.
+    fn top_entry(&self, i: usize) -> Result<(Ino, Attr)> {
+        let s = &self.sources[i];
+        let meta = s
+            .dir
+            .stat(&s.rel)
+            .map_err(|err| Error::in_source("stat", s.dir.display(&s.rel), err))?;
+        let is = match meta.kind {
+            Type::Dir if s.rel.as_os_str().is_empty() => Is::Dir,
+            Type::File if !s.rel.as_os_str().is_empty() => Is::Archive,
+            _ => return Err(Error::NotFound),
+        };
+        let id = self.register(is, &meta, 1, i, s.rel.clone());
+        let ino = ino::ino(id, 1);
+        Ok((ino, attr_of(&self.overrides, ino, is, &meta)))
+    }
+
+    fn lookup_in(&self, id: u64, e: &Entity, name: &[u8]) -> Result<Attr> {
+        match e.is {
+            Is::Top => {
+                let i = self.sources.iter().position(|s| s.name == name);
+                self.top_entry(i.ok_or(Error::NotFound)?).map(|(_, a)| a)
+            }
+            Is::Dir => {
+                let dir = &self.sources[e.source].dir;
+                let io = |err| {
+                    Error::in_source("look up", dir.display(&e.rel.join(component(name))), err)
+                };
+                let (found, meta, is) = match dir.stat_in(&e.rel, component(name)).map_err(io)? {
+                    Some(meta) => match names::shows(name, &meta) {
+                        Shows::Hidden => return Err(Error::NotFound),
+                        Shows::Plain => (name.to_vec(), meta, plain(&meta)),
+                        // Shown under its short name, unless that is taken.
+                        Shows::Archive => {
+                            let stem = names::stem(name).unwrap_or(name);
+                            if dir.stat_in(&e.rel, component(stem)).map_err(io)?.is_none() {
+                                return Err(Error::NotFound);
+                            }
+                            (name.to_vec(), meta, Is::Archive)
+                        }
+                    },
+                    None => {
+                        let full = [name, names::SUFFIX].concat();
+                        match dir.stat_in(&e.rel, component(&full)).map_err(io)? {
+                            Some(m) if names::shows(&full, &m) == Shows::Archive => {
+                                (full, m, Is::Archive)
+                            }
+                            _ => return Err(Error::NotFound),
+                        }
+                    }
+                };
+                let rel = e.rel.join(component(&found));
+                let child = self.register(is, &meta, ino::ino(id, 1), e.source, rel);
+                Ok(attr_of(&self.overrides, ino::ino(child, 1), is, &meta))
+            }
+            Is::File | Is::Symlink => Err(Error::NotDir),
+            Is::Archive => Err(Error::NotFound),
+        }
+    }
+
+    /// The listing of source directory (or top) `e`: `.`, `..`, then its entries by name.
+    fn list(&self, id: u64, e: &Entity) -> Result<Vec<Listed>> {
+        let here = ino::ino(id, 1);
+        let mut out = Vec::new();
+        match e.is {
+            Is::Top => {
+                for (i, s) in self.sources.iter().enumerate() {
+                    if let Ok((ino, attr)) = self.top_entry(i) {
+                        let (name, kind) = (s.name.clone().into(), attr.kind);
+                        out.push(Listed {
+                            ino,
+                            name,
+                            kind,
+                            attr: Some(attr),
+                        });
+                    }
+                }
+            }
+            Is::Dir => {
+                let dir = &self.sources[e.source].dir;
+                let entries = dir
+                    .list(&e.rel)
+                    .map_err(|err| Error::in_source("list", dir.display(&e.rel), err))?;
+                let literal: HashSet<&[u8]> = entries.iter().map(|(n, _)| &n[..]).collect();
+                let shows: Vec<_> = entries
+                    .iter()
+                    .map(|(n, m)| (&n[..], names::shows(n, m)))
+                    .collect();
+                let shown = names::shown(&shows, &literal);
+                for (((name, meta), (_, how)), shown) in entries.iter().zip(&shows).zip(shown) {
+                    let Some(shown) = shown else { continue };
+                    let is = match how {
+                        Shows::Archive => Is::Archive,
+                        _ => plain(meta),
+                    };
+                    let rel = e.rel.join(component(name));
+                    let child = ino::ino(self.register(is, meta, here, e.source, rel), 1);
+                    let attr = attr_of(&self.overrides, child, is, meta);
+                    out.push(Listed {
+                        ino: child,
+                        name: shown.into(),
+                        kind: attr.kind,
+                        attr: Some(attr),
+                    });
+                }
+            }
+            _ => return Err(Error::NotDir),
+        }
+        out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let dots = [(here, &b"."[..]), (e.parent, &b".."[..])].map(|(ino, name)| Listed {
+            ino,
+            name: name.into(),
+            kind: Kind::Dir,
+            attr: None,
+        });
+        Ok(dots.into_iter().chain(out).collect())
+    }
+}
+
+/// What a plain entry of a source is.
+fn plain(meta: &Meta) -> Is {
+    match meta.kind {
+        Type::Dir => Is::Dir,
+        Type::Symlink => Is::Symlink,
+        _ => Is::File,
+    }
+}
+
+/// A command-line source: resolved once, now; its directory and its base name.
+fn resolve_source(path: &Path) -> Result<(Source, Vec<u8>)> {
+    let open_err = |cause: String| Error::ArchiveOpen {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let real = path
+        .canonicalize()
+        .map_err(|e| open_err(crate::error::cause(&e)))?;
+    let meta = std::fs::metadata(&real).map_err(|e| open_err(crate::error::cause(&e)))?;
+    let name = real
+        .file_name()
+        .map(|n| n.as_encoded_bytes().to_vec())
+        .unwrap_or_else(|| b"root".to_vec());
+    if meta.is_dir() {
+        let source = Source {
+            dir: SourceDir::new(real),
+            rel: PathBuf::new(),
+            name: Vec::new(),
+        };
+        return Ok((source, name));
+    }
+    if !meta.is_file() {
+        return Err(open_err("not a directory or a regular file".into()));
+    }
+    let parent = real.parent().map(Path::to_path_buf).unwrap_or_default();
+    let short = names::stem(&name).map_or(name.clone(), <[u8]>::to_vec);
+    let source = Source {
+        dir: SourceDir::new(parent),
+        rel: PathBuf::from(component(&name)),
+        name: Vec::new(),
+    };
+    Ok((source, short))
+}
