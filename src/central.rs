@@ -77,25 +77,33 @@ pub fn read(archive: &Archive) -> Result<Vec<Record>, String> {
     }
     // The end record is the last signature whose record fits: searched backwards through the
     // longest comment it can have, and the first one that leads to a directory wins (bytes
-    // after the archive are allowed, as zipfile and unzip allow them).
-    let from = len.saturating_sub(END_LEN + u64::from(u16::MAX));
-    let mut tail = vec![0u8; (len - from) as usize];
-    archive
-        .read_exact_at(&mut tail, from)
-        .map_err(|_| "the end of the file cannot be read".to_string())?;
+    // after the archive are allowed, as zipfile and unzip allow them). numpy writes no
+    // comment, so the last 4 KiB almost always hold it (and a small shard's whole directory):
+    // opening one of 10^4 shards then reads 4 KiB, not 64. Only when that finds nothing is the
+    // whole window searched, from the end again, so the answer is the same.
     let mut first_error = None;
-    let candidates = (0..=tail.len() - END_LEN as usize)
-        .rev()
-        .filter(|&at| u32_at(&tail, at) == END_SIGNATURE)
-        .take(MAX_END_CANDIDATES);
-    for at in candidates {
-        match directory(archive, &tail[at..at + END_LEN as usize], from + at as u64)
-            .and_then(|dir| records(archive, &dir))
-        {
-            Ok(entries) => return Ok(entries),
-            Err(e) => {
-                first_error.get_or_insert(e);
+    for window in [4096, u64::from(u16::MAX)] {
+        let from = len.saturating_sub(END_LEN + window);
+        let mut tail = vec![0u8; (len - from) as usize];
+        archive
+            .read_exact_at(&mut tail, from)
+            .map_err(|_| "the end of the file cannot be read".to_string())?;
+        let candidates = (0..=tail.len() - END_LEN as usize)
+            .rev()
+            .filter(|&at| u32_at(&tail, at) == END_SIGNATURE)
+            .take(MAX_END_CANDIDATES);
+        for at in candidates {
+            match directory(archive, &tail[at..at + END_LEN as usize], from + at as u64)
+                .and_then(|dir| records(archive, &dir))
+            {
+                Ok(entries) => return Ok(entries),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
+        }
+        if from == 0 {
+            break;
         }
     }
     Err(first_error.unwrap_or_else(|| "no end of central directory record".into()))

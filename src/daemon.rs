@@ -29,6 +29,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// is live (without).
 pub fn run(opts: &Options) -> Result<()> {
     let (mountpoint, under_dev) = mountpoint::check(&opts.mountpoint)?;
+    outside_sources(&opts.mountpoint, &opts.sources)?;
     // Taken before anything else, and before the fork: the owner must exist now.
     let watched = opts.owner_pid.map(Owner::watch).transpose()?;
     let started = Instant::now();
@@ -110,6 +111,28 @@ pub fn run(opts: &Options) -> Result<()> {
         serve(fs, plan, ready)
     } else {
         background(fs, plan, ready)
+    }
+}
+
+/// Refuses a mount point inside a directory source: the tree would hold the mount itself,
+/// and the daemon would ask its own mount about it.
+fn outside_sources(mountpoint: &Path, sources: &[PathBuf]) -> Result<()> {
+    let Ok(at) = mountpoint.canonicalize() else {
+        return Ok(());
+    };
+    let dirs = sources.iter().filter(|s| s.is_dir());
+    match dirs
+        .filter_map(|s| s.canonicalize().ok())
+        .find(|d| at.starts_with(d))
+    {
+        Some(dir) => Err(Error::Mountpoint {
+            path: mountpoint.to_path_buf(),
+            cause: format!(
+                "it is inside the source {}, whose tree would then hold the mount itself",
+                dir.display()
+            ),
+        }),
+        None => Ok(()),
     }
 }
 

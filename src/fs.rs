@@ -207,9 +207,15 @@ impl<B> NpzFs<B> {
         }
     }
 
-    /// The extended attributes of `ino` (`info.rs`): a member's facts; none elsewhere.
+    /// The extended attributes of `ino` (`info.rs`): a member's facts; none elsewhere. An
+    /// archive of a source tree is not opened to say its own directory has none (`ls -l`
+    /// asks every entry).
     pub fn xattrs(&self, ino: Ino, header: bool) -> Result<Vec<(&'static str, String)>> {
-        match self.archive_of(ino)? {
+        let in_archive = match &self.mount {
+            Mount::Forest(f) if f.is_entry(ino) => None,
+            _ => self.archive_of(ino)?,
+        };
+        match in_archive {
             Some(fs) => fs.xattrs(ino, header),
             None => Ok(Vec::new()),
         }

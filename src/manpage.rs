@@ -24,6 +24,12 @@ const DESCRIPTION_MORE: &[&str] = &[
      stays in the foreground and, under systemd (Type=notify), sends READY=1 at that moment. \
      SIGTERM, SIGINT and SIGHUP unmount and exit; a mount still in use is detached and the \
      daemon exits when its last user leaves. Unmount with umount(8) or fusermount3 -u.",
+    "A directory SOURCE is mirrored live: subdirectories are directories, each x.npz is a \
+     directory x of its members (x.npz when an entry x already exists), other files appear as \
+     themselves, symlinks as symlinks (never followed by the daemon). Archives are opened on \
+     first use, at most max_archives at once, and share one cache; a shard added, removed or \
+     renamed shows within about a second. Owners and permission bits follow the source \
+     (write bits removed). Several SOURCEs sit side by side under their base names.",
     "mount(8) and fstab use it as file system type fuse.npzfs through mount.fuse3(8), which \
      must find npzfs in the PATH it gives helpers (/usr/local/bin and /usr/bin are in it).",
 ];
@@ -90,6 +96,12 @@ const EXAMPLES: &[(&str, &str)] = &[
          fusermount3 -u /mnt/data",
     ),
     (
+        "A dataset of shards, and a shard's member:",
+        "npzfs /data/dataset /mnt/dataset\n\
+         ls /mnt/dataset/train/shard_0000/\n\
+         python3 -c \"import numpy as np; print(np.load('/mnt/dataset/train/shard_0000/x.npy', mmap_mode='r')[0])\"",
+    ),
+    (
         "Through mount(8), and the same as an fstab line:",
         "mount -t fuse.npzfs /data/x.npz /mnt/x -o allow_other,cache_size=4G\n\
          /data/x.npz /mnt/x fuse.npzfs ro,allow_other,cache_size=4G,nofail 0 0",
@@ -104,7 +116,7 @@ const EXAMPLES: &[(&str, &str)] = &[
 pub fn render(w: &mut dyn Write) -> io::Result<()> {
     // clap_mangen drops the value of a short-only option from the synopsis ("[-o ]").
     let cmd = options::command().long_about(DESCRIPTION).override_usage(
-        "npzfs [-f] [-v|-q] [-o OPTION[,OPTION...]]... ARCHIVE MOUNTPOINT\n\
+        "npzfs [-f] [-v|-q] [-o OPTION[,OPTION...]]... SOURCE... MOUNTPOINT\n\
              npzfs --list [--json] ARCHIVE",
     );
     let man = Man::new(cmd).manual("User Commands");

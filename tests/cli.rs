@@ -102,6 +102,16 @@ fn bad_archives_exit_3_or_4() {
         "missing.npz",
         "No such file or directory",
     );
+    // A mount point inside a directory source would hold itself.
+    std::fs::create_dir(d.p("tree")).unwrap();
+    std::fs::create_dir(d.p("tree/mnt")).unwrap();
+    let inner = d.p("tree/mnt");
+    assert_fails(
+        &[&d.p("tree"), &inner],
+        5,
+        "inside the source",
+        "hold the mount itself",
+    );
     // A directory is a source of its own (a tree of archives); a device is neither.
     assert_fails(&["/dev/null", &mnt], 3, "/dev/null", "not a regular file");
     assert_fails(&[&d.p("empty.npz"), &mnt], 4, "empty.npz", "empty");

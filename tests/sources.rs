@@ -156,6 +156,9 @@ fn archives_are_opened_only_when_asked_into_and_at_most_max_archives_at_once() {
     assert_eq!(listed.len(), 40);
     for (_, attr) in &listed {
         assert_eq!(fs.getattr(attr.ino).unwrap().kind, Kind::Dir);
+        // What `ls -l` and `getfattr` ask of each entry.
+        assert_eq!(fs.listxattr(attr.ino).unwrap(), b"");
+        assert!(fs.getxattr(attr.ino, b"user.zip.method").is_err());
     }
     assert_eq!(fs.open_archives(), 0);
     assert_eq!(names(&fs, "s/005"), ["x.npy", "y.npy"]);

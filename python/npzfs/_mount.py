@@ -145,7 +145,8 @@ def mount(
     Parameters
     ----------
     file : str or os.PathLike
-        The archive.
+        The archive; or a directory, mounted as a tree in which each ``x.npz`` is a folder
+        ``x`` of its members (a dataset of shards: each opened only when used).
     mountpoint : str or os.PathLike, optional
         An existing directory to mount on. By default a private temporary directory is
         created, and removed again on unmount.
@@ -176,12 +177,17 @@ def mount(
     --------
     >>> with npzfs.mount("data.npz") as m:                          # doctest: +SKIP
     ...     w = np.load(m.path / "weights.npy", mmap_mode="r")
+    >>> with npzfs.mount("/data/dataset") as m:                     # doctest: +SKIP
+    ...     x = np.load(m.path / "train" / "shard_0000" / "x.npy", mmap_mode="r")
     """
     source = os.fspath(file)
     if "://" not in source:
         source = os.path.abspath(source)
-        with open(source, "rb"):  # the built-in exceptions for a missing or unreadable file
-            pass
+        if os.path.isdir(source):
+            os.listdir(source)  # the built-in exception for an unreadable directory
+        else:
+            with open(source, "rb"):  # the built-in exceptions for a missing or unreadable file
+                pass
     opts = _option_list(options)
     if cache_dir is not None:
         opts.append(f"cache_dir={os.fspath(cache_dir)}")

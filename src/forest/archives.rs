@@ -62,7 +62,7 @@ impl Archives {
             return Ok(fs.clone());
         }
         if let Some(e) = entity.failed.get() {
-            return Err(Error::Reported(Arc::new(e.clone())));
+            return Err(Error::Reported(e.clone()));
         }
         let opened = match self.open(id, entity, dir, shown()) {
             // Out of descriptors: close half of what is open and try once more.
@@ -90,7 +90,7 @@ impl Archives {
             Err(e) => {
                 // The first answer is logged where every failure is (one line); later ones
                 // answer the same at debug.
-                let _ = entity.failed.set(e.clone());
+                let _ = entity.failed.set(Arc::new(e.clone()));
                 Err(e)
             }
         }
@@ -103,12 +103,11 @@ impl Archives {
             .map_err(|e| Error::in_source("open", path.display().to_string(), e))?;
         let archive = Archive::from_file(file, &path)?;
         let id_now = archive.identity();
-        let now = ino::Key {
-            dev: id_now.dev,
-            ino: id_now.ino,
-            size: id_now.size,
-            mtime_ns: i128::from(id_now.mtime) * 1_000_000_000 + i128::from(id_now.mtime_nsec),
-        };
+        let now = ino::Key::new(
+            id_now.dev,
+            id_now.ino,
+            Some((id_now.size, id_now.mtime, id_now.mtime_nsec)),
+        );
         if now != entity.key {
             // Replaced or rewritten since it was looked up: that version is gone; the new
             // one has its own inode numbers (a fresh lookup finds it).

@@ -30,7 +30,26 @@ pub struct Key {
     /// Size (archives only; 0 otherwise).
     pub size: u64,
     /// Modification time in nanoseconds (archives only; 0 otherwise).
-    pub mtime_ns: i128,
+    pub mtime_ns: i64,
+}
+
+impl Key {
+    /// The key of file (`dev`, `ino`); an archive's also has its `size` and mtime
+    /// (`secs`, `nsec`): a new version of it is a new archive.
+    pub fn new(dev: u64, ino: u64, version: Option<(u64, i64, i64)>) -> Key {
+        let (size, mtime_ns) = version.map_or((0, 0), |(size, secs, nsec)| {
+            (
+                size,
+                secs.saturating_mul(1_000_000_000).saturating_add(nsec),
+            )
+        });
+        Key {
+            dev,
+            ino,
+            size,
+            mtime_ns,
+        }
+    }
 }
 
 /// The inode of node `local` of entry `id`.
@@ -46,13 +65,7 @@ pub fn split(ino: Ino) -> (u64, Ino) {
 /// Where `key` would like to live: a stable hash (splitmix64) into `1..IDS`.
 pub fn home(key: &Key) -> u64 {
     let mut h = 0x9e37_79b9_7f4a_7c15u64;
-    let words = [
-        key.dev,
-        key.ino,
-        key.size,
-        key.mtime_ns as u64,
-        (key.mtime_ns >> 64) as u64,
-    ];
+    let words = [key.dev, key.ino, key.size, key.mtime_ns as u64];
     for w in words {
         h = mix(h ^ w);
     }

@@ -66,7 +66,7 @@ pub struct Entity {
     /// What it was when it was found: if the disk says otherwise, it is gone.
     key: Key,
     /// Why an archive cannot be served (logged once).
-    failed: OnceLock<Error>,
+    failed: OnceLock<Arc<Error>>,
 }
 
 /// One source of the command line.
@@ -142,12 +142,7 @@ impl Forest {
             parent: 1,
             source: 0,
             rel: PathBuf::new(),
-            key: Key {
-                dev: 0,
-                ino: 0,
-                size: 0,
-                mtime_ns: 0,
-            },
+            key: Key::new(0, 0, None),
             failed: OnceLock::new(),
         };
         forest.write().insert(0, Arc::new(root));
@@ -190,6 +185,12 @@ impl Forest {
             Node::Archive(fs) => Ok(Some(fs)),
             Node::Entity(..) => Ok(None),
         }
+    }
+
+    /// Whether `ino` is an entry of the sources itself (an archive's own directory included),
+    /// not a node inside an archive.
+    pub fn is_entry(&self, ino: Ino) -> bool {
+        ino::split(ino).1 == 1
     }
 
     /// The child `name` of directory `parent`.

@@ -83,17 +83,6 @@ pub fn attr_of(o: &Overrides, ino: Ino, is: Is, meta: &Meta) -> Attr {
 
 /// What identifies an entry on disk (an archive by its version too).
 pub fn key_of(meta: &Meta, archive: bool) -> Key {
-    let (size, mtime_ns) = match archive {
-        true => (
-            meta.size,
-            i128::from(meta.mtime) * 1_000_000_000 + i128::from(meta.mtime_nsec),
-        ),
-        false => (0, 0),
-    };
-    Key {
-        dev: meta.dev,
-        ino: meta.ino,
-        size,
-        mtime_ns,
-    }
+    let version = archive.then_some((meta.size, meta.mtime, meta.mtime_nsec));
+    Key::new(meta.dev, meta.ino, version)
 }
