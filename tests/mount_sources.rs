@@ -280,3 +280,118 @@ fn bad_shards_among_good_ones_log_once_and_the_rest_is_served() {
         assert_eq!(lines, 1, "{bad}:\n{log}");
     }
 }
+
+/// Every file under `dir` by path, with its inode (symlinks not followed).
+fn inodes(dir: &Path, prefix: &str, out: &mut std::collections::BTreeMap<String, u64>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        let meta = fs::symlink_metadata(entry.path()).unwrap();
+        out.insert(name.clone(), meta.ino());
+        if meta.is_dir() {
+            inodes(&entry.path(), &format!("{name}/"), out);
+        }
+    }
+}
+
+#[test]
+fn nested_trees_clashes_and_several_sources_through_the_kernel() {
+    if !require("nested_trees_clashes", &[Need::Fuse]) {
+        return;
+    }
+    let data = dataset(2);
+    let d = data.path();
+    shard(&d.join("a/b/c/deep.npz"), 5);
+    shard(&d.join("x.npz"), 6);
+    fs::create_dir(d.join("x")).unwrap();
+    fs::write(d.join("x/note.txt"), b"a directory called x").unwrap();
+    std::os::unix::fs::symlink("train/shard_0001", d.join("latest")).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    shard(&other.path().join("train.npz"), 9);
+    let cache = tempfile::tempdir().unwrap();
+    let opts = ["-o", &cache_opt(&cache)];
+    let m = Mounted::background(d, &opts);
+    assert_eq!(listing(&m.mnt), ["a", "latest", "train", "x", "x.npz"]);
+    assert_eq!(fs::read(m.path("a/b/c/deep/x.npy")).unwrap(), pattern(5, 0, 4096));
+    assert_eq!(fs::read(m.path("x.npz/x.npy")).unwrap(), pattern(6, 0, 4096));
+    assert_eq!(fs::read(m.path("x/note.txt")).unwrap(), b"a directory called x");
+    // A relative symlink resolves inside the mount.
+    assert_eq!(fs::read(m.path("latest/x.npy")).unwrap(), pattern(1, 0, 4096));
+    let meta = fs::metadata(m.path("train/shard_0000/y.npy")).unwrap();
+    assert_eq!(meta.len(), 100_000);
+    assert_eq!(meta.mode() & 0o222, 0, "read-only");
+    let mut first = Default::default();
+    inodes(&m.mnt, "", &mut first);
+    let unique: std::collections::HashSet<_> = first.values().collect();
+    assert_eq!(unique.len(), first.len(), "inode numbers repeat: {first:?}");
+    drop(m);
+    // The same tree mounted again shows the same inode numbers.
+    let m = Mounted::background(d, &opts);
+    let mut again = Default::default();
+    inodes(&m.mnt, "", &mut again);
+    assert_eq!(first, again);
+    drop(m);
+    // Several sources side by side: a clash of names is numbered in command-line order.
+    let sources = [d.join("train"), other.path().join("train.npz"), d.join("x.npz")];
+    let refs: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
+    let m = Mounted::background_all(&refs, &opts);
+    assert_eq!(listing(&m.mnt), ["train", "train (1)", "x"]);
+    assert_eq!(fs::read(m.path("train (1)/x.npy")).unwrap(), pattern(9, 0, 4096));
+    assert_eq!(fs::read(m.path("train/shard_0001/x.npy")).unwrap(), pattern(1, 0, 4096));
+    assert_eq!(fs::read(m.path("x/y.npy")).unwrap(), compressible(6, 100_000));
+}
+
+#[test]
+fn a_reader_walking_while_shards_change_never_sees_a_mix() {
+    if !require("a_reader_walking", &[Need::Fuse]) {
+        return;
+    }
+    let data = dataset(8);
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::background(data.path(), &["-o", &cache_opt(&cache)]);
+    let train = m.path("train");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Shard i is written with seed i, later replaced with seed 1000 + i: every read of x.npy
+    // is one of the two, whole.
+    let walker = {
+        let (stop, train) = (stop.clone(), train.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for entry in fs::read_dir(&train).into_iter().flatten().flatten() {
+                    let name = entry.file_name().into_string().unwrap();
+                    let Some(i) = name.strip_prefix("shard_").and_then(|n| n.parse().ok()) else {
+                        continue;
+                    };
+                    match fs::read(entry.path().join("x.npy")) {
+                        Ok(bytes) => {
+                            let i: u64 = i;
+                            let ok = [i, 1000 + i].iter().any(|&s| bytes == pattern(s, 0, 4096));
+                            assert!(ok, "{name}: bytes of neither version");
+                            reads += 1;
+                        }
+                        // Removed or replaced between the listing and the read.
+                        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{name}: {e}"),
+                    }
+                }
+            }
+            reads
+        })
+    };
+    let d = data.path().join("train");
+    for round in 0..3 {
+        for i in 0..8u64 {
+            let next = d.join(format!("next_{i}.tmp"));
+            shard(&next, if round % 2 == 0 { 1000 + i } else { i });
+            fs::rename(&next, d.join(format!("shard_{i:04}.npz"))).unwrap();
+        }
+        fs::remove_file(d.join("shard_0007.npz")).unwrap();
+        shard(&d.join("shard_0008.npz"), 8);
+        fs::remove_file(d.join("shard_0008.npz")).unwrap();
+        shard(&d.join("shard_0007.npz"), 7);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = walker.join().expect("the walker saw wrong bytes");
+    assert!(reads > 0);
+    assert!(wait_until(5, || listing(&train).len() == 8));
+}

@@ -312,3 +312,19 @@ fn permissions_follow_the_source_without_write_bits() {
     let a = fs.getattr(ino(&fs, "open/x.npy")).unwrap();
     assert_eq!((a.uid, a.gid, a.perm), (42, 43, 0o400));
 }
+
+#[test]
+fn an_archive_replaced_while_mounted_leaves_one_cache_directory() {
+    let t = Tree::new();
+    t.shard("s.npz", 1);
+    let fs = t.mount_dir();
+    assert_eq!(read_all(&fs, ino(&fs, "s/y.npy")), compressible(1, 50_000));
+    let stores = || fs::read_dir(t.cache.path().join("c")).unwrap().count();
+    assert_eq!(stores(), 1);
+    t.shard("next.npz", 2);
+    fs::rename(t.p("next.npz"), t.p("s.npz")).unwrap();
+    assert_eq!(read_all(&fs, ino(&fs, "s/y.npy")), compressible(2, 50_000));
+    // The old version's directory went when the new one's was made.
+    assert_eq!(stores(), 1);
+    fs.close();
+}
