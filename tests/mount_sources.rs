@@ -312,11 +312,23 @@ fn nested_trees_clashes_and_several_sources_through_the_kernel() {
     let opts = ["-o", &cache_opt(&cache)];
     let m = Mounted::background(d, &opts);
     assert_eq!(listing(&m.mnt), ["a", "latest", "train", "x", "x.npz"]);
-    assert_eq!(fs::read(m.path("a/b/c/deep/x.npy")).unwrap(), pattern(5, 0, 4096));
-    assert_eq!(fs::read(m.path("x.npz/x.npy")).unwrap(), pattern(6, 0, 4096));
-    assert_eq!(fs::read(m.path("x/note.txt")).unwrap(), b"a directory called x");
+    assert_eq!(
+        fs::read(m.path("a/b/c/deep/x.npy")).unwrap(),
+        pattern(5, 0, 4096)
+    );
+    assert_eq!(
+        fs::read(m.path("x.npz/x.npy")).unwrap(),
+        pattern(6, 0, 4096)
+    );
+    assert_eq!(
+        fs::read(m.path("x/note.txt")).unwrap(),
+        b"a directory called x"
+    );
     // A relative symlink resolves inside the mount.
-    assert_eq!(fs::read(m.path("latest/x.npy")).unwrap(), pattern(1, 0, 4096));
+    assert_eq!(
+        fs::read(m.path("latest/x.npy")).unwrap(),
+        pattern(1, 0, 4096)
+    );
     let meta = fs::metadata(m.path("train/shard_0000/y.npy")).unwrap();
     assert_eq!(meta.len(), 100_000);
     assert_eq!(meta.mode() & 0o222, 0, "read-only");
@@ -332,13 +344,26 @@ fn nested_trees_clashes_and_several_sources_through_the_kernel() {
     assert_eq!(first, again);
     drop(m);
     // Several sources side by side: a clash of names is numbered in command-line order.
-    let sources = [d.join("train"), other.path().join("train.npz"), d.join("x.npz")];
+    let sources = [
+        d.join("train"),
+        other.path().join("train.npz"),
+        d.join("x.npz"),
+    ];
     let refs: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
     let m = Mounted::background_all(&refs, &opts);
     assert_eq!(listing(&m.mnt), ["train", "train (1)", "x"]);
-    assert_eq!(fs::read(m.path("train (1)/x.npy")).unwrap(), pattern(9, 0, 4096));
-    assert_eq!(fs::read(m.path("train/shard_0001/x.npy")).unwrap(), pattern(1, 0, 4096));
-    assert_eq!(fs::read(m.path("x/y.npy")).unwrap(), compressible(6, 100_000));
+    assert_eq!(
+        fs::read(m.path("train (1)/x.npy")).unwrap(),
+        pattern(9, 0, 4096)
+    );
+    assert_eq!(
+        fs::read(m.path("train/shard_0001/x.npy")).unwrap(),
+        pattern(1, 0, 4096)
+    );
+    assert_eq!(
+        fs::read(m.path("x/y.npy")).unwrap(),
+        compressible(6, 100_000)
+    );
 }
 
 #[test]
