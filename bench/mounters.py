@@ -81,18 +81,7 @@ class Mounter:
             time.sleep(0.01)
 
     def pid(self, mnt: Path) -> int:
-        """The daemon serving `mnt` (the process whose command line names it)."""
-        me = os.getpid()
-        for p in Path("/proc").iterdir():
-            if not p.name.isdigit() or int(p.name) == me:
-                continue
-            try:
-                args = (p / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if str(mnt).encode() in args:
-                return int(p.name)
-        raise LookupError(f"no daemon for {mnt}")
+        return daemon_pid(mnt)
 
 
 class Npzfs(Mounter):
@@ -182,6 +171,21 @@ def usable(mounters: list, archive: Path, work: Path, limit: float = 600) -> lis
         except (Unusable, TimeoutError) as e:
             print(f"({e}: skipped for {archive.name})")
     return out
+
+
+def daemon_pid(mnt: Path) -> int:
+    """The daemon serving `mnt` (the process whose command line names it)."""
+    me = os.getpid()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == me:
+            continue
+        try:
+            args = (p / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(mnt).encode() in args:
+            return int(p.name)
+    raise LookupError(f"no daemon for {mnt}")
 
 
 def daemon_rss(pid: int) -> dict:

@@ -28,7 +28,7 @@ import zipfile
 from pathlib import Path
 
 from common import BIN, build, median
-from mounters import Ratarmount, daemon_rss
+from mounters import Ratarmount, daemon_pid, daemon_rss
 
 
 def dataset(work: Path, n: int) -> Path:
@@ -63,17 +63,6 @@ def unmount(mnt: Path):
         time.sleep(0.01)
 
 
-def pid_of(mnt: Path) -> int:
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit() and p.name != str(os.getpid()):
-            try:
-                if str(mnt).encode() in (p / "cmdline").read_bytes().split(b"\0"):
-                    return int(p.name)
-            except OSError:
-                pass
-    raise LookupError(mnt)
-
-
 def rchar(pid: int) -> int:
     for line in Path(f"/proc/{pid}/io").read_text().splitlines():
         if line.startswith("rchar:"):
@@ -101,7 +90,7 @@ def npzfs_run(root: Path, work: Path, n: int, limit: float) -> dict:
     cache = work / "cache"
     out = {"mount": mount([BIN, root, mnt, "-o", f"cache_dir={cache}"], mnt, limit)}
     try:
-        pid = pid_of(mnt)
+        pid = daemon_pid(mnt)
         before = daemon_rss(pid)["RssAnon"]
         t = time.perf_counter()
         assert ls_l(mnt / "train") == n
@@ -137,7 +126,7 @@ def ratarmount_run(root: Path, work: Path, n: int, limit: float, cold: bool) -> 
     out = {"mount": mount(cmd, mnt, limit)}
     if out["mount"] != float("inf"):
         try:
-            out["rss"] = daemon_rss(pid_of(mnt))["VmRSS"]
+            out["rss"] = daemon_rss(daemon_pid(mnt))["VmRSS"]
         except LookupError:
             pass
         unmount(mnt)

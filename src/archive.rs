@@ -8,8 +8,11 @@
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
+
+use crate::cache::Blocks;
 
 use crate::error::{Error, Result, cause};
 
@@ -40,12 +43,17 @@ impl Identity {
     }
 }
 
-/// An opened, mapped archive file.
+/// An opened archive: a mapped local file, or a remote object read by range into the
+/// cache's blocks (`cache/blocks.rs`).
 pub struct Archive {
     path: PathBuf,
-    file: File,
-    map: Option<Mmap>,
+    backend: Backend,
     identity: Identity,
+}
+
+enum Backend {
+    Local { file: File, map: Option<Mmap> },
+    Remote(Arc<Blocks>),
 }
 
 impl Archive {
@@ -84,10 +92,27 @@ impl Archive {
         };
         Ok(Archive {
             path: path.to_path_buf(),
-            file,
-            map,
+            backend: Backend::Local { file, map },
             identity: Identity::of(&meta),
         })
+    }
+
+    /// The remote archive whose bytes `blocks` fetches, shown as `url`, in version
+    /// `identity`.
+    pub fn remote(blocks: Arc<Blocks>, url: &str, identity: Identity) -> Archive {
+        Archive {
+            path: PathBuf::from(url),
+            backend: Backend::Remote(blocks),
+            identity,
+        }
+    }
+
+    /// A remote archive's blocks; None for a local file.
+    pub fn blocks(&self) -> Option<&Arc<Blocks>> {
+        match &self.backend {
+            Backend::Remote(blocks) => Some(blocks),
+            Backend::Local { .. } => None,
+        }
     }
 
     /// The path the archive was opened from (for messages only).
@@ -105,14 +130,30 @@ impl Archive {
         self.identity.size
     }
 
-    /// The open file, for buffered parsing of the central directory.
-    pub fn file(&self) -> &File {
-        &self.file
+    /// The open file of a local archive (None for a remote one): for copies the kernel makes.
+    pub fn file(&self) -> Option<&File> {
+        match &self.backend {
+            Backend::Local { file, .. } => Some(file),
+            Backend::Remote(_) => None,
+        }
     }
 
-    /// Reads exactly `buf.len()` bytes at `offset` with `pread` (never through the mapping).
+    /// A reader of the archive's bytes from its start, for buffered parsing.
+    pub fn reader(&self) -> Reader<'_> {
+        Reader {
+            archive: self,
+            at: 0,
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset` with `pread` (never through the mapping),
+    /// or from a remote archive's blocks (waiting for them).
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.file.read_exact_at(buf, offset).map_err(|e| {
+        let file = match &self.backend {
+            Backend::Local { file, .. } => file,
+            Backend::Remote(blocks) => return blocks.read_exact_at(buf, offset),
+        };
+        file.read_exact_at(buf, offset).map_err(|e| {
             Error::io(
                 "read",
                 format!("{} at offset {offset}", self.path.display()),
@@ -134,10 +175,10 @@ impl Archive {
         let (Ok(s), Ok(e)) = (usize::try_from(start), usize::try_from(end)) else {
             return Err(out_of_range());
         };
-        match &self.map {
-            Some(map) => map.get(s..e).ok_or_else(out_of_range),
-            None if s == e => Ok(&[]),
-            None => Err(out_of_range()),
+        match &self.backend {
+            Backend::Local { map: Some(map), .. } => map.get(s..e).ok_or_else(out_of_range),
+            _ if s == e => Ok(&[]),
+            _ => Err(out_of_range()),
         }
     }
 
@@ -146,7 +187,9 @@ impl Archive {
     /// without this, every page ever served would count in the daemon's resident set, which
     /// would then grow to the size of the members read (`bench/rss.py`).
     pub fn unmap_pages(&self, start: u64, len: u64) {
-        let Some(map) = &self.map else { return };
+        let Backend::Local { map: Some(map), .. } = &self.backend else {
+            return;
+        };
         // SAFETY: sysconf has no preconditions.
         let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let from = start / page * page;
@@ -171,9 +214,12 @@ impl Archive {
     ///
     /// One `fstat` (a few hundred ns) per read: cheap beside a 128 KiB-1 MiB copy, and it turns
     /// "rewritten in place with the same size" from wrong bytes into EIO.
+    /// A remote archive is always unchanged here: every request asks for its version.
     pub fn check_unchanged(&self) -> Result<()> {
-        let now = self
-            .file
+        let Backend::Local { file, .. } = &self.backend else {
+            return Ok(());
+        };
+        let now = file
             .metadata()
             .map_err(|e| Error::io("stat", self.path.display().to_string(), e))?;
         if Identity::of(&now) == self.identity {
@@ -184,6 +230,40 @@ impl Archive {
                 cause: "the archive was modified in place while mounted".into(),
             })
         }
+    }
+}
+
+/// `Read` and `Seek` over an archive's bytes (local or remote).
+pub struct Reader<'a> {
+    archive: &'a Archive,
+    at: u64,
+}
+
+impl std::io::Read for Reader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.archive.size().saturating_sub(self.at);
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let part = &mut buf[..n];
+        match &self.archive.backend {
+            Backend::Local { file, .. } => file.read_exact_at(part, self.at)?,
+            Backend::Remote(blocks) => blocks
+                .read_exact_at(part, self.at)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Reader<'_> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match pos {
+            std::io::SeekFrom::Start(n) => Some(n),
+            std::io::SeekFrom::End(d) => self.archive.size().checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.at.checked_add_signed(d),
+        };
+        self.at = target.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        Ok(self.at)
     }
 }
 

@@ -321,6 +321,9 @@ impl ArchiveFs {
             (Served::Cached | Served::Passthrough, Some(cache)) => {
                 cache.read(number, offset, end, done)
             }
+            (_, _) if self.archive.blocks().is_some() => {
+                self.read_remote(member, offset, end, done)
+            }
             (served, cache) => {
                 if let (Served::Copying, Some(cache)) = (served, cache) {
                     cache.note_read(number);
@@ -334,10 +337,20 @@ impl ArchiveFs {
         }
     }
 
+    /// A stored member of a remote archive: from its blocks, answered when they are here.
+    fn read_remote(&self, member: &Member, offset: u64, end: u64, done: ReadDone) {
+        let (Some(blocks), Ok(start)) = (self.archive.blocks(), member.data_start(&self.archive))
+        else {
+            return done(Err(Error::NotFound));
+        };
+        blocks.read(start + offset, start + end, done);
+    }
+
     /// Whether stored `member` is to be copied into the cache (`-o materialize`): only where
     /// passthrough will serve the copy, and only if it fits the budget at all.
     fn materializes(&self, member: &Member, cache: &ArchiveCache, passthrough: bool) -> bool {
-        self.materialize && passthrough && member.size > 0 && member.size <= cache.budget()
+        let local = self.archive.blocks().is_none();
+        self.materialize && local && passthrough && member.size > 0 && member.size <= cache.budget()
     }
 
     fn read_stored(&self, member: &Member, offset: u64, end: u64) -> Result<&[u8]> {

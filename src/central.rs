@@ -158,7 +158,7 @@ fn zip64_end(archive: &Archive, at: u64) -> Result<Option<[u8; END64_LEN as usiz
 
 /// Every entry of `dir`, read through a buffer from its start to its stated size.
 fn records(archive: &Archive, dir: &Directory) -> Result<Vec<Record>, String> {
-    let mut reader = BufReader::with_capacity(256 << 10, archive.file());
+    let mut reader = BufReader::with_capacity(256 << 10, archive.reader());
     reader
         .seek(SeekFrom::Start(dir.start))
         .map_err(|_| "the central directory cannot be read")?;

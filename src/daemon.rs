@@ -9,18 +9,16 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fuser::{BackingId, Config, MountOption, SessionACL};
+use fuser::{Config, MountOption, SessionACL};
 
-use crate::archive::Archive;
 use crate::error::{Error, Result, cause};
-use crate::forest::Overrides;
-use crate::fs::{NpzFs, Ownership, Sources};
 use crate::fuse::Fuse;
 use crate::mount::{self, Unmounter};
+use crate::mounted::{self, Served};
 use crate::options::Options;
 use crate::owner::Owner;
 use crate::preflight::{self, Needs};
-use crate::{logging, members, mountpoint};
+use crate::{logging, mountpoint};
 
 /// How long the mount may take to answer its first `stat` before we give up on it.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,16 +30,6 @@ pub fn run(opts: &Options) -> Result<()> {
     outside_sources(&opts.mountpoint, &opts.sources)?;
     // Taken before anything else, and before the fork: the owner must exist now.
     let watched = opts.owner_pid.map(Owner::watch).transpose()?;
-    let started = Instant::now();
-    let single = match opts.sources.as_slice() {
-        [one] if !one.is_dir() => {
-            let archive = Archive::open(one)?;
-            let members = members::read_members(&archive)?;
-            Some((archive, members))
-        }
-        _ => None,
-    };
-    let indexed = started.elapsed();
     preflight::check(
         &opts.mountpoint,
         Needs {
@@ -49,52 +37,7 @@ pub fn run(opts: &Options) -> Result<()> {
             auto_unmount: opts.auto_unmount,
         },
     )?;
-    // SAFETY: getuid/getgid have no preconditions.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let owner = Ownership {
-        uid: opts.uid.unwrap_or(uid),
-        gid: opts.gid.unwrap_or(gid),
-        umask: opts.umask,
-    };
-    let mut cache = opts.cache.clone();
-    if cache.materialize && !(opts.passthrough && preflight::passthrough_possible()) {
-        // Known before mounting: the kernel would refuse the copies' passthrough.
-        log::info!(
-            "option materialize ignored: FUSE passthrough is unavailable here (it needs root in \
-             the initial user namespace and Linux 6.9+, and not nopassthrough)"
-        );
-        cache.materialize = false;
-    }
-    let (fs, what) = match single {
-        Some((archive, members)) => {
-            let count = members.len();
-            let fs = NpzFs::new(archive, members, owner, &cache)?;
-            log::debug!(
-                "{count} members: central directory {:.3} s, tree and cache {:.3} s",
-                indexed.as_secs_f64(),
-                (started.elapsed() - indexed).as_secs_f64()
-            );
-            (fs, format!("{count} members"))
-        }
-        None => {
-            let max_archives = opts.max_archives.unwrap_or_else(default_max_archives);
-            let how = Sources {
-                overrides: Overrides {
-                    uid: opts.uid,
-                    gid: opts.gid,
-                    umask: opts.umask,
-                    mounted_by: (uid, gid),
-                },
-                max_archives,
-            };
-            let fs = NpzFs::sources(&opts.sources, how, &cache)?;
-            let n = opts.sources.len();
-            (
-                fs,
-                format!("{n} sources, at most {max_archives} archives open"),
-            )
-        }
-    };
+    let served = mounted::prepare(opts)?;
     let plan = plan(opts, watched);
     let ready = Readiness {
         mountpoint,
@@ -103,14 +46,14 @@ pub fn run(opts: &Options) -> Result<()> {
         pipe: None,
     };
     log::debug!(
-        "mounting {} ({what}) on {}",
+        "mounting {} on {}",
         sources_name(&opts.sources),
         opts.mountpoint.display()
     );
     if opts.foreground {
-        serve(fs, plan, ready)
+        serve(served, plan, ready)
     } else {
-        background(fs, plan, ready)
+        background(served, plan, ready)
     }
 }
 
@@ -140,37 +83,17 @@ fn outside_sources(mountpoint: &Path, sources: &[PathBuf]) -> Result<()> {
 fn sources_name(sources: &[PathBuf]) -> String {
     let names: Vec<String> = sources
         .iter()
-        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
-        .map(|p| p.display().to_string())
+        .map(|p| match crate::remote::is_remote(p) {
+            // Never the credentials a URL may carry.
+            true => crate::remote::display(&p.to_string_lossy()),
+            false => p
+                .canonicalize()
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string(),
+        })
         .collect();
     names.join(":")
-}
-
-/// Raises the open-file limit to its hard limit (a tree of shards wants descriptors; the
-/// soft limit of 1024 is a relic of select(2)) and takes a quarter of it for open archives,
-/// 16 to 4096; the rest is for cache files, handles and the reader's own opens.
-fn default_max_archives() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    let soft = unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 256;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-        lim.rlim_cur
-    };
-    usize::try_from(soft / 4).unwrap_or(4096).clamp(16, 4096)
 }
 
 /// fuser's settings and what our own mount(2) needs.
@@ -235,7 +158,7 @@ struct Readiness {
     pipe: Option<std::io::PipeWriter>,
 }
 
-fn background(fs: NpzFs<BackingId>, plan: MountPlan, mut ready: Readiness) -> Result<()> {
+fn background(served: Served, plan: MountPlan, mut ready: Readiness) -> Result<()> {
     let fork_err = |e: std::io::Error| Error::Mount {
         path: ready.mountpoint.clone(),
         cause: format!("cannot start the daemon: {}", cause(&e)),
@@ -250,7 +173,9 @@ fn background(fs: NpzFs<BackingId>, plan: MountPlan, mut ready: Readiness) -> Re
             detach();
             let status = writer.try_clone().ok();
             ready.pipe = Some(writer);
-            let code = match serve(fs, plan, ready) {
+            // A remote archive is opened in `serve`, after the fork: its client's threads
+            // must be the daemon's.
+            let code = match serve(served, plan, ready) {
                 Ok(()) => 0,
                 Err(e) => {
                     // Before readiness the waiting parent prints it, once; after it (the
@@ -333,8 +258,11 @@ fn detach() {
     }
 }
 
-fn serve(fs: NpzFs<BackingId>, plan: MountPlan, ready: Readiness) -> Result<()> {
+fn serve(served: Served, plan: MountPlan, ready: Readiness) -> Result<()> {
+    // Blocked before any thread exists (a remote client's start with the build), so that
+    // every thread inherits the mask and only the signal thread takes them.
     let signals = block_signals();
+    let fs = served.build()?;
     let path = ready.mountpoint.clone();
     let mount_err = |e: std::io::Error| preflight::explain(&path, &e);
     let request = mount::Request {

@@ -29,6 +29,8 @@ pub mod exit {
     pub const MOUNT: i32 = 7;
     /// The cache directory cannot be used.
     pub const CACHE_DIR: i32 = 8;
+    /// A remote source cannot be reached or read.
+    pub const REMOTE: i32 = 9;
 }
 
 /// The exit codes and what each means: the one table `--help`, the man page and the README
@@ -55,6 +57,11 @@ pub const EXIT_CODES: &[(i32, &str)] = &[
         "FUSE is unavailable or refused the mount, or the FUSE session failed while serving",
     ),
     (exit::CACHE_DIR, "the cache directory cannot be used"),
+    (
+        exit::REMOTE,
+        "a remote source cannot be read: no such bucket or object, credentials missing or \
+         refused, no Range support, or no answer in time",
+    ),
 ];
 
 /// Result with the crate's [`Error`].
@@ -113,6 +120,8 @@ pub enum Error {
     /// A failure already logged once (an archive of a source tree that cannot be read):
     /// answered again with its errno, logged at debug only.
     Reported(Arc<Error>),
+    /// A remote object cannot be read (at mount: exit 9; while serving: EIO).
+    Remote { url: String, cause: String },
     /// A member's decoding was stopped (no one held it any more, or the mount went away).
     Stopped { what: String },
 }
@@ -139,7 +148,7 @@ impl Error {
                 _ => libc::EIO,
             },
             Error::Usage(_) => libc::EINVAL,
-            Error::Stopped { .. } => libc::EIO,
+            Error::Stopped { .. } | Error::Remote { .. } => libc::EIO,
             Error::Reported(e) => e.errno(),
             Error::ArchiveOpen { .. }
             | Error::ArchiveFormat { .. }
@@ -163,6 +172,7 @@ impl Error {
             Error::AlreadyMounted { .. } => exit::ALREADY_MOUNTED,
             Error::Mount { .. } | Error::Session { .. } => exit::MOUNT,
             Error::CacheDir { .. } => exit::CACHE_DIR,
+            Error::Remote { .. } => exit::REMOTE,
             Error::Daemon { code, .. } => *code,
             _ => exit::INTERNAL,
         }
@@ -265,6 +275,7 @@ impl fmt::Display for Error {
             } => write!(f, "cannot {verb} {what}: {}", cause(err)),
             Error::Stopped { what } => write!(f, "cannot read {what}: its decoding was stopped"),
             Error::Reported(e) => write!(f, "{e}"),
+            Error::Remote { url, cause } => write!(f, "cannot read {url}: {cause}"),
         }
     }
 }
@@ -311,6 +322,11 @@ mod tests {
                 cause: s(),
             }
             .exit_code(),
+            Error::Remote {
+                url: "s3://b/k".into(),
+                cause: s(),
+            }
+            .exit_code(),
         ];
         let mut sorted = codes.to_vec();
         sorted.sort();
@@ -324,7 +340,7 @@ mod tests {
         );
         assert_eq!(
             table,
-            (0..=8).collect::<Vec<_>>(),
+            (0..=9).collect::<Vec<_>>(),
             "one row per code, in order"
         );
     }

@@ -70,7 +70,46 @@ impl<B> NpzFs<B> {
         owner: Ownership,
         config: &CacheConfig,
     ) -> Result<NpzFs<B>> {
+        NpzFs::single(
+            archive,
+            members,
+            owner,
+            Arc::new(Cache::new(config)),
+            config,
+        )
+    }
+
+    /// The remote archive at `url` (`s3://` or `http(s)://`), read by range into the cache's
+    /// blocks; its root is the mount's root, as for a local archive. Opening it costs a HEAD
+    /// and the reads of its end record and central directory.
+    pub fn remote(
+        url: &str,
+        timeout: std::time::Duration,
+        owner: Ownership,
+        config: &CacheConfig,
+    ) -> Result<NpzFs<B>> {
         let cache = Arc::new(Cache::new(config));
+        let remote = Arc::new(crate::remote::Remote::open(url, timeout)?);
+        let (shown, identity) = (remote.display().to_string(), remote.identity());
+        let blocks = cache.blocks(remote, 0)?;
+        let archive = Archive::remote(blocks, &shown, identity);
+        // The end of the object, where the central directory's search starts, fetched first
+        // (one request): a server that cannot serve it is a remote failure (exit 9), not a
+        // damaged archive.
+        let size = archive.size();
+        let len = size.min(4096 + 22);
+        archive.read_exact_at(&mut vec![0; len as usize], size - len)?;
+        let members = crate::members::read_members(&archive)?;
+        NpzFs::single(archive, members, owner, cache, config)
+    }
+
+    fn single(
+        archive: Archive,
+        members: Vec<Member>,
+        owner: Ownership,
+        cache: Arc<Cache>,
+        config: &CacheConfig,
+    ) -> Result<NpzFs<B>> {
         let place = Placement {
             id: 0,
             base: 0,

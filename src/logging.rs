@@ -34,6 +34,19 @@ pub fn init(level: log::LevelFilter) {
             builder.filter_module("fuser", log::LevelFilter::Error);
         }
     }
+    // The HTTP and TLS stack of remote sources: its debug lines are about connections and
+    // certificates, and at trace it would print request headers, credentials included. Its
+    // warnings and errors only, at any verbosity, unless RUST_LOG names it.
+    for quiet in [
+        "reqwest",
+        "hyper",
+        "hyper_util",
+        "h2",
+        "rustls",
+        "object_store",
+    ] {
+        builder.filter_module(quiet, log::LevelFilter::Warn);
+    }
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }

@@ -102,6 +102,11 @@ const EXAMPLES: &[(&str, &str)] = &[
          python3 -c \"import numpy as np; print(np.load('/mnt/dataset/train/shard_0000/x.npy', mmap_mode='r')[0])\"",
     ),
     (
+        "An archive in object storage, and one behind HTTP (credentials from AWS_* or ~/.aws):",
+        "npzfs s3://bucket/run42.npz /mnt/run42\n\
+         npzfs https://example.org/data/weights.npz /mnt/w",
+    ),
+    (
         "Through mount(8), and the same as an fstab line:",
         "mount -t fuse.npzfs /data/x.npz /mnt/x -o allow_other,cache_size=4G\n\
          /data/x.npz /mnt/x fuse.npzfs ro,allow_other,cache_size=4G,nofail 0 0",

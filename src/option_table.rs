@@ -69,6 +69,13 @@ pub const MOUNT_OPTIONS: &[OptionSpec] = &[
     ),
     valued("threads", "N", "request threads, 1 to 64 (default 2)"),
     valued(
+        "remote_timeout",
+        "SECS",
+        "for an s3:// or http(s):// source: how long one request may take, and how long \
+         throttled or failed requests are retried (with backoff); a read the server never \
+         answers fails with EIO after at most about twice this (default 30)",
+    ),
+    valued(
         "max_archives",
         "N",
         "archives of directory sources held open at once (a descriptor and a mapping each), \

@@ -112,6 +112,8 @@ pub struct Options {
     /// `max_archives=`: archives of source trees held open at once (None: from the open-file
     /// limit).
     pub max_archives: Option<usize>,
+    /// `remote_timeout=`: how long a remote request may take, and its retries as long again.
+    pub remote_timeout: std::time::Duration,
 }
 
 /// The outcome of parsing: options, or text that clap already formatted (help, version,
@@ -193,6 +195,7 @@ where
         owner_pid: None,
         rmdir: false,
         max_archives: None,
+        remote_timeout: crate::remote::DEFAULT_TIMEOUT,
     };
     for opt in cli.options.iter().flat_map(|list| list.split(',')) {
         apply(&mut o, opt.trim())?;
@@ -231,6 +234,10 @@ fn apply(o: &mut Options, opt: &str) -> Result<()> {
         ("umask", Some(v)) => o.umask = number(key, v, 8, 0o777)? as u16,
         ("max_archives", Some(v)) => {
             o.max_archives = Some(number(key, v, 10, 1 << 20)?.max(1) as usize)
+        }
+        ("remote_timeout", Some(v)) => {
+            let secs = number(key, v, 10, 3600)?.max(1);
+            o.remote_timeout = std::time::Duration::from_secs(secs);
         }
         ("threads", Some(v)) => o.threads = number(key, v, 10, 64)?.max(1) as usize,
         ("read_ahead_kb", Some(v)) => o.read_ahead_kb = number(key, v, 10, 1 << 20)? as u32,

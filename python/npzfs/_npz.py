@@ -75,8 +75,12 @@ class _Shared:
 
     @classmethod
     def acquire(cls, path: str, cache_dir: Any, cache_size: Any) -> "_Shared":
-        st = os.stat(path)
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, cache_dir, cache_size)
+        key: Tuple[Any, ...]
+        if "://" in path:
+            key = (path, cache_dir, cache_size)  # its version is the daemon's to check
+        else:
+            st = os.stat(path)
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, cache_dir, cache_size)
         with cls.lock:
             shared = cls.table.get(key)
             if shared is not None and shared.mount.mounted:
@@ -221,7 +225,8 @@ def load(
     Parameters
     ----------
     file : str or os.PathLike
-        The archive.
+        The archive: a path, or the URL of a remote one (``s3://bucket/key.npz``,
+        ``https://host/x.npz``).
     cache_dir : str or os.PathLike, optional
         Where compressed members are decoded to (default: npzfs's own chain).
     cache_size : int or str, optional
@@ -252,7 +257,11 @@ def load(
     ...     w = z["weights"]          # np.memmap: nothing read yet
     ...     print(w[5])
     """
-    path = os.path.abspath(os.fspath(file))
+    source = os.fspath(file)
+    if "://" in source:
+        # A remote archive (s3://, http(s)://): no fallback without FUSE, it is not a file.
+        return NpzFile(source, _MountReader(_Shared.acquire(source, cache_dir, cache_size)))
+    path = os.path.abspath(source)
     with open(path, "rb"):  # the built-in exceptions for a missing or unreadable archive
         pass
     try:

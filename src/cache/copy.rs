@@ -36,7 +36,14 @@ pub fn run(slot: &Slot, archive: &Archive, job: &Job) -> Result<(), Stop> {
     // SAFETY: setpriority on the calling thread.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
     let yield_until = Instant::now() + YIELD_AT_MOST;
-    let (src, dst) = (archive.file(), slot.file());
+    // Only local archives are copied (a remote one is already on local disk, in blocks).
+    let Some(src) = archive.file() else {
+        return Err(Stop::Failed(Error::Unsupported {
+            what: slot.name.clone(),
+            cause: "a remote archive is not materialized".into(),
+        }));
+    };
+    let dst = slot.file();
     let cloned = reflink(src, job.data_start, dst, job.size);
     let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; CHUNK.min(job.size) as usize];

@@ -400,20 +400,17 @@ fn unzip(pipe: Pipe, slot: &Slot, job: &Job, archive: &Archive) -> Result<(), St
     }
 }
 
-/// The zip crate's reader of the archive (over a duplicate of its descriptor: the same file
-/// even if the path was renamed over), and the index under which it lists member `number`
-/// of `name` whose local header is at `header_start`. This parses the central directory
-/// again: a cost paid per use, and only for the rarer methods.
-pub fn zip_crate_member(
-    archive: &Archive,
+/// The zip crate's reader of the archive (over the opened archive: the same file even if the
+/// path was renamed over), and the index under which it lists member `number` of `name`
+/// whose local header is at `header_start`. This parses the central directory again: a cost
+/// paid per use, and only for the rarer methods.
+pub fn zip_crate_member<'a>(
+    archive: &'a Archive,
     name: &str,
     number: usize,
     header_start: u64,
-) -> Result<(zip::ZipArchive<std::io::BufReader<std::fs::File>>, usize), Error> {
-    let file = archive
-        .file()
-        .try_clone()
-        .map_err(|e| Error::io("reopen", archive.path().display().to_string(), e))?;
+) -> Result<(ZipOver<'a>, usize), Error> {
+    let file = archive.reader();
     let corrupt = |cause: String| Error::Corrupt {
         what: name.to_string(),
         cause,
@@ -429,6 +426,9 @@ pub fn zip_crate_member(
         .ok_or_else(|| corrupt("the zip crate does not list this member".into()))?;
     Ok((zip, found))
 }
+
+/// The zip crate's view of an archive.
+pub type ZipOver<'a> = zip::ZipArchive<std::io::BufReader<crate::archive::Reader<'a>>>;
 
 /// Writes one decoded chunk at `offset`, space reserved first so that a full disk is a clean
 /// ENOSPC here rather than a hole a reader could see.

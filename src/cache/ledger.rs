@@ -4,20 +4,22 @@
 //! is needed.
 //!
 //! Eviction order: complete members no one holds (least recently used first), then spans of
-//! sparse members (least recently filled first), then members still decoding after their
-//! last close (their decoders are cancelled). Members held open are never evicted whole;
+//! sparse members (least recently filled first), then blocks of remote archives (least
+//! recently fetched first), then members still decoding after their last close (their
+//! decoders are cancelled). Members held open are never evicted whole;
 //! sparse ones lose spans whether held or not, which is what keeps a member larger than the
 //! cache within it. Evicting only decides: files are deleted and holes punched by
 //! [`Victims::apply`], after the lock is let go.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use lru::LruCache;
 
 use super::Stats;
+use super::blocks::Blocks;
 use super::slot::Slot;
 use super::store::{FileKey, Store, remove};
 
@@ -41,6 +43,13 @@ pub struct Ledger {
     pub adopted: HashSet<SlotId>,
     /// Each archive's directory in the cache, by archive id: where kept files are deleted.
     pub stores: HashMap<u64, Arc<Store>>,
+    /// Blocks of remote archives on disk, least recently fetched first out:
+    /// (archive id, block) -> bytes charged.
+    pub blocks: LruCache<(u64, u64), u64>,
+    /// The block files of remote archives, by archive id.
+    pub block_sets: HashMap<u64, Weak<Blocks>>,
+    /// Archives whose store was scanned for an earlier mount's complete files.
+    pub scanned: HashSet<u64>,
 }
 
 /// What an eviction took: files to delete and spans whose holes to punch, once the cache
@@ -52,6 +61,8 @@ pub struct Victims {
     pub files: Vec<PathBuf>,
     /// Spans to punch out of their cache files.
     pub holes: Vec<(Arc<Slot>, usize)>,
+    /// Blocks of remote archives to punch out of their files.
+    pub blocks: Vec<(Arc<Blocks>, u64)>,
 }
 
 impl Victims {
@@ -63,6 +74,9 @@ impl Victims {
                 // The span is already marked absent; only its disk space stays in use.
                 log::debug!("cannot punch span {i} of {}: {e}", slot.name);
             }
+        }
+        for (blocks, k) in self.blocks {
+            blocks.evict(k);
         }
     }
 }
@@ -78,6 +92,9 @@ impl Ledger {
             used: 0,
             adopted: HashSet::new(),
             stores: HashMap::new(),
+            blocks: LruCache::unbounded(),
+            block_sets: HashMap::new(),
+            scanned: HashSet::new(),
         }
     }
 
@@ -112,6 +129,14 @@ impl Ledger {
                 stats.evicted_spans.fetch_add(1, Ordering::Relaxed);
                 stats.evicted_bytes.fetch_add(len, Ordering::Relaxed);
                 log::trace!("evicting span {i} of member {number} ({len} bytes)");
+                continue;
+            } else if let Some(((archive, k), len)) = self.blocks.pop_lru() {
+                self.used -= len;
+                if let Some(blocks) = self.block_sets.get(&archive).and_then(Weak::upgrade) {
+                    victims.blocks.push((blocks, k));
+                }
+                stats.evicted_bytes.fetch_add(len, Ordering::Relaxed);
+                log::trace!("evicting block {k} of archive {archive} ({len} bytes)");
                 continue;
             } else if let Some(slot) = self.unheld() {
                 self.live.remove(&slot.id());
@@ -185,7 +210,7 @@ impl Ledger {
                         .complete_path(slot.archive, slot.key)
                         .into_iter()
                         .collect(),
-                    holes: Vec::new(),
+                    ..Victims::default()
                 }
             }
             false => {

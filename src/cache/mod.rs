@@ -18,6 +18,7 @@
 //! other way round; neither is held across decoding, and the only I/O under the cache lock is
 //! a rename (promotion) and a punch (a window turned sparse), each commented where it happens.
 
+mod blocks;
 mod config;
 mod copy;
 pub mod decoder;
@@ -35,9 +36,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::archive::Archive;
+use crate::archive::{Archive, Identity};
 use crate::error::{Error, Result, cause};
 use crate::members::{Member, Method};
+use crate::remote::Remote;
+pub use blocks::Blocks;
 pub use config::{CacheConfig, DEFAULT_CACHE_SIZE};
 use ledger::{Ledger, SlotId, Victims};
 pub use slot::ReadDone;
@@ -135,11 +138,8 @@ impl Cache {
         id: u64,
         members: &[Member],
     ) -> Result<ArchiveCache> {
-        let known = self.pool.lock().stores.get(&id).cloned();
-        let store = match known {
-            Some(store) => store,
-            None => self.open_store(archive, id, members)?,
-        };
+        let store = self.store(archive.path(), archive.identity(), id)?;
+        self.adopt(&store, members);
         Ok(ArchiveCache {
             shared: Arc::new(Shared {
                 pool: self.pool.clone(),
@@ -149,11 +149,26 @@ impl Cache {
         })
     }
 
-    /// Opens the store of archive `id` and adopts what it holds into the ledger.
-    fn open_store(&self, archive: &Archive, id: u64, members: &[Member]) -> Result<Arc<Store>> {
-        let open = |dir: &std::path::Path| {
-            Store::open(dir, archive.path(), archive.identity(), id, &self.versions)
-        };
+    /// The local blocks of remote archive `remote`, whose id in the mount is `id`, in its
+    /// directory of the cache (those a clean earlier mount of the same version left reused).
+    pub fn blocks(&self, remote: Arc<Remote>, id: u64) -> Result<Arc<Blocks>> {
+        let path = std::path::PathBuf::from(remote.display());
+        let store = self.store(&path, remote.identity(), id)?;
+        Blocks::open(remote, id, &store, self.pool.clone()).map_err(|e| {
+            Error::io(
+                "open",
+                format!("the block file in {}", store.dir().display()),
+                e,
+            )
+        })
+    }
+
+    /// The store (directory) of archive `id`, opened the first time it is asked for.
+    fn store(&self, path: &std::path::Path, identity: Identity, id: u64) -> Result<Arc<Store>> {
+        if let Some(store) = self.pool.lock().stores.get(&id) {
+            return Ok(store.clone());
+        }
+        let open = |dir: &std::path::Path| Store::open(dir, path, identity, id, &self.versions);
         // Not held across the opening: archives opened side by side make their stores at once.
         let chosen = self.dir.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let store = match chosen {
@@ -167,14 +182,30 @@ impl Cache {
                 store
             }
         };
-        let found = store.scan();
         let store = Arc::new(store);
+        let mut ledger = self.pool.lock();
+        let store = ledger.stores.entry(id).or_insert(store).clone();
+        log::debug!(
+            "cache {}: budget {} bytes",
+            store.dir().display(),
+            self.config.size
+        );
+        Ok(store)
+    }
+
+    /// Files the complete member files an earlier mount left in `store` (once per store):
+    /// those that still match `members` are kept for reuse, the rest deleted.
+    fn adopt(&self, store: &Arc<Store>, members: &[Member]) {
+        if self.pool.lock().scanned.contains(&store.id) {
+            return;
+        }
+        let found = store.scan();
+        let id = store.id;
         let victims = {
             let mut ledger = self.pool.lock();
-            if let Some(raced) = ledger.stores.get(&id) {
-                return Ok(raced.clone());
+            if !ledger.scanned.insert(id) {
+                return;
             }
-            ledger.stores.insert(id, store.clone());
             for key in found {
                 let matches = members
                     .get(key.number)
@@ -190,12 +221,6 @@ impl Cache {
             ledger.evict(0, &self.pool.stats)
         };
         victims.apply();
-        log::debug!(
-            "cache {}: budget {} bytes",
-            store.dir().display(),
-            self.config.size
-        );
-        Ok(store)
     }
 
     /// At unmount: sparse cache files are of no use to a later mount (complete files and seek
@@ -220,6 +245,15 @@ impl Cache {
             (sparse, settling)
         };
         sparse.iter().for_each(|p| store::remove(p));
+        let remote: Vec<(Arc<Blocks>, std::path::PathBuf)> = {
+            let ledger = self.pool.lock();
+            let sets = ledger.block_sets.iter();
+            sets.filter_map(|(id, b)| Some((b.upgrade()?, ledger.stores.get(id)?.dir().into())))
+                .collect()
+        };
+        for (blocks, dir) in remote {
+            blocks.close(&dir);
+        }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while settling.iter().any(|s| s.has_part()) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));

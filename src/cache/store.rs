@@ -173,7 +173,8 @@ impl Store {
             let is_file = entry
                 .file_type()
                 .is_ok_and(|t| t.is_file() && !t.is_symlink());
-            if name == "archive" && is_file {
+            // The archive's path, and a remote archive's blocks (`blocks.rs`).
+            if matches!(name.as_str(), "archive" | "blocks" | "blocks.clean") && is_file {
                 continue;
             }
             let seek_key = name.strip_suffix(".seek").and_then(FileKey::parse);

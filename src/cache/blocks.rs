@@ -1,0 +1,384 @@
+//! A remote archive's bytes on local disk: fetched by range in blocks, kept in one sparse file
+//! at their own offsets, charged to the mount's budget and evicted in its LRU like everything
+//! else in the cache.
+//!
+//! A read asks for the blocks its range touches. Blocks present are read from the file at
+//! once; absent ones are marked *fetching* and fetched, contiguous ones in one ranged request,
+//! and the read waits (parked, as reads behind a decoder do) until every block it needs has
+//! landed. A read that finds a block already fetching waits for that fetch: overlapping
+//! concurrent reads cost one request. A reader that has read 2 MiB in a row is sequential:
+//! the [`READAHEAD`] blocks after its read are kept fetched, half of them at a time in one
+//! request.
+//! No request thread ever waits for the network: fetches run on the remote client's I/O
+//! threads, which answer the parked reads.
+//!
+//! The file survives an unmount that synced it (it is marked clean then); the next mount of the
+//! same version (ETag) of the object finds its blocks by `SEEK_DATA` and serves them without a
+//! request. A daemon that died leaves no mark, and its blocks are discarded.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::Pool;
+use super::slot::ReadDone;
+use super::spans::punch_hole;
+use super::store::Store;
+use crate::error::{Error, Result};
+use crate::remote::Remote;
+
+/// Bytes per block: a random 4 KiB read of an uncached region costs one request of this.
+pub const BLOCK: u64 = 1 << 20;
+/// Blocks kept fetched ahead of a sequential reader. They are asked for once half of them are
+/// missing, all in one request: few large requests, which is what object stores serve fast
+/// (their cost per request is far above their cost per MiB).
+pub const READAHEAD: u64 = 16;
+/// Blocks one request asks for at most: a readahead window goes out as a few requests side by
+/// side, which servers answer faster than one long one.
+const PER_REQUEST: usize = 8;
+/// Bytes read in a row that make a reader sequential. More than the kernel's own readahead
+/// window (1 MiB with `read_ahead_kb=1024`): a random read, or a page fault of a mapping, is
+/// followed by the kernel reading around it, and that alone must not look sequential.
+const STREAK: u64 = 2 * BLOCK;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Have {
+    Absent,
+    Fetching,
+    Present,
+}
+
+/// A read waiting for blocks.
+struct Waiting {
+    offset: u64,
+    end: u64,
+    done: ReadDone,
+}
+
+struct State {
+    have: Vec<Have>,
+    waiting: Vec<Waiting>,
+    /// Where the last read ended: a read starting there continues a streak.
+    next: u64,
+    /// Bytes read in a row without a jump: from [`STREAK`] on, the reader is sequential.
+    streak: u64,
+}
+
+/// The local blocks of one remote archive.
+pub struct Blocks {
+    /// The archive's id in the mount (the ledger's key).
+    pub archive: u64,
+    remote: Arc<Remote>,
+    file: File,
+    path: PathBuf,
+    size: u64,
+    pool: Arc<Pool>,
+    state: Mutex<State>,
+}
+
+impl Blocks {
+    /// The blocks of `remote` (archive `archive` of the mount) in `store`: those a clean
+    /// earlier mount of the same version left are adopted, charged to the budget.
+    pub(super) fn open(
+        remote: Arc<Remote>,
+        archive: u64,
+        store: &Store,
+        pool: Arc<Pool>,
+    ) -> io::Result<Arc<Blocks>> {
+        let path = store.dir().join("blocks");
+        let clean = store.dir().join("blocks.clean");
+        let reuse = std::fs::remove_file(&clean).is_ok();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(!reuse)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)?;
+        let size = remote.size();
+        let count = size.div_ceil(BLOCK) as usize;
+        let mut have = vec![Have::Absent; count];
+        if reuse {
+            for k in present_blocks(&file, size) {
+                if let Some(h) = have.get_mut(k as usize) {
+                    *h = Have::Present;
+                }
+            }
+        }
+        let blocks = Arc::new(Blocks {
+            archive,
+            remote,
+            file,
+            path,
+            size,
+            pool,
+            state: Mutex::new(State {
+                have,
+                waiting: Vec::new(),
+                next: u64::MAX,
+                streak: 0,
+            }),
+        });
+        let adopted: Vec<u64> = {
+            let st = blocks.lock();
+            (0..count as u64)
+                .filter(|&k| st.have[k as usize] == Have::Present)
+                .collect()
+        };
+        let victims = {
+            let mut ledger = blocks.pool.lock();
+            ledger.block_sets.insert(archive, Arc::downgrade(&blocks));
+            for &k in &adopted {
+                let len = blocks.len_of(k);
+                ledger.used += len;
+                ledger.blocks.put((archive, k), len);
+            }
+            ledger.evict(0, &blocks.pool.stats)
+        };
+        victims.apply();
+        if !adopted.is_empty() {
+            log::debug!(
+                "{}: {} blocks reused from an earlier mount",
+                blocks.remote.display(),
+                adopted.len()
+            );
+        }
+        Ok(blocks)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn len_of(&self, k: u64) -> u64 {
+        BLOCK.min(self.size - k * BLOCK)
+    }
+
+    /// Bytes `[offset, end)` of the object (clamped to it), to `done`: at once when every
+    /// block is here, else from the I/O thread that fetched the last one missing.
+    pub fn read(self: &Arc<Self>, offset: u64, end: u64, done: ReadDone) {
+        let end = end.min(self.size);
+        if offset >= end {
+            return done(Ok(&[]));
+        }
+        let (first, last) = (offset / BLOCK, (end - 1) / BLOCK);
+        let mut fetch = Vec::new();
+        let mut st = self.lock();
+        st.streak = match offset == st.next {
+            true => st.streak + (end - offset),
+            false => end - offset,
+        };
+        st.next = end;
+        let sequential = st.streak >= STREAK;
+        for k in first..=last {
+            if st.have[k as usize] == Have::Absent {
+                st.have[k as usize] = Have::Fetching;
+                fetch.push(k);
+            }
+        }
+        if sequential {
+            let count = st.have.len() as u64;
+            let ahead = (last + 1)..(last + 1 + READAHEAD).min(count);
+            let absent: Vec<u64> = ahead
+                .filter(|&k| st.have[k as usize] == Have::Absent)
+                .collect();
+            let near_end = last + 1 + READAHEAD >= count;
+            if absent.len() as u64 >= READAHEAD / 2 || (near_end && !absent.is_empty()) {
+                for &k in &absent {
+                    st.have[k as usize] = Have::Fetching;
+                }
+                fetch.extend(absent);
+            }
+        }
+        if (first..=last).all(|k| st.have[k as usize] == Have::Present) {
+            // Read under the lock: an eviction punches under it too, never under a read.
+            let bytes = self.pread(offset, end);
+            drop(st);
+            self.start(&fetch);
+            return match bytes {
+                Ok(b) => done(Ok(&b)),
+                Err(e) => done(Err(e)),
+            };
+        }
+        st.waiting.push(Waiting { offset, end, done });
+        drop(st);
+        self.start(&fetch);
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`, waiting for them (never call this on the
+    /// remote client's I/O threads): for parsing and decoding, which run on threads of their
+    /// own.
+    pub fn read_exact_at(self: &Arc<Self>, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = offset + buf.len() as u64;
+        if end > self.size {
+            return Err(Error::Corrupt {
+                what: self.remote.display().to_string(),
+                cause: format!("range {offset}..{end} is past the end of the object"),
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.read(
+            offset,
+            end,
+            Box::new(move |r| {
+                let _ = tx.send(r.map(<[u8]>::to_vec));
+            }),
+        );
+        let bytes = rx.recv().map_err(|_| Error::Remote {
+            url: self.remote.display().to_string(),
+            cause: "the read was never answered".into(),
+        })??;
+        buf.copy_from_slice(&bytes);
+        Ok(())
+    }
+
+    fn pread(&self, offset: u64, end: u64) -> Result<Vec<u8>> {
+        let mut buf = vec![0; (end - offset) as usize];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| Error::io("read", self.path.display().to_string(), e))?;
+        Ok(buf)
+    }
+
+    /// Fetches the blocks `ks` (sorted): one request per contiguous run of at most
+    /// [`PER_REQUEST`] blocks, all at once.
+    fn start(self: &Arc<Self>, ks: &[u64]) {
+        let mut i = 0;
+        while i < ks.len() {
+            let mut j = i + 1;
+            while j < ks.len() && ks[j] == ks[j - 1] + 1 && j - i < PER_REQUEST {
+                j += 1;
+            }
+            let blocks: Range<u64> = ks[i]..ks[j - 1] + 1;
+            let range = blocks.start * BLOCK..(blocks.end * BLOCK).min(self.size);
+            let me = self.clone();
+            self.remote
+                .fetch(range, move |result| me.landed(blocks, result));
+            i = j;
+        }
+    }
+
+    /// A fetch of `blocks` ended: written and answered, or failed for those waiting on it.
+    fn landed(self: &Arc<Self>, blocks: Range<u64>, result: Result<Vec<u8>>) {
+        let written = result.and_then(|bytes| {
+            let charge = bytes.len() as u64;
+            let victims = {
+                let mut ledger = self.pool.lock();
+                let victims = ledger.evict(charge, &self.pool.stats);
+                ledger.used += charge;
+                victims
+            };
+            victims.apply();
+            self.file
+                .write_all_at(&bytes, blocks.start * BLOCK)
+                .map_err(|e| {
+                    self.pool.lock().used -= charge;
+                    Error::io("write", self.path.display().to_string(), e)
+                })
+        });
+        let mut answers: Vec<(ReadDone, Result<Vec<u8>>)> = Vec::new();
+        {
+            let mut st = self.lock();
+            let now = if written.is_ok() {
+                Have::Present
+            } else {
+                Have::Absent
+            };
+            for k in blocks.clone() {
+                st.have[k as usize] = now;
+            }
+            let waiting = std::mem::take(&mut st.waiting);
+            for w in waiting {
+                let ks = w.offset / BLOCK..=(w.end - 1) / BLOCK;
+                let touched = ks.clone().any(|k| blocks.contains(&k));
+                match &written {
+                    Err(e) if touched => answers.push((w.done, Err(e.clone()))),
+                    _ if ks.clone().all(|k| st.have[k as usize] == Have::Present) => {
+                        let bytes = self.pread(w.offset, w.end);
+                        answers.push((w.done, bytes));
+                    }
+                    _ => st.waiting.push(w),
+                }
+            }
+        }
+        if written.is_ok() {
+            let victims = {
+                let mut ledger = self.pool.lock();
+                for k in blocks {
+                    ledger.blocks.put((self.archive, k), self.len_of(k));
+                }
+                ledger.evict(0, &self.pool.stats)
+            };
+            victims.apply();
+        }
+        for (done, bytes) in answers {
+            match bytes {
+                Ok(b) => done(Ok(&b)),
+                Err(e) => done(Err(e)),
+            }
+        }
+    }
+
+    /// Evicted: block `k` goes from the file (if it is still here).
+    pub(super) fn evict(&self, k: u64) {
+        let mut st = self.lock();
+        if st.have.get(k as usize) == Some(&Have::Present) {
+            st.have[k as usize] = Have::Absent;
+            if let Err(e) = punch_hole(&self.file, k * BLOCK, k * BLOCK + self.len_of(k)) {
+                log::debug!("cannot punch block {k} of {}: {e}", self.path.display());
+            }
+        }
+    }
+
+    /// At unmount: synced and marked clean, so the next mount of this version reuses them.
+    pub(super) fn close(&self, store_dir: &std::path::Path) {
+        let _st = self.lock();
+        if self.file.sync_data().is_ok() {
+            let _ = std::fs::write(store_dir.join("blocks.clean"), b"");
+        }
+    }
+
+    /// The bytes of the object present now.
+    pub fn present(&self) -> u64 {
+        let st = self.lock();
+        (0..st.have.len() as u64)
+            .filter(|&k| st.have[k as usize] == Have::Present)
+            .map(|k| self.len_of(k))
+            .sum()
+    }
+}
+
+/// The blocks with data in `file` (a sparse file of `size` bytes written in whole blocks).
+fn present_blocks(file: &File, size: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut at: i64 = 0;
+    let fd = file.as_raw_fd();
+    while (at as u64) < size {
+        // SAFETY: lseek on a descriptor we own; SEEK_DATA/SEEK_HOLE only move the offset.
+        let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if data < 0 {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            break;
+        }
+        // Only whole blocks count: data starts and ends at block boundaries or the end.
+        let first = (data as u64).div_ceil(BLOCK);
+        let end = (hole as u64).min(size);
+        let last = if end == size {
+            size.div_ceil(BLOCK)
+        } else {
+            end / BLOCK
+        };
+        out.extend(first..last);
+        at = hole;
+    }
+    out
+}

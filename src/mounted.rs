@@ -1,0 +1,138 @@
+//! What a mount serves, from the command line's sources: one local archive (opened and
+//! indexed now, so that a bad one fails before the fork with its own exit code), a remote
+//! archive (opened in the daemon itself, after the fork: its client's I/O threads must be the
+//! daemon's), or a forest of directories and archives (nothing below them opened).
+
+use std::time::{Duration, Instant};
+
+use fuser::BackingId;
+
+use crate::archive::Archive;
+use crate::cache::CacheConfig;
+use crate::error::Result;
+use crate::forest::Overrides;
+use crate::fs::{NpzFs, Ownership, Sources};
+use crate::options::Options;
+use crate::{members, preflight, remote};
+
+/// The filesystem to serve, built now or once the daemon runs.
+pub struct Served(Build);
+
+enum Build {
+    Now(Box<NpzFs<BackingId>>),
+    Remote {
+        url: String,
+        timeout: Duration,
+        owner: Ownership,
+        cache: CacheConfig,
+    },
+}
+
+impl Served {
+    /// The filesystem (a remote archive is opened now: one HEAD, then its central directory).
+    pub fn build(self) -> Result<NpzFs<BackingId>> {
+        match self.0 {
+            Build::Now(fs) => Ok(*fs),
+            Build::Remote {
+                url,
+                timeout,
+                owner,
+                cache,
+            } => {
+                let started = Instant::now();
+                let fs = NpzFs::remote(&url, timeout, owner, &cache)?;
+                log::debug!(
+                    "{}: opened in {:.3} s",
+                    remote::display(&url),
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(fs)
+            }
+        }
+    }
+}
+
+/// Reads the sources of `opts` as far as can be done before the daemon forks.
+pub fn prepare(opts: &Options) -> Result<Served> {
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let owner = Ownership {
+        uid: opts.uid.unwrap_or(uid),
+        gid: opts.gid.unwrap_or(gid),
+        umask: opts.umask,
+    };
+    let mut cache = opts.cache.clone();
+    if cache.materialize && !(opts.passthrough && preflight::passthrough_possible()) {
+        // Known before mounting: the kernel would refuse the copies' passthrough.
+        log::info!(
+            "option materialize ignored: FUSE passthrough is unavailable here (it needs root in \
+             the initial user namespace and Linux 6.9+, and not nopassthrough)"
+        );
+        cache.materialize = false;
+    }
+    let started = Instant::now();
+    let fs = match opts.sources.as_slice() {
+        [one] if remote::is_remote(one) => {
+            return Ok(Served(Build::Remote {
+                url: one.to_string_lossy().into_owned(),
+                timeout: opts.remote_timeout,
+                owner,
+                cache,
+            }));
+        }
+        [one] if !one.is_dir() => {
+            let archive = Archive::open(one)?;
+            let members = members::read_members(&archive)?;
+            let (count, indexed) = (members.len(), started.elapsed());
+            let fs = NpzFs::new(archive, members, owner, &cache)?;
+            log::debug!(
+                "{count} members: central directory {:.3} s, tree and cache {:.3} s",
+                indexed.as_secs_f64(),
+                (started.elapsed() - indexed).as_secs_f64()
+            );
+            fs
+        }
+        _ => {
+            let max_archives = opts.max_archives.unwrap_or_else(default_max_archives);
+            let how = Sources {
+                overrides: Overrides {
+                    uid: opts.uid,
+                    gid: opts.gid,
+                    umask: opts.umask,
+                    mounted_by: (uid, gid),
+                },
+                max_archives,
+            };
+            log::debug!("at most {max_archives} archives open at once");
+            NpzFs::sources(&opts.sources, how, &cache)?
+        }
+    };
+    Ok(Served(Build::Now(Box::new(fs))))
+}
+
+/// Raises the open-file limit to its hard limit (a tree of shards wants descriptors; the
+/// soft limit of 1024 is a relic of select(2)) and takes a quarter of it for open archives,
+/// 16 to 4096; the rest is for cache files, handles and the reader's own opens.
+fn default_max_archives() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 256;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    };
+    usize::try_from(soft / 4).unwrap_or(4096).clamp(16, 4096)
+}

@@ -1,0 +1,210 @@
+"""Servers the remote-source tests start on the loopback address: nginx serving a directory
+over HTTP (Range, ETag, If-Match), moto's S3 server, and a small HTTP server of our own that
+misbehaves on demand (throttles, ignores Range) where neither can be told to."""
+
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+NGINX = "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, secs: float = 20.0) -> bool:
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+class Nginx:
+    """nginx serving `root` on a free loopback port; its access log counts the GETs."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.root = work / "root"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log = work / "access.log"
+        conf = work / "nginx.conf"
+        conf.write_text(
+            f"""daemon off;
+{"user root root;" if os.geteuid() == 0 else ""}
+pid {work}/nginx.pid;
+error_log {work}/error.log;
+events {{}}
+http {{
+  access_log {self.log};
+  client_body_temp_path {work}/body;
+  proxy_temp_path {work}/proxy;
+  fastcgi_temp_path {work}/fastcgi;
+  uwsgi_temp_path {work}/uwsgi;
+  scgi_temp_path {work}/scgi;
+  server {{
+    listen 127.0.0.1:{self.port};
+    root {self.root};
+  }}
+}}
+"""
+        )
+        self.conf = conf
+        self.proc = None
+        self.start()
+
+    def start(self):
+        # Its own process group: stop() kills the master and its workers together, as a crash
+        # would (the workers of a killed master keep serving otherwise).
+        self.proc = subprocess.Popen(
+            [NGINX, "-c", str(self.conf), "-e", str(self.work / "error.log")],
+            start_new_session=True,
+        )
+        assert wait_for_port(self.port), "nginx did not start"
+
+    def stop(self):
+        if self.proc:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+            self.proc = None
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and wait_for_port(self.port, 0.05):
+                time.sleep(0.02)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def gets(self) -> int:
+        """GET requests served so far."""
+        try:
+            return sum(1 for line in self.log.read_text().splitlines() if '"GET ' in line)
+        except FileNotFoundError:
+            return 0
+
+
+class Moto:
+    """moto's S3 server on a free loopback port, and the environment that points npzfs (and
+    boto3) at it."""
+
+    def __init__(self):
+        self.port = free_port()
+        exe = Path(sys.executable).parent / "moto_server"
+        self.proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert wait_for_port(self.port), "moto_server did not start"
+        self.env = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}",
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+        }
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Flaky(http.server.ThreadingHTTPServer):
+    """Serves one file with Range, ETag and If-Match; `throttle` GETs are answered 503 first,
+    and with `ignore_range` it sends the whole file to every GET."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.throttle = 0
+        self.ignore_range = False
+        self.gets = 0
+        self.refused = 0
+        super().__init__(("127.0.0.1", 0), _FlakyHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{self.path.name}"
+
+    def handle_error(self, request, client_address):
+        # A client that hangs up on a refused answer (a whole file instead of a range) is
+        # expected here, not a failure to print.
+        pass
+
+
+class _FlakyHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _etag(self, data: bytes) -> str:
+        return f'"{len(data):x}-{hash(data) & 0xFFFFFFFF:x}"'
+
+    def do_HEAD(self):
+        data = self.server.path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", self._etag(data))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+
+    def do_GET(self):
+        s = self.server
+        s.gets += 1
+        if s.throttle > 0:
+            s.throttle -= 1
+            s.refused += 1
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.send_header("Retry-After", "0")
+            self.end_headers()
+            return
+        data = s.path.read_bytes()
+        etag = self._etag(data)
+        wanted = self.headers.get("If-Match")
+        if wanted and wanted != etag:
+            self.send_response(412)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        rng = self.headers.get("Range")
+        if rng and not s.ignore_range:
+            start, _, end = rng.removeprefix("bytes=").partition("-")
+            start, end = int(start), min(int(end), len(data) - 1)
+            body = data[start : end + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        else:
+            body = data
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", etag)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def have_nginx() -> bool:
+    return os.path.exists(NGINX)

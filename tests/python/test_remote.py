@@ -1,0 +1,228 @@
+"""Remote sources against real servers on the loopback address: nginx for HTTP ranges, moto's
+S3 server, and a misbehaving HTTP server of our own (servers.py). Every member of archives
+written by np.savez and np.savez_compressed against np.load; an object replaced while mounted
+(EIO, never a mix); a server killed and started again; throttling; errors at mount; the block
+cache (one request for a random read, none for a second read or a remount); credentials kept
+out of /proc/mounts."""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from arrays import ARRAYS, assert_same
+from conftest import is_mounted, npzfs_bin, wait_until
+from servers import Flaky, Moto, Nginx, have_nginx
+
+import npzfs
+
+pytestmark = pytest.mark.skipif(
+    not have_nginx() and os.environ.get("NPZFS_REQUIRE_FUSE") != "1",
+    reason="nginx is not installed (scripts/test installs it)",
+)
+
+BIG = 3_000_000  # float32 elements: 12 MB, a dozen blocks
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    server = Nginx(tmp_path / "nginx")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def moto(monkeypatch):
+    server = Moto()
+    for k, v in server.env.items():
+        monkeypatch.setenv(k, v)
+    yield server
+    server.stop()
+
+
+def run_npzfs(*args, timeout=60):
+    return subprocess.run([npzfs_bin(), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def big(root: Path, name="big.npz", offset=0.0, n=BIG) -> Path:
+    path = root / name
+    np.savez(path, x=np.arange(n, dtype=np.float32) + offset, small=np.arange(10))
+    return path
+
+
+def test_http_members_of_every_dtype_are_what_np_load_says(nginx, tmp_path):
+    np.savez(nginx.root / "stored.npz", **ARRAYS)
+    np.savez_compressed(nginx.root / "compressed.npz", **ARRAYS)
+    for name in ("stored.npz", "compressed.npz"):
+        with npzfs.mount(nginx.url(name), cache_dir=tmp_path / "cache") as m:
+            for key, want in ARRAYS.items():
+                assert_same(np.load(m.path / f"{key}.npy", mmap_mode="r"), want)
+
+
+def test_s3_object_is_served_and_missing_things_are_one_line_exit_9(moto, tmp_path):
+    s3 = moto.client()
+    s3.create_bucket(Bucket="data")
+    local = big(tmp_path)
+    s3.upload_file(str(local), "data", "run42/big.npz")
+    with npzfs.mount("s3://data/run42/big.npz", cache_dir=tmp_path / "cache") as m:
+        got = np.load(m.path / "x.npy", mmap_mode="r")
+        assert_same(got, np.arange(BIG, dtype=np.float32))
+    with npzfs.load("s3://data/run42/big.npz", cache_dir=tmp_path / "cache") as z:
+        assert z.files == ["small", "x"] or sorted(z.files) == ["small", "x"]
+        assert_same(z["x"], np.arange(BIG, dtype=np.float32))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    for url, words in [
+        ("s3://data/run42/nothing.npz", "no such object"),
+        ("s3://nobucket/big.npz", "no such"),
+    ]:
+        run = run_npzfs(url, mnt, "-o", f"cache_dir={tmp_path / 'cache'}")
+        assert run.returncode == 9, run.stderr
+        assert run.stderr.count("\n") == 1 and words in run.stderr, run.stderr
+        assert not is_mounted(mnt)
+
+
+def test_s3_credentials_from_a_profile_and_none_at_all(moto, tmp_path, monkeypatch):
+    s3 = moto.client()
+    s3.create_bucket(Bucket="data")
+    s3.upload_file(str(big(tmp_path)), "data", "big.npz")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        monkeypatch.delenv(key)
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text(
+        "[default]\naws_access_key_id = nope\n\n[lab]\naws_access_key_id = lab\n"
+        "aws_secret_access_key = labsecret\n"
+    )
+    (home / ".aws" / "config").write_text("[profile lab]\nregion = us-east-1\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("AWS_PROFILE", "lab")
+    with npzfs.mount("s3://data/big.npz", cache_dir=tmp_path / "cache") as m:
+        assert_same(np.load(m.path / "x.npy", mmap_mode="r"), np.arange(BIG, dtype=np.float32))
+    # No keys anywhere: the instance metadata service is asked, and is not there.
+    monkeypatch.setenv("HOME", str(tmp_path / "nohome"))
+    monkeypatch.delenv("AWS_PROFILE")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    started = time.monotonic()
+    run = run_npzfs("s3://data/big.npz", mnt, "-o", "remote_timeout=3")
+    assert run.returncode == 9 and "no credentials" in run.stderr, run.stderr
+    assert time.monotonic() - started < 30
+    assert "labsecret" not in run.stderr
+
+
+def test_a_replaced_object_gives_eio_and_never_bytes_of_two_versions(nginx, tmp_path):
+    n = 8 << 20  # 32 MiB: its end is far from what readahead fetches with the head
+    big(nginx.root, n=n)
+    with npzfs.mount(nginx.url("big.npz"), cache_dir=tmp_path / "cache") as m:
+        with open(m.path / "x.npy", "rb") as f:
+            head = f.read(1 << 20)
+            # Replaced on the server (a new file renamed over it: a new ETag).
+            big(nginx.root, "next.npz", offset=1.0, n=n)
+            # nginx's ETag is mtime (in seconds) and size: a different mtime, so that the new
+            # version has a new ETag as it would on S3 (an MD5 of the content).
+            later = time.time() + 60
+            os.utime(nginx.root / "next.npz", (later, later))
+            os.replace(nginx.root / "next.npz", nginx.root / "big.npz")
+            f.seek(30 << 20)
+            with pytest.raises(OSError) as e:
+                f.read(1 << 20)
+            assert e.value.errno == 5
+            # What was fetched before is still served, and is the old version's.
+            f.seek(0)
+            assert f.read(1 << 20) == head
+    want_head = np.arange(n, dtype=np.float32).tobytes()[: (1 << 20) - 128]
+    assert head[128:] == want_head[: len(head) - 128]
+
+
+def test_a_killed_server_gives_eio_in_bounded_time_and_the_mount_recovers(nginx, tmp_path):
+    big(nginx.root, n=8 << 20)
+    opts = {"remote_timeout": "2"}
+    with npzfs.mount(nginx.url("big.npz"), cache_dir=tmp_path / "cache", options=opts) as m:
+        x = m.path / "x.npy"
+        with open(x, "rb") as f:
+            first = f.read(1 << 20)
+        nginx.stop()
+        started = time.monotonic()
+        with open(x, "rb") as f:
+            f.seek(30 << 20)
+            with pytest.raises(OSError) as e:
+                f.read(4096)
+        took = time.monotonic() - started
+        assert e.value.errno == 5
+        assert took < 2 * 2 + 5, f"EIO after {took:.1f} s"
+        # Cached bytes are still served while the server is away.
+        with open(x, "rb") as f:
+            assert f.read(1 << 20) == first
+        nginx.start()
+        with open(x, "rb") as f:
+            f.seek(30 << 20)
+            assert len(f.read(4096)) == 4096
+        print(f"a dead server's read failed after {took:.2f} s")
+
+
+def test_throttling_is_retried_and_a_server_without_ranges_is_refused(tmp_path):
+    local = big(tmp_path)
+    server = Flaky(local)
+    try:
+        server.throttle = 3
+        with npzfs.mount(server.url(), cache_dir=tmp_path / "cache") as m:
+            assert_same(np.load(m.path / "x.npy", mmap_mode="r"), np.arange(BIG, dtype=np.float32))
+        assert server.refused == 3
+        server.ignore_range = True
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        run = run_npzfs(server.url(), mnt, "-o", f"cache_dir={tmp_path / 'other'}")
+        assert run.returncode == 9, run.stderr
+        assert "Range" in run.stderr and run.stderr.count("\n") == 1, run.stderr
+    finally:
+        server.shutdown()
+
+
+def test_blocks_one_request_for_a_random_read_none_for_a_second_read_or_a_remount(nginx, tmp_path):
+    big(nginx.root)
+    cache = tmp_path / "cache"
+    with npzfs.mount(nginx.url("big.npz"), cache_dir=cache) as m:
+        with open(m.path / "x.npy", "rb", buffering=0) as f:
+            # The open read the member's local header (at the archive's start): fetched now.
+            before = nginx.gets()
+            f.seek(7 << 20)
+            f.read(4096)
+        assert nginx.gets() == before + 1
+        whole = (m.path / "x.npy").read_bytes()
+        after_first = nginx.gets()
+        # Page cache dropped: the second read comes from the block file, not the network.
+        subprocess.run(["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"], check=False)
+        assert (m.path / "x.npy").read_bytes() == whole
+        assert nginx.gets() == after_first
+    with npzfs.mount(nginx.url("big.npz"), cache_dir=cache) as m:
+        assert (m.path / "x.npy").read_bytes() == whole
+    assert nginx.gets() == after_first, "a remount of the same version fetched again"
+    want = np.arange(BIG, dtype=np.float32).tobytes()
+    assert whole[-len(want):] == want
+
+
+def test_credentials_stay_out_of_proc_mounts_and_messages(nginx, tmp_path):
+    big(nginx.root)
+    port = nginx.port
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    run = run_npzfs(f"http://someone:s3cret@127.0.0.1:{port}/big.npz", mnt)
+    try:
+        assert run.returncode == 0, run.stderr
+        mounts = Path("/proc/mounts").read_text()
+        assert "s3cret" not in mounts
+        assert f"http://127.0.0.1:{port}/big.npz {mnt}" in mounts
+        assert len((mnt / "x.npy").read_bytes()) == BIG * 4 + 128
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+        assert wait_until(lambda: not is_mounted(mnt))
+    for url in [
+        f"http://someone:s3cret@127.0.0.1:{port}/missing.npz",
+        f"http://127.0.0.1:{port}/big.npz?X-Amz-Signature=s3cret",
+    ]:
+        bad = run_npzfs(url, mnt)
+        assert bad.returncode == 9 and "s3cret" not in bad.stderr, bad.stderr
+        assert "s3cret" not in Path("/proc/mounts").read_text()
