@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use crate::cache::Blocks;
+use crate::cache::{Blocks, Cache};
+use crate::remote::Remote;
 
 use crate::error::{Error, Result, cause};
 
@@ -97,14 +98,21 @@ impl Archive {
         })
     }
 
-    /// The remote archive whose bytes `blocks` fetches, shown as `url`, in version
-    /// `identity`.
-    pub fn remote(blocks: Arc<Blocks>, url: &str, identity: Identity) -> Archive {
-        Archive {
-            path: PathBuf::from(url),
-            backend: Backend::Remote(blocks),
-            identity,
-        }
+    /// Opens the remote archive at `url` (`s3://`, `http(s)://`), its bytes fetched into
+    /// `cache`'s blocks: a HEAD, then one ranged GET of its end, where the central directory's
+    /// search starts (a server that cannot serve it is a remote failure, exit 9, not a
+    /// damaged archive).
+    pub fn open_remote(url: &str, timeout: std::time::Duration, cache: &Cache) -> Result<Archive> {
+        let remote = Arc::new(Remote::open(url, timeout)?);
+        let archive = Archive {
+            path: PathBuf::from(remote.display()),
+            identity: remote.identity(),
+            backend: Backend::Remote(cache.blocks(remote, 0)?),
+        };
+        let size = archive.size();
+        let len = size.min(4096 + 22);
+        archive.read_exact_at(&mut vec![0; len as usize], size - len)?;
+        Ok(archive)
     }
 
     /// A remote archive's blocks; None for a local file.

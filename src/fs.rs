@@ -89,16 +89,7 @@ impl<B> NpzFs<B> {
         config: &CacheConfig,
     ) -> Result<NpzFs<B>> {
         let cache = Arc::new(Cache::new(config));
-        let remote = Arc::new(crate::remote::Remote::open(url, timeout)?);
-        let (shown, identity) = (remote.display().to_string(), remote.identity());
-        let blocks = cache.blocks(remote, 0)?;
-        let archive = Archive::remote(blocks, &shown, identity);
-        // The end of the object, where the central directory's search starts, fetched first
-        // (one request): a server that cannot serve it is a remote failure (exit 9), not a
-        // damaged archive.
-        let size = archive.size();
-        let len = size.min(4096 + 22);
-        archive.read_exact_at(&mut vec![0; len as usize], size - len)?;
+        let archive = Archive::open_remote(url, timeout, &cache)?;
         let members = crate::members::read_members(&archive)?;
         NpzFs::single(archive, members, owner, cache, config)
     }

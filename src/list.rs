@@ -11,19 +11,34 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::archive::Archive;
+use crate::cache::{Cache, CacheConfig, DEFAULT_CACHE_SIZE};
 use crate::error::{Error, Result};
 use crate::info::Facts;
-use crate::{members, peek};
+use crate::{members, peek, remote};
 
-/// Lists the archive at `path` on `out`.
+/// Lists the archive at `path` (or a remote one's URL) on `out`.
 pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
-    let archive = Archive::open(path)?;
-    let members = members::read_members(&archive)?;
+    // A remote archive's blocks go to the default cache, where a later mount reuses them.
+    let cache = Cache::new(&CacheConfig::with_default_dirs(DEFAULT_CACHE_SIZE));
+    let archive = match remote::is_remote(path) {
+        true => {
+            let url = path.to_string_lossy();
+            Archive::open_remote(&url, remote::DEFAULT_TIMEOUT, &cache)?
+        }
+        false => Archive::open(path)?,
+    };
+    let listed = list(&archive, json, out);
+    cache.close();
+    listed
+}
+
+fn list(archive: &Archive, json: bool, out: &mut dyn Write) -> Result<()> {
+    let members = members::read_members(archive)?;
     let facts: Vec<Facts> = members
         .iter()
         .enumerate()
         .filter(|(_, m)| !m.is_dir)
-        .map(|(number, m)| Facts::of(m, peek::npy_header(&archive, m, number)))
+        .map(|(number, m)| Facts::of(m, peek::npy_header(archive, m, number)))
         .collect();
     let text = if json { to_json(&facts) } else { table(&facts) };
     out.write_all(text.as_bytes())

@@ -501,6 +501,12 @@ fn plain(meta: &Meta) -> Is {
 
 /// A command-line source: resolved once, now; its directory and its base name.
 fn resolve_source(path: &Path) -> Result<(Source, Vec<u8>)> {
+    if crate::remote::is_remote(path) {
+        return Err(Error::Usage(format!(
+            "{}: a remote archive is mounted on its own for now (npzfs URL MOUNTPOINT)",
+            crate::remote::display(&path.to_string_lossy())
+        )));
+    }
     let open_err = |cause: String| Error::ArchiveOpen {
         path: path.to_path_buf(),
         cause,

@@ -226,3 +226,22 @@ def test_credentials_stay_out_of_proc_mounts_and_messages(nginx, tmp_path):
         bad = run_npzfs(url, mnt)
         assert bad.returncode == 9 and "s3cret" not in bad.stderr, bad.stderr
         assert "s3cret" not in Path("/proc/mounts").read_text()
+
+
+def test_list_reads_a_remote_archive_and_a_url_among_sources_is_refused(nginx, tmp_path):
+    import json
+
+    big(nginx.root)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    run = subprocess.run(
+        [npzfs_bin(), "--list", "--json", nginx.url("big.npz")],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    listed = {m["name"]: m for m in json.loads(run.stdout)}
+    assert listed["x.npy"]["shape"] == [BIG] and listed["x.npy"]["dtype"] == "<f4"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (tmp_path / "dir").mkdir()
+    mixed = run_npzfs(nginx.url("big.npz"), tmp_path / "dir", mnt)
+    assert mixed.returncode == 2 and "on its own" in mixed.stderr, mixed.stderr
