@@ -120,13 +120,29 @@ impl SourceDir {
         Ok(Meta::of(&st))
     }
 
-    /// What `name` in the directory `rel` is, if it exists.
-    pub fn stat_in(&self, rel: &Path, name: &OsStr) -> io::Result<Option<Meta>> {
-        match self.stat(&rel.join(name)) {
-            Ok(meta) => Ok(Some(meta)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+    /// What each of `names` in the directory `rel` is, if it exists: one walk to the
+    /// directory, then one `fstatat` per name (a lookup asks for a name and its archive
+    /// twin).
+    pub fn stat_in<const N: usize>(
+        &self,
+        rel: &Path,
+        names: [&OsStr; N],
+    ) -> io::Result<[Option<Meta>; N]> {
+        let (parent, last) = self.parent_of(rel)?;
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let dir = match last {
+            Some(name) => rustix::fs::openat(&parent, name, flags, Mode::empty())?,
+            None => parent,
+        };
+        let mut out = [None; N];
+        for (slot, name) in out.iter_mut().zip(names) {
+            *slot = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Some(Meta::of(&st)),
+                Err(rustix::io::Errno::NOENT) => None,
+                Err(e) => return Err(e.into()),
+            };
         }
+        Ok(out)
     }
 
     /// The entries of directory `rel` (not `.` and `..`), each with what it is.

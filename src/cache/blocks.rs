@@ -12,14 +12,13 @@
 //! No request thread ever waits for the network: fetches run on the remote client's I/O
 //! threads, which answer the parked reads.
 //!
-//! The file survives an unmount that synced it (it is marked clean then); the next mount of the
-//! same version (ETag) of the object finds its blocks by `SEEK_DATA` and serves them without a
-//! request. A daemon that died leaves no mark, and its blocks are discarded.
+//! The file survives an unmount that synced it: the blocks present then are listed in
+//! `blocks.clean`, and the next mount of the same version (ETag) of the object serves them
+//! without a request. A daemon that died leaves no list, and its blocks are discarded.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,6 +65,8 @@ struct State {
     next: u64,
     /// Bytes read in a row without a jump: from [`STREAK`] on, the reader is sequential.
     streak: u64,
+    /// Unmounting: the present blocks are listed, so none may be punched or added any more.
+    closed: bool,
 }
 
 /// The local blocks of one remote archive.
@@ -91,7 +92,10 @@ impl Blocks {
     ) -> io::Result<Arc<Blocks>> {
         let path = store.dir().join("blocks");
         let clean = store.dir().join("blocks.clean");
-        let reuse = std::fs::remove_file(&clean).is_ok();
+        // The blocks a clean unmount listed; the file is emptied without that list.
+        let listed = std::fs::read_to_string(&clean).ok();
+        let _ = std::fs::remove_file(&clean);
+        let reuse = listed.is_some();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -103,11 +107,9 @@ impl Blocks {
         let size = remote.size();
         let count = size.div_ceil(BLOCK) as usize;
         let mut have = vec![Have::Absent; count];
-        if reuse {
-            for k in present_blocks(&file, size) {
-                if let Some(h) = have.get_mut(k as usize) {
-                    *h = Have::Present;
-                }
+        for k in listed.iter().flat_map(|l| l.split_whitespace()) {
+            if let Some(h) = k.parse::<usize>().ok().and_then(|k| have.get_mut(k)) {
+                *h = Have::Present;
             }
         }
         let blocks = Arc::new(Blocks {
@@ -122,6 +124,7 @@ impl Blocks {
                 waiting: Vec::new(),
                 next: u64::MAX,
                 streak: 0,
+                closed: false,
             }),
         });
         let adopted: Vec<u64> = {
@@ -284,10 +287,9 @@ impl Blocks {
         let mut answers: Vec<(ReadDone, Result<Vec<u8>>)> = Vec::new();
         {
             let mut st = self.lock();
-            let now = if written.is_ok() {
-                Have::Present
-            } else {
-                Have::Absent
+            let now = match (&written, st.closed) {
+                (Ok(()), false) => Have::Present,
+                _ => Have::Absent,
             };
             for k in blocks.clone() {
                 st.have[k as usize] = now;
@@ -327,7 +329,7 @@ impl Blocks {
     /// Evicted: block `k` goes from the file (if it is still here).
     pub(super) fn evict(&self, k: u64) {
         let mut st = self.lock();
-        if st.have.get(k as usize) == Some(&Have::Present) {
+        if !st.closed && st.have.get(k as usize) == Some(&Have::Present) {
             st.have[k as usize] = Have::Absent;
             if let Err(e) = punch_hole(&self.file, k * BLOCK, k * BLOCK + self.len_of(k)) {
                 log::debug!("cannot punch block {k} of {}: {e}", self.path.display());
@@ -335,50 +337,22 @@ impl Blocks {
         }
     }
 
-    /// At unmount: synced and marked clean, so the next mount of this version reuses them.
+    /// At unmount: the file synced, then its present blocks listed in `blocks.clean`, so the
+    /// next mount of this version reuses exactly those. From the listing on, no block is
+    /// punched or added (a fetch landing late, an eviction), and one being written as the
+    /// daemon exits is not in the list: only whole, synced blocks are ever reused.
     pub(super) fn close(&self, store_dir: &std::path::Path) {
-        let _st = self.lock();
-        if self.file.sync_data().is_ok() {
-            let _ = std::fs::write(store_dir.join("blocks.clean"), b"");
+        if self.file.sync_data().is_err() {
+            return;
         }
-    }
-
-    /// The bytes of the object present now.
-    pub fn present(&self) -> u64 {
-        let st = self.lock();
-        (0..st.have.len() as u64)
-            .filter(|&k| st.have[k as usize] == Have::Present)
-            .map(|k| self.len_of(k))
-            .sum()
-    }
-}
-
-/// The blocks with data in `file` (a sparse file of `size` bytes written in whole blocks).
-fn present_blocks(file: &File, size: u64) -> Vec<u64> {
-    let mut out = Vec::new();
-    let mut at: i64 = 0;
-    let fd = file.as_raw_fd();
-    while (at as u64) < size {
-        // SAFETY: lseek on a descriptor we own; SEEK_DATA/SEEK_HOLE only move the offset.
-        let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
-        if data < 0 {
-            break;
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            break;
-        }
-        // Only whole blocks count: data starts and ends at block boundaries or the end.
-        let first = (data as u64).div_ceil(BLOCK);
-        let end = (hole as u64).min(size);
-        let last = if end == size {
-            size.div_ceil(BLOCK)
-        } else {
-            end / BLOCK
+        let listed: String = {
+            let mut st = self.lock();
+            st.closed = true;
+            (0..st.have.len())
+                .filter(|&k| st.have[k] == Have::Present)
+                .map(|k| format!("{k}\n"))
+                .collect()
         };
-        out.extend(first..last);
-        at = hole;
+        let _ = std::fs::write(store_dir.join("blocks.clean"), listed);
     }
-    out
 }

@@ -5,7 +5,8 @@
 //! source directory asks the disk (`source.rs`, which never follows a symlink), and the
 //! kernel keeps the answers for [`LIVE`] only, so a shard added, removed or renamed shows
 //! within a second. What the daemon keeps of each entry it has been asked about is an
-//! [`Entity`]: where it is, what it was (its identity) and its parent, about 200 bytes. An
+//! [`Entity`]: where it is, what it was (its identity) and its parent: about 700 bytes resident per entry
+//! listed, as `bench/shards.py` measures it. An
 //! archive is opened only when something inside it is asked for (`archives.rs`); from then
 //! on it is immutable and served like a single archive ([`ArchiveFs`]).
 //!
@@ -399,28 +400,25 @@ impl Forest {
                 let io = |err| {
                     Error::in_source("look up", dir.display(&e.rel.join(component(name))), err)
                 };
-                let (found, meta, is) = match dir.stat_in(&e.rel, component(name)).map_err(io)? {
-                    Some(meta) => match names::shows(name, &meta) {
+                // In one walk: the name itself, the archive `name.npz` it may stand for,
+                // and the short name an archive `name` would be shown under.
+                let full = [name, names::SUFFIX].concat();
+                let stem = names::stem(name).unwrap_or(name);
+                let [literal, archive, short] = dir
+                    .stat_in(&e.rel, [component(name), component(&full), component(stem)])
+                    .map_err(io)?;
+                let (found, meta, is) = match (literal, archive) {
+                    (Some(meta), _) => match names::shows(name, &meta) {
                         Shows::Hidden => return Err(Error::NotFound),
                         Shows::Plain => (name.to_vec(), meta, plain(&meta)),
                         // Shown under its short name, unless that is taken.
-                        Shows::Archive => {
-                            let stem = names::stem(name).unwrap_or(name);
-                            if dir.stat_in(&e.rel, component(stem)).map_err(io)?.is_none() {
-                                return Err(Error::NotFound);
-                            }
-                            (name.to_vec(), meta, Is::Archive)
-                        }
+                        Shows::Archive if short.is_none() => return Err(Error::NotFound),
+                        Shows::Archive => (name.to_vec(), meta, Is::Archive),
                     },
-                    None => {
-                        let full = [name, names::SUFFIX].concat();
-                        match dir.stat_in(&e.rel, component(&full)).map_err(io)? {
-                            Some(m) if names::shows(&full, &m) == Shows::Archive => {
-                                (full, m, Is::Archive)
-                            }
-                            _ => return Err(Error::NotFound),
-                        }
+                    (None, Some(m)) if names::shows(&full, &m) == Shows::Archive => {
+                        (full, m, Is::Archive)
                     }
+                    (None, _) => return Err(Error::NotFound),
                 };
                 let rel = e.rel.join(component(&found));
                 let child = self.register(is, &meta, ino::ino(id, 1), e.source, rel);
