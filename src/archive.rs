@@ -98,16 +98,21 @@ impl Archive {
         })
     }
 
-    /// Opens the remote archive at `url` (`s3://`, `http(s)://`), its bytes fetched into
-    /// `cache`'s blocks: a HEAD, then one ranged GET of its end, where the central directory's
-    /// search starts (a server that cannot serve it is a remote failure, exit 9, not a
-    /// damaged archive).
+    /// Opens the remote archive at `url` (`s3://`, `http(s)://`) as the mount's only archive:
+    /// a HEAD, then [`Archive::remote`].
     pub fn open_remote(url: &str, timeout: std::time::Duration, cache: &Cache) -> Result<Archive> {
-        let remote = Arc::new(Remote::open(url, timeout)?);
+        Archive::remote(Arc::new(Remote::open(url, timeout)?), 0, cache)
+    }
+
+    /// The remote archive `remote`, archive `id` of the mount, its bytes fetched into
+    /// `cache`'s blocks: one ranged GET of its end, where the central directory's search
+    /// starts (a server that cannot serve it is a remote failure, exit 9, not a damaged
+    /// archive).
+    pub fn remote(remote: Arc<Remote>, id: u64, cache: &Cache) -> Result<Archive> {
         let archive = Archive {
             path: PathBuf::from(remote.display()),
             identity: remote.identity(),
-            backend: Backend::Remote(cache.blocks(remote, 0)?),
+            backend: Backend::Remote(cache.blocks(remote, id)?),
         };
         let size = archive.size();
         let len = size.min(4096 + 22);

@@ -16,12 +16,13 @@ use crate::archive_fs::{ArchiveFs, Placement};
 use crate::attr::Shown;
 pub use crate::attr::{Attr, BLOCK_SIZE, DirEntry, FsStats, Kind, Ownership};
 pub use crate::cache::ReadDone;
-use crate::cache::{Cache, CacheConfig, CacheStats};
+use crate::cache::{Blocks, Cache, CacheConfig, CacheStats};
 use crate::error::{Error, Result};
-use crate::forest::{Forest, Overrides};
+use crate::forest::{Forest, Overrides, Plain};
 use crate::handles::{Handles, Opened, Served};
 use crate::info;
 use crate::members::Member;
+use crate::remote::Remote;
 use crate::tree::{self, Ino};
 
 /// What a mount serves.
@@ -39,6 +40,8 @@ pub enum Target {
     Member(Arc<ArchiveFs>, usize),
     /// A regular file of a source tree.
     File(Arc<File>),
+    /// A remote object of a source tree (not an archive), read through the cache's blocks.
+    Object(Arc<Blocks>),
 }
 
 /// How a mount of sources is to be served (beyond the cache).
@@ -48,6 +51,8 @@ pub struct Sources {
     pub overrides: Overrides,
     /// At most this many archives open (descriptor + mapping) at once.
     pub max_archives: usize,
+    /// How long a remote request may take (`remote_timeout=`).
+    pub remote_timeout: std::time::Duration,
 }
 
 /// The mounted filesystem. `B` is the adapter's passthrough backing (fuser's `BackingId`),
@@ -79,17 +84,12 @@ impl<B> NpzFs<B> {
         )
     }
 
-    /// The remote archive at `url` (`s3://` or `http(s)://`), read by range into the cache's
-    /// blocks; its root is the mount's root, as for a local archive. Opening it costs a HEAD
-    /// and the reads of its end record and central directory.
-    pub fn remote(
-        url: &str,
-        timeout: std::time::Duration,
-        owner: Ownership,
-        config: &CacheConfig,
-    ) -> Result<NpzFs<B>> {
+    /// The remote archive `object` (`s3://` or `http(s)://`), read by range into the cache's
+    /// blocks; its root is the mount's root, as for a local archive. Opening it costs the
+    /// reads of its end record and central directory.
+    pub fn remote(object: Remote, owner: Ownership, config: &CacheConfig) -> Result<NpzFs<B>> {
         let cache = Arc::new(Cache::new(config));
-        let archive = Archive::open_remote(url, timeout, &cache)?;
+        let archive = Archive::remote(Arc::new(object), 0, &cache)?;
         let members = crate::members::read_members(&archive)?;
         NpzFs::single(archive, members, owner, cache, config)
     }
@@ -128,6 +128,7 @@ impl<B> NpzFs<B> {
             cache.clone(),
             how.max_archives,
             config.materialize,
+            how.remote_timeout,
         )?;
         Ok(NpzFs::with(Mount::Forest(Box::new(forest)), cache, config))
     }
@@ -298,8 +299,13 @@ impl<B> NpzFs<B> {
             let Mount::Forest(f) = &self.mount else {
                 return Err(Error::NotFound);
             };
-            let file = Target::File(Arc::new(f.open_file(ino)?));
-            return Ok(self.handles.open(ino, file, Served::Source, None, register));
+            let target = match f.open_file(ino)? {
+                Plain::File(file) => Target::File(Arc::new(file)),
+                Plain::Object(blocks) => Target::Object(blocks),
+            };
+            return Ok(self
+                .handles
+                .open(ino, target, Served::Source, None, register));
         };
         let (number, served, complete) = fs.open(ino, self.handles.passthrough())?;
         let target = Target::Member(fs, number);
@@ -333,6 +339,7 @@ impl<B> NpzFs<B> {
                     Err(e) => done(Err(Error::in_source("read", "a source file", e))),
                 }
             }
+            Target::Object(blocks) => blocks.read(offset, offset + u64::from(size), done),
         }
     }
 

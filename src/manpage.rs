@@ -30,6 +30,14 @@ const DESCRIPTION_MORE: &[&str] = &[
      first use, at most max_archives at once, and share one cache; a shard added, removed or \
      renamed shows within about a second. Owners and permission bits follow the source \
      (write bits removed). Several SOURCEs sit side by side under their base names.",
+    "A SOURCE may be remote, read by range with no local copy: s3://BUCKET/KEY.npz (S3 and \
+     S3-compatible stores), s3://BUCKET/PREFIX/ (listed like a directory SOURCE: every .npz \
+     below it a directory, other objects files) or http(s)://HOST/PATH/x.npz (any server that \
+     honours Range). Bytes are fetched in 1 MiB blocks into the cache (cache_size= counts \
+     them), sequential readers get readahead, and every request asks for the version (ETag) \
+     seen first: an object replaced while mounted gives EIO, never a mix of versions. \
+     Throttling and server errors are retried with backoff; a server that stops answering \
+     gives EIO after about twice remote_timeout=. Failures at mount exit with code 9.",
     "mount(8) and fstab use it as file system type fuse.npzfs through mount.fuse3(8), which \
      must find npzfs in the PATH it gives helpers (/usr/local/bin and /usr/bin are in it).",
 ];
@@ -44,6 +52,20 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "XDG_CACHE_HOME",
         "the default cache_dir is $XDG_CACHE_HOME/npzfs when CACHE_DIRECTORY is not set (or \
          cannot be used)",
+    ),
+    (
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN",
+        "credentials for s3:// sources; without them, those of the profile in \
+         ~/.aws/credentials (AWS_PROFILE, else default), then container and instance credentials",
+    ),
+    (
+        "AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP",
+        "the region, an S3-compatible store's endpoint, and whether it may be plain http \
+         (true); region and endpoint_url are also read from ~/.aws/config",
+    ),
+    (
+        "AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE",
+        "which ~/.aws profile, and where its files are",
     ),
     (
         "RUST_LOG",
@@ -102,8 +124,10 @@ const EXAMPLES: &[(&str, &str)] = &[
          python3 -c \"import numpy as np; print(np.load('/mnt/dataset/train/shard_0000/x.npy', mmap_mode='r')[0])\"",
     ),
     (
-        "An archive in object storage, and one behind HTTP (credentials from AWS_* or ~/.aws):",
+        "An archive in object storage, a dataset under a prefix, and an archive behind HTTP \
+         (credentials from AWS_* or ~/.aws):",
         "npzfs s3://bucket/run42.npz /mnt/run42\n\
+         npzfs s3://bucket/datasets/imagenet-npz/ /mnt/in\n\
          npzfs https://example.org/data/weights.npz /mnt/w",
     ),
     (

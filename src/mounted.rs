@@ -1,9 +1,11 @@
 //! What a mount serves, from the command line's sources: one local archive (opened and
-//! indexed now, so that a bad one fails before the fork with its own exit code), a remote
-//! archive (opened in the daemon itself, after the fork: its client's I/O threads must be the
-//! daemon's), or a forest of directories and archives (nothing below them opened).
+//! indexed now, so that a bad one fails before the fork with its own exit code), or a forest
+//! of directories and archives (nothing below them opened). Sources that include a remote
+//! one are resolved in the daemon itself, after the fork: the remote client's I/O threads
+//! must be the daemon's.
 
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Instant;
 
 use fuser::BackingId;
 
@@ -13,7 +15,8 @@ use crate::error::Result;
 use crate::forest::Overrides;
 use crate::fs::{NpzFs, Ownership, Sources};
 use crate::options::Options;
-use crate::{members, preflight, remote};
+use crate::remote::{self, Found};
+use crate::{members, preflight};
 
 /// The filesystem to serve, built now or once the daemon runs.
 pub struct Served(Build);
@@ -21,34 +24,42 @@ pub struct Served(Build);
 enum Build {
     Now(Box<NpzFs<BackingId>>),
     Remote {
-        url: String,
-        timeout: Duration,
+        sources: Vec<PathBuf>,
+        how: Sources,
         owner: Ownership,
         cache: CacheConfig,
     },
 }
 
 impl Served {
-    /// The filesystem (a remote archive is opened now: one HEAD, then its central directory).
+    /// The filesystem. Remote sources are resolved now: one remote object is the mount's
+    /// archive (a HEAD, then its central directory), anything else a forest.
     pub fn build(self) -> Result<NpzFs<BackingId>> {
-        match self.0 {
-            Build::Now(fs) => Ok(*fs),
-            Build::Remote {
-                url,
-                timeout,
-                owner,
-                cache,
-            } => {
-                let started = Instant::now();
-                let fs = NpzFs::remote(&url, timeout, owner, &cache)?;
-                log::debug!(
-                    "{}: opened in {:.3} s",
-                    remote::display(&url),
-                    started.elapsed().as_secs_f64()
-                );
-                Ok(fs)
-            }
-        }
+        let Build::Remote {
+            sources,
+            how,
+            owner,
+            cache,
+        } = self.0
+        else {
+            let Build::Now(fs) = self.0 else {
+                unreachable!()
+            };
+            return Ok(*fs);
+        };
+        let started = Instant::now();
+        let fs = match sources.as_slice() {
+            [one] => match remote::find(&one.to_string_lossy(), how.remote_timeout)? {
+                Found::Object { object, .. } => NpzFs::remote(object, owner, &cache)?,
+                Found::Prefix(_) => NpzFs::sources(&sources, how, &cache)?,
+            },
+            _ => NpzFs::sources(&sources, how, &cache)?,
+        };
+        log::debug!(
+            "remote sources resolved in {:.3} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(fs)
     }
 }
 
@@ -70,16 +81,30 @@ pub fn prepare(opts: &Options) -> Result<Served> {
         );
         cache.materialize = false;
     }
+    let how = || {
+        let max_archives = opts.max_archives.unwrap_or_else(default_max_archives);
+        log::debug!("at most {max_archives} archives open at once");
+        Sources {
+            overrides: Overrides {
+                uid: opts.uid,
+                gid: opts.gid,
+                umask: opts.umask,
+                mounted_by: (uid, gid),
+            },
+            max_archives,
+            remote_timeout: opts.remote_timeout,
+        }
+    };
+    if opts.sources.iter().any(|s| remote::is_remote(s)) {
+        return Ok(Served(Build::Remote {
+            sources: opts.sources.clone(),
+            how: how(),
+            owner,
+            cache,
+        }));
+    }
     let started = Instant::now();
     let fs = match opts.sources.as_slice() {
-        [one] if remote::is_remote(one) => {
-            return Ok(Served(Build::Remote {
-                url: one.to_string_lossy().into_owned(),
-                timeout: opts.remote_timeout,
-                owner,
-                cache,
-            }));
-        }
         [one] if !one.is_dir() => {
             let archive = Archive::open(one)?;
             let members = members::read_members(&archive)?;
@@ -92,20 +117,7 @@ pub fn prepare(opts: &Options) -> Result<Served> {
             );
             fs
         }
-        _ => {
-            let max_archives = opts.max_archives.unwrap_or_else(default_max_archives);
-            let how = Sources {
-                overrides: Overrides {
-                    uid: opts.uid,
-                    gid: opts.gid,
-                    umask: opts.umask,
-                    mounted_by: (uid, gid),
-                },
-                max_archives,
-            };
-            log::debug!("at most {max_archives} archives open at once");
-            NpzFs::sources(&opts.sources, how, &cache)?
-        }
+        _ => NpzFs::sources(&opts.sources, how(), &cache)?,
     };
     Ok(Served(Build::Now(Box::new(fs))))
 }

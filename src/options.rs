@@ -17,6 +17,10 @@ pub use crate::option_table::{GENERIC_HELP, GENERIC_OPTIONS, MOUNT_OPTIONS, Opti
 /// Request threads when `threads=` is not given: two with `clone_fd` cut cold page-fault
 /// latency from 48 to 18 us here (ARCHITECTURE.md).
 pub const DEFAULT_THREADS: usize = 2;
+/// Request threads of a mount with a remote source when `threads=` is not given: a lookup
+/// that lists a prefix, or the first open of a remote archive, waits on the network on its
+/// request thread, and other requests go on meanwhile on the others.
+pub const REMOTE_THREADS: usize = 8;
 /// Readahead for the mount's bdi when `read_ahead_kb=` is not given: +50% on cold reads and
 /// mmap scans here against the kernel's 128 KiB; 4096 raised random-read p99 (ARCHITECTURE.md).
 pub const DEFAULT_READ_AHEAD_KB: u32 = 1024;
@@ -35,7 +39,9 @@ pub const MAN_PAGE_FLAG: &str = "--print-man-page";
 struct Cli {
     /// SOURCE... MOUNTPOINT: the .npz archives and directories to mount, then the directory
     /// to mount them on. One archive is the mount's root; a directory is mirrored live, each
-    /// .npz in its tree a folder of members; several sources sit side by side at the top.
+    /// .npz in its tree a folder of members; several sources sit side by side at the top. A
+    /// SOURCE may be a URL: s3://BUCKET/KEY.npz, s3://BUCKET/PREFIX/ (a directory) or
+    /// http(s)://HOST/PATH/x.npz.
     #[arg(value_name = "SOURCE", required = true, num_args = 1..)]
     paths: Vec<PathBuf>,
     /// Print what is in ARCHIVE instead of mounting it: per member its name, dtype, shape,
@@ -66,7 +72,7 @@ struct Cli {
 pub fn command() -> clap::Command {
     Cli::command()
         .override_usage(
-            "npzfs [OPTIONS] SOURCE... MOUNTPOINT   (a SOURCE is an ARCHIVE or a directory)\n       \
+            "npzfs [OPTIONS] SOURCE... MOUNTPOINT   (a SOURCE is an ARCHIVE, a directory or a URL)\n       \
              npzfs --list [--json] ARCHIVE",
         )
         .after_help(after_help())
@@ -197,8 +203,13 @@ where
         max_archives: None,
         remote_timeout: crate::remote::DEFAULT_TIMEOUT,
     };
+    let mut threads_given = false;
     for opt in cli.options.iter().flat_map(|list| list.split(',')) {
+        threads_given |= opt.trim().starts_with("threads=");
         apply(&mut o, opt.trim())?;
+    }
+    if !threads_given && o.sources.iter().any(|s| crate::remote::is_remote(s)) {
+        o.threads = REMOTE_THREADS;
     }
     if o.auto_unmount && !o.allow_other && !o.allow_root {
         return Err(Error::Usage(

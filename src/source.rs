@@ -184,6 +184,11 @@ impl SourceDir {
         Ok(File::from(fd))
     }
 
+    /// What the opened `file` is.
+    pub fn meta_of(&self, file: &File) -> io::Result<Meta> {
+        Ok(Meta::of(&rustix::fs::fstat(file)?))
+    }
+
     /// The target of the symlink `rel`, as written.
     pub fn readlink(&self, rel: &Path) -> io::Result<Vec<u8>> {
         let (dir, name) = self.parent_of(rel)?;

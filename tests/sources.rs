@@ -22,6 +22,7 @@ const HOW: Sources = Sources {
         mounted_by: (1234, 5678),
     },
     max_archives: 64,
+    remote_timeout: npzfs::remote::DEFAULT_TIMEOUT,
 };
 
 struct Tree {

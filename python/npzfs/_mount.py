@@ -147,7 +147,8 @@ def mount(
     file : str or os.PathLike
         The archive; or a directory, mounted as a tree in which each ``x.npz`` is a folder
         ``x`` of its members (a dataset of shards: each opened only when used); or the URL
-        of a remote archive, ``s3://bucket/key.npz`` or ``https://host/x.npz``, read by
+        of a remote archive, ``s3://bucket/key.npz`` or ``https://host/x.npz``, or of a
+        prefix of a bucket, ``s3://bucket/dataset/``, mounted like a directory; read by
         range (credentials from the usual ``AWS_*`` variables or ``~/.aws``).
     mountpoint : str or os.PathLike, optional
         An existing directory to mount on. By default a private temporary directory is

@@ -21,6 +21,7 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::Pool;
@@ -69,10 +70,13 @@ struct State {
     closed: bool,
 }
 
-/// The local blocks of one remote archive.
+/// The local blocks of one remote archive (or plain object of a bucket source).
 pub struct Blocks {
-    /// The archive's id in the mount (the ledger's key).
+    /// The archive's id in the mount.
     pub archive: u64,
+    /// This set's own number, unique in the process: the ledger's key for its blocks, so a
+    /// set being dropped never touches the books of one made after it for the same archive.
+    pub serial: u64,
     remote: Arc<Remote>,
     file: File,
     path: PathBuf,
@@ -96,11 +100,15 @@ impl Blocks {
         let listed = std::fs::read_to_string(&clean).ok();
         let _ = std::fs::remove_file(&clean);
         let reuse = listed.is_some();
+        if !reuse {
+            // A new file, not the old one emptied: a set of this archive still being dropped
+            // may hold the old one.
+            let _ = std::fs::remove_file(&path);
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(!reuse)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)?;
@@ -112,8 +120,10 @@ impl Blocks {
                 *h = Have::Present;
             }
         }
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
         let blocks = Arc::new(Blocks {
             archive,
+            serial: SERIAL.fetch_add(1, Ordering::Relaxed),
             remote,
             file,
             path,
@@ -135,11 +145,13 @@ impl Blocks {
         };
         let victims = {
             let mut ledger = blocks.pool.lock();
-            ledger.block_sets.insert(archive, Arc::downgrade(&blocks));
+            ledger
+                .block_sets
+                .insert(blocks.serial, Arc::downgrade(&blocks));
             for &k in &adopted {
                 let len = blocks.len_of(k);
                 ledger.used += len;
-                ledger.blocks.put((archive, k), len);
+                ledger.blocks.put((blocks.serial, k), len);
             }
             ledger.evict(0, &blocks.pool.stats)
         };
@@ -152,6 +164,11 @@ impl Blocks {
             );
         }
         Ok(blocks)
+    }
+
+    /// The object these are blocks of.
+    pub fn remote(&self) -> &Remote {
+        &self.remote
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -312,7 +329,7 @@ impl Blocks {
             let victims = {
                 let mut ledger = self.pool.lock();
                 for k in blocks {
-                    ledger.blocks.put((self.archive, k), self.len_of(k));
+                    ledger.blocks.put((self.serial, k), self.len_of(k));
                 }
                 ledger.evict(0, &self.pool.stats)
             };
@@ -354,5 +371,30 @@ impl Blocks {
                 .collect()
         };
         let _ = std::fs::write(store_dir.join("blocks.clean"), listed);
+    }
+}
+
+impl Drop for Blocks {
+    /// The last reader of the object is gone before the unmount (its archive closed as least
+    /// recently used): its blocks leave the books and the disk. Those of a set listed at
+    /// unmount stay, for the next mount.
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if st.closed {
+            return;
+        }
+        let present: Vec<u64> = (0..st.have.len() as u64)
+            .filter(|&k| st.have[k as usize] == Have::Present)
+            .collect();
+        {
+            let mut ledger = self.pool.lock();
+            for k in present {
+                if let Some(len) = ledger.blocks.pop(&(self.serial, k)) {
+                    ledger.used -= len;
+                }
+            }
+            ledger.block_sets.remove(&self.serial);
+        }
+        let _ = self.file.set_len(0);
     }
 }

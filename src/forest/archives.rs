@@ -15,13 +15,14 @@ use lru::LruCache;
 
 use super::Entity;
 use super::ino::{self, MAX_LOCAL};
+use super::origin::{Opened, Origin};
+use super::perms::key_of;
 use crate::archive::Archive;
 use crate::archive_fs::{ArchiveFs, Placement};
 use crate::attr::Shown;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::members;
-use crate::source::SourceDir;
 
 /// The open archives, by id.
 pub struct Archives {
@@ -45,6 +46,11 @@ impl Archives {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The mount's cache.
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
     /// How many archives are open now.
     pub fn count(&self) -> usize {
         self.lock().len()
@@ -55,7 +61,7 @@ impl Archives {
         &self,
         id: u64,
         entity: &Entity,
-        dir: &SourceDir,
+        dir: &Origin,
         shown: impl Fn() -> Shown,
     ) -> Result<Arc<ArchiveFs>> {
         if let Some(fs) = self.lock().get(&id) {
@@ -96,23 +102,18 @@ impl Archives {
         }
     }
 
-    fn open(&self, id: u64, entity: &Entity, dir: &SourceDir, shown: Shown) -> Result<ArchiveFs> {
+    fn open(&self, id: u64, entity: &Entity, dir: &Origin, shown: Shown) -> Result<ArchiveFs> {
         let path = std::path::PathBuf::from(dir.display(&entity.rel));
-        let file = dir
-            .open_file(&entity.rel)
-            .map_err(|e| Error::in_source("open", path.display().to_string(), e))?;
-        let archive = Archive::from_file(file, &path)?;
-        let id_now = archive.identity();
-        let now = ino::Key::new(
-            id_now.dev,
-            id_now.ino,
-            Some((id_now.size, id_now.mtime, id_now.mtime_nsec)),
-        );
-        if now != entity.key {
+        let (opened, meta) = dir.open(&entity.rel)?;
+        if key_of(&meta, true) != entity.key {
             // Replaced or rewritten since it was looked up: that version is gone; the new
             // one has its own inode numbers (a fresh lookup finds it).
             return Err(Error::NotFound);
         }
+        let archive = match opened {
+            Opened::File(file) => Archive::from_file(file, &path)?,
+            Opened::Object(object) => Archive::remote(Arc::new(object), id, &self.cache)?,
+        };
         let members = members::read_members(&archive)?;
         let place = Placement {
             id,

@@ -19,6 +19,7 @@
 mod archives;
 pub mod ino;
 pub mod names;
+mod origin;
 mod perms;
 
 use std::borrow::Cow;
@@ -31,13 +32,16 @@ use std::time::SystemTime;
 
 use crate::archive_fs::ArchiveFs;
 use crate::attr::{Attr, DirEntry, Kind};
+use crate::cache::Blocks;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
+use crate::remote::{self, Found, dir::RemoteDir};
 use crate::source::{Meta, SourceDir, Type, component};
 use crate::tree::Ino;
 use archives::Archives;
 use ino::Key;
 use names::Shows;
+use origin::{Opened, Origin};
 pub use perms::Overrides;
 use perms::{attr_of, key_of, shown, top_attr};
 
@@ -72,8 +76,8 @@ pub struct Entity {
 
 /// One source of the command line.
 struct Source {
-    /// The directory it is in (for an archive source, its parent).
-    dir: SourceDir,
+    /// The directory it is in (for an archive source, its parent), on disk or in a bucket.
+    dir: Origin,
     /// Itself below `dir`: empty for a directory source.
     rel: PathBuf,
     /// Its name at the top level (several sources only).
@@ -100,6 +104,14 @@ pub struct Forest {
     mounted_at: SystemTime,
 }
 
+/// A regular file of a source, opened.
+pub enum Plain {
+    /// A file on disk.
+    File(File),
+    /// A remote object, read by range through the cache's blocks.
+    Object(Arc<Blocks>),
+}
+
 /// A node of the mount, found.
 enum Node {
     /// Inside an archive (its root included).
@@ -109,19 +121,24 @@ enum Node {
 }
 
 impl Forest {
-    /// The sources at `paths` (resolved now), at most `max_archives` archives open at once,
-    /// sharing `cache`. Fails with the first source that cannot be used.
+    /// The sources at `paths` (resolved now: a remote one costs a request or two, each
+    /// given up after `timeout`), at most `max_archives` archives open at once, sharing
+    /// `cache`. Fails with the first source that cannot be used.
     pub fn new(
         paths: &[PathBuf],
         overrides: Overrides,
         cache: Arc<Cache>,
         max_archives: usize,
         materialize: bool,
+        timeout: std::time::Duration,
     ) -> Result<Forest> {
         let mut sources = Vec::new();
         let mut base_names = Vec::new();
         for path in paths {
-            let (source, name) = resolve_source(path)?;
+            let (source, name) = match remote::is_remote(path) {
+                true => remote_source(&path.to_string_lossy(), timeout, overrides.mounted_by)?,
+                false => resolve_source(path)?,
+            };
             sources.push(source);
             base_names.push(name);
         }
@@ -274,45 +291,38 @@ impl Forest {
         match self.node(ino)? {
             Node::Entity(id, e) if e.is == Is::Symlink => {
                 self.stat(id, &e)?;
-                let dir = &self.sources[e.source].dir;
-                dir.readlink(&e.rel)
-                    .map_err(|err| Error::in_source("read the link", dir.display(&e.rel), err))
+                self.sources[e.source].dir.readlink(&e.rel)
             }
             _ => Err(Error::Usage("not a symlink".into())),
         }
     }
 
     /// Opens regular file `ino` of a source tree, checked to be the file that was found.
-    pub fn open_file(&self, ino: Ino) -> Result<File> {
+    pub fn open_file(&self, ino: Ino) -> Result<Plain> {
         let (id, e) = match self.node(ino)? {
             Node::Entity(id, e) if e.is == Is::File => (id, e),
             Node::Entity(..) => return Err(Error::IsDir),
             Node::Archive(_) => return Err(Error::NotFound),
         };
-        let dir = &self.sources[e.source].dir;
-        let file = dir
-            .open_file(&e.rel)
-            .map_err(|err| Error::in_source("open", dir.display(&e.rel), err))?;
-        let meta = file
-            .metadata()
-            .map_err(|err| Error::in_source("stat", dir.display(&e.rel), err))?;
-        use std::os::unix::fs::MetadataExt;
-        match (meta.dev(), meta.ino()) == (e.key.dev, e.key.ino) || id == 0 {
-            true => Ok(file),
-            false => Err(Error::NotFound),
+        let (opened, meta) = self.sources[e.source].dir.open(&e.rel)?;
+        if key_of(&meta, false) != e.key {
+            return Err(Error::NotFound);
+        }
+        match opened {
+            Opened::File(file) => Ok(Plain::File(file)),
+            Opened::Object(object) => Ok(Plain::Object(
+                self.archives.cache().blocks(Arc::new(object), id)?,
+            )),
         }
     }
 
     /// What the source says of `e` now; NotFound once it is no longer the entry that was
     /// found (removed, replaced, rewritten).
     fn stat(&self, id: u64, e: &Entity) -> Result<Meta> {
-        let (dir, rel) = match e.is {
-            Is::Top => return Err(Error::NotFound),
-            _ => (&self.sources[e.source].dir, &e.rel),
-        };
-        let meta = dir
-            .stat(rel)
-            .map_err(|err| Error::in_source("stat", dir.display(rel), err))?;
+        if e.is == Is::Top {
+            return Err(Error::NotFound);
+        }
+        let meta = self.sources[e.source].dir.stat(&e.rel)?;
         // The root is whatever directory is at the source's path now.
         if id != 0 && key_of(&meta, e.is == Is::Archive) != e.key {
             return Err(Error::NotFound);
@@ -375,10 +385,7 @@ impl Forest {
     /// Source `i` as a child of the top.
     fn top_entry(&self, i: usize) -> Result<(Ino, Attr)> {
         let s = &self.sources[i];
-        let meta = s
-            .dir
-            .stat(&s.rel)
-            .map_err(|err| Error::in_source("stat", s.dir.display(&s.rel), err))?;
+        let meta = s.dir.stat(&s.rel)?;
         let is = match meta.kind {
             Type::Dir if s.rel.as_os_str().is_empty() => Is::Dir,
             Type::File if !s.rel.as_os_str().is_empty() => Is::Archive,
@@ -397,16 +404,11 @@ impl Forest {
             }
             Is::Dir => {
                 let dir = &self.sources[e.source].dir;
-                let io = |err| {
-                    Error::in_source("look up", dir.display(&e.rel.join(component(name))), err)
-                };
                 // In one walk: the name itself, the archive `name.npz` it may stand for,
                 // and the short name an archive `name` would be shown under.
                 let full = [name, names::SUFFIX].concat();
                 let stem = names::stem(name).unwrap_or(name);
-                let [literal, archive, short] = dir
-                    .stat_in(&e.rel, [component(name), component(&full), component(stem)])
-                    .map_err(io)?;
+                let [literal, archive, short] = dir.stat_in(&e.rel, [name, &full, stem])?;
                 let (found, meta, is) = match (literal, archive) {
                     (Some(meta), _) => match names::shows(name, &meta) {
                         Shows::Hidden => return Err(Error::NotFound),
@@ -448,10 +450,7 @@ impl Forest {
                 }
             }
             Is::Dir => {
-                let dir = &self.sources[e.source].dir;
-                let entries = dir
-                    .list(&e.rel)
-                    .map_err(|err| Error::in_source("list", dir.display(&e.rel), err))?;
+                let entries = self.sources[e.source].dir.list(&e.rel)?;
                 let literal: HashSet<&[u8]> = entries.iter().map(|(n, _)| &n[..]).collect();
                 let shows: Vec<_> = entries
                     .iter()
@@ -497,14 +496,42 @@ fn plain(meta: &Meta) -> Is {
     }
 }
 
+/// A remote source: a prefix of a bucket (a directory) or one object (an archive, in a
+/// place that is never listed); its base name.
+fn remote_source(
+    url: &str,
+    timeout: std::time::Duration,
+    owner: (u32, u32),
+) -> Result<(Source, Vec<u8>)> {
+    let (dir, rel) = match remote::find(url, timeout)? {
+        Found::Prefix(at) => (at, String::new()),
+        Found::Object { at, .. } => at.parent(),
+    };
+    let base = match rel.is_empty() {
+        true => dir.path.filename(),
+        false => Some(rel.as_str()),
+    };
+    let base = base.map_or_else(
+        || bucket_of(url).as_bytes().to_vec(),
+        |b| b.as_bytes().to_vec(),
+    );
+    let short = names::stem(&base).map_or(base.clone(), <[u8]>::to_vec);
+    let source = Source {
+        dir: Origin::Remote(RemoteDir::new(dir, owner)),
+        rel: PathBuf::from(rel),
+        name: Vec::new(),
+    };
+    Ok((source, short))
+}
+
+/// The bucket (or host) of `url`, the base name of a source that is a whole bucket.
+fn bucket_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
+}
+
 /// A command-line source: resolved once, now; its directory and its base name.
 fn resolve_source(path: &Path) -> Result<(Source, Vec<u8>)> {
-    if crate::remote::is_remote(path) {
-        return Err(Error::Usage(format!(
-            "{}: a remote archive is mounted on its own for now (npzfs URL MOUNTPOINT)",
-            crate::remote::display(&path.to_string_lossy())
-        )));
-    }
     let open_err = |cause: String| Error::ArchiveOpen {
         path: path.to_path_buf(),
         cause,
@@ -519,7 +546,7 @@ fn resolve_source(path: &Path) -> Result<(Source, Vec<u8>)> {
         .unwrap_or_else(|| b"root".to_vec());
     if meta.is_dir() {
         let source = Source {
-            dir: SourceDir::new(real),
+            dir: Origin::Local(SourceDir::new(real)),
             rel: PathBuf::new(),
             name: Vec::new(),
         };
@@ -531,7 +558,7 @@ fn resolve_source(path: &Path) -> Result<(Source, Vec<u8>)> {
     let parent = real.parent().map(Path::to_path_buf).unwrap_or_default();
     let short = names::stem(&name).map_or(name.clone(), <[u8]>::to_vec);
     let source = Source {
-        dir: SourceDir::new(parent),
+        dir: Origin::Local(SourceDir::new(parent)),
         rel: PathBuf::from(component(&name)),
         name: Vec::new(),
     };

@@ -109,3 +109,16 @@ def mount(tmp_path):
             return stack.enter_context(mounted(archive, tmp_path / f"mnt{next(count)}", *options))
 
         yield do
+
+
+@pytest.fixture
+def moto(monkeypatch):
+    """moto's S3 server on the loopback address, and the AWS_* environment that points npzfs
+    (and boto3) at it."""
+    from servers import Moto
+
+    server = Moto()
+    for k, v in server.env.items():
+        monkeypatch.setenv(k, v)
+    yield server
+    server.stop()

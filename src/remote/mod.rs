@@ -8,16 +8,20 @@
 //! versions; credentials from `~/.aws` profiles, which the crate does not read; and a display
 //! name without credentials for logs and `/proc/mounts`.
 
+pub mod dir;
+mod profile;
+
 use std::ops::Range;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use futures_util::StreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::http::HttpBuilder;
 use object_store::path::Path as StorePath;
 use object_store::{
-    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig,
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt,
+    RetryConfig,
 };
 
 use crate::archive::Identity;
@@ -35,51 +39,225 @@ pub fn is_remote(source: &std::path::Path) -> bool {
         .any(|scheme| s.starts_with(scheme))
 }
 
-/// An object opened for ranged reads.
-pub struct Remote {
-    store: Arc<dyn ObjectStore>,
-    path: StorePath,
-    /// The URL without credentials or query, for messages.
-    display: String,
-    size: u64,
-    etag: Option<String>,
-    modified: SystemTime,
-    runtime: tokio::runtime::Runtime,
+/// The I/O threads every remote request runs on: two, started on first use (in the daemon,
+/// after the fork and the signal mask) and never stopped, so no thread ever drops the
+/// runtime it runs on.
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    let built = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("npzfs-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    built.as_ref().map_err(|e| Error::Remote {
+        url: String::new(),
+        cause: format!("cannot start the I/O threads: {e}"),
+    })
 }
 
-impl Remote {
-    /// Opens the object at `url`: one HEAD for its size and version. Each request gives up
-    /// after `timeout`, and retries stop after as long again.
-    pub fn open(url: &str, timeout: Duration) -> Result<Remote> {
+/// Runs `work` on the I/O threads and waits for it (never call this on them).
+pub fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T> {
+    Ok(runtime()?.block_on(work))
+}
+
+/// Where a remote source lives: its store (a bucket, or an HTTP base) and its path there.
+#[derive(Clone)]
+pub struct Location {
+    /// The store.
+    pub store: Arc<dyn ObjectStore>,
+    /// The object, or the prefix, in it.
+    pub path: StorePath,
+    /// The URL without credentials or query, for messages.
+    pub display: String,
+    /// Whether the source is listed (an S3 prefix); otherwise it is one object, asked for by
+    /// HEAD (an HTTP server has no listing).
+    pub lists: bool,
+}
+
+impl Location {
+    /// `url`'s store and path; each request gives up after `timeout`, retries after as
+    /// long again.
+    pub fn of(url: &str, timeout: Duration) -> Result<Location> {
         let display = display(url);
         let fail = |cause: String| Error::Remote {
             url: display.clone(),
             cause,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("npzfs-remote")
-            .enable_all()
-            .build()
-            .map_err(|e| fail(format!("cannot start its I/O threads: {e}")))?;
         if url.contains(['?', '#']) {
             return Err(fail(
                 "a URL with a query (a pre-signed URL) is not supported".into(),
             ));
         }
         let (store, path) = client(url, timeout).map_err(fail)?;
-        let meta = runtime
-            .block_on(store.head(&path))
-            .map_err(|e| fail(explain(&e)))?;
-        Ok(Remote {
+        Ok(Location {
             store,
             path,
+            lists: url.starts_with("s3://"),
             display,
-            size: meta.size,
-            etag: meta.e_tag,
-            modified: meta.last_modified.into(),
-            runtime,
         })
+    }
+
+    /// The object at `path` in the same store, as it was in `version`, shown as `display`.
+    pub fn object(&self, path: StorePath, version: Version, display: String) -> Remote {
+        Remote {
+            store: self.store.clone(),
+            path,
+            display,
+            version,
+        }
+    }
+
+    /// The prefix the object of this location is in, to be served without listing it (its
+    /// one object is asked for by HEAD), and the object's name in it.
+    pub fn parent(&self) -> (Location, String) {
+        let parts: Vec<_> = self.path.parts().collect();
+        let (name, dir) = parts
+            .split_last()
+            .map_or((String::new(), &[][..]), |(n, d)| {
+                (n.as_ref().to_string(), d)
+            });
+        let cut = self.display.len() - name.len().min(self.display.len());
+        let parent = Location {
+            store: self.store.clone(),
+            path: StorePath::from_iter(dir.iter().cloned()),
+            display: self.display[..cut].to_string(),
+            lists: false,
+        };
+        (parent, name)
+    }
+
+    /// What the store says of the object at `path` (one HEAD); None when there is none.
+    pub fn head(&self, path: &StorePath) -> Result<Option<ObjectMeta>> {
+        match block_on(self.store.head(path))? {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+
+    /// The store's error, said of this location.
+    pub fn failed(&self, e: &object_store::Error) -> Error {
+        Error::Remote {
+            url: self.display.clone(),
+            cause: explain(e),
+        }
+    }
+}
+
+/// What a remote URL names.
+pub enum Found {
+    /// One object: an archive.
+    Object {
+        /// Where it is.
+        at: Location,
+        /// It, opened.
+        object: Remote,
+    },
+    /// A prefix of a bucket with objects below it: a directory.
+    Prefix(Location),
+}
+
+/// What `url` names: an object (one HEAD), or, for `s3://` URLs that end in `/` or name no
+/// object, a prefix with at least one object below it (one listing request). Each request
+/// gives up after `timeout`.
+pub fn find(url: &str, timeout: Duration) -> Result<Found> {
+    let mut at = Location::of(url, timeout)?;
+    let as_prefix = url.ends_with('/') || at.path.as_ref().is_empty();
+    if !as_prefix {
+        match at.head(&at.path)? {
+            Some(meta) => {
+                let (path, display) = (at.path.clone(), at.display.clone());
+                let object = at.object(path, Version::of(&meta), display);
+                return Ok(Found::Object { at, object });
+            }
+            None if !at.lists => {
+                return Err(Error::Remote {
+                    url: at.display,
+                    cause: "no such object (HTTP 404)".into(),
+                });
+            }
+            None => {}
+        }
+    }
+    if !at.lists {
+        return Err(Error::Remote {
+            url: at.display,
+            cause: "an HTTP source names a file (an HTTP server has no listing): \
+                    http(s)://HOST/PATH/x.npz"
+                .into(),
+        });
+    }
+    let prefix = (!at.path.as_ref().is_empty()).then_some(&at.path);
+    let first = block_on(async { at.store.list(prefix).next().await })?;
+    match first {
+        Some(Ok(_)) => {
+            if !at.display.ends_with('/') {
+                at.display.push('/');
+            }
+            Ok(Found::Prefix(at))
+        }
+        Some(Err(e)) => Err(at.failed(&e)),
+        None if as_prefix => Err(Error::Remote {
+            url: at.display,
+            cause: "no objects under this prefix (or no such bucket)".into(),
+        }),
+        None => Err(Error::Remote {
+            url: at.display,
+            cause: "no such object, and no objects under it as a prefix".into(),
+        }),
+    }
+}
+
+/// One version of an object: every ranged GET asks for exactly this one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// Size in bytes.
+    pub size: u64,
+    /// The ETag (S3 and most HTTP servers give one).
+    pub etag: Option<String>,
+    /// Last-Modified.
+    pub modified: SystemTime,
+}
+
+impl Version {
+    /// The version `meta` describes.
+    pub fn of(meta: &ObjectMeta) -> Version {
+        Version {
+            size: meta.size,
+            etag: meta.e_tag.clone(),
+            modified: meta.last_modified.into(),
+        }
+    }
+}
+
+/// An object opened for ranged reads.
+pub struct Remote {
+    store: Arc<dyn ObjectStore>,
+    path: StorePath,
+    /// The URL without credentials or query, for messages.
+    display: String,
+    version: Version,
+}
+
+impl Remote {
+    /// Opens the object at `url`: one HEAD for its size and version. Each request gives up
+    /// after `timeout`, and retries stop after as long again.
+    pub fn open(url: &str, timeout: Duration) -> Result<Remote> {
+        let at = Location::of(url, timeout)?;
+        match at.head(&at.path)? {
+            Some(meta) => {
+                let (path, display) = (at.path.clone(), at.display.clone());
+                Ok(at.object(path, Version::of(&meta), display))
+            }
+            None => Err(Error::Remote {
+                url: at.display,
+                cause: "no such object".into(),
+            }),
+        }
     }
 
     /// The URL as messages show it (no credentials, no query).
@@ -89,24 +267,22 @@ impl Remote {
 
     /// The object's size.
     pub fn size(&self) -> u64 {
-        self.size
+        self.version.size
     }
 
     /// The version of the object opened, as an [`Identity`]: its cache files are keyed by it.
     pub fn identity(&self) -> Identity {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let version = format!("{}\0{}", self.display, self.etag.as_deref().unwrap_or(""));
-        for b in version.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
+        let etag = self.version.etag.as_deref().unwrap_or("");
+        let h = fnv(format!("{}\0{etag}", self.display).as_bytes());
         let since = self
+            .version
             .modified
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         Identity {
             dev: 0,
             ino: h,
-            size: self.size,
+            size: self.version.size,
             mtime: i64::try_from(since.as_secs()).unwrap_or(0),
             mtime_nsec: i64::from(since.subsec_nanos()),
         }
@@ -119,10 +295,14 @@ impl Remote {
         range: Range<u64>,
         done: impl FnOnce(Result<Vec<u8>>) + Send + 'static,
     ) {
+        let runtime = match runtime() {
+            Ok(runtime) => runtime,
+            Err(e) => return done(Err(e)),
+        };
         let me = self.clone();
-        self.runtime.spawn(async move {
+        runtime.spawn(async move {
             let options = GetOptions {
-                if_match: me.etag.clone(),
+                if_match: me.version.etag.clone(),
                 range: Some(GetRange::Bounded(range.clone())),
                 ..Default::default()
             };
@@ -179,14 +359,14 @@ fn client(
         .with_allow_http(env_true("AWS_ALLOW_HTTP") || url.starts_with("http://"));
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() || key.is_empty() || key.ends_with('/') {
-            return Err("an S3 source is s3://BUCKET/KEY.npz (prefixes are not served yet)".into());
+        if bucket.is_empty() {
+            return Err("an S3 source is s3://BUCKET/KEY.npz or s3://BUCKET/PREFIX/".into());
         }
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_client_options(options)
             .with_retry(retry);
-        for (key, value) in profile() {
+        for (key, value) in profile::profile() {
             builder = builder.with_config(key, value);
         }
         let store = builder.build().map_err(|e| explain(&e))?;
@@ -205,90 +385,13 @@ fn client(
     Ok((Arc::new(store), StorePath::from(name)))
 }
 
-/// Settings of the `~/.aws` profile (`AWS_PROFILE`, else `default`) that the environment
-/// does not set already: keys and token from the credentials file, region and endpoint from
-/// the config file, as every AWS tool reads them.
-fn profile() -> Vec<(AmazonS3ConfigKey, String)> {
-    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-    let name = var("AWS_PROFILE").unwrap_or_else(|| "default".into());
-    let home = var("HOME").map(PathBuf::from).unwrap_or_default();
-    let credentials = var("AWS_SHARED_CREDENTIALS_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".aws/credentials"));
-    let config = var("AWS_CONFIG_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".aws/config"));
-    let mut out = Vec::new();
-    let config_section = match name.as_str() {
-        "default" => "default".to_string(),
-        other => format!("profile {other}"),
-    };
-    let wanted = [
-        (
-            &credentials,
-            name.as_str(),
-            "aws_access_key_id",
-            "AWS_ACCESS_KEY_ID",
-            AmazonS3ConfigKey::AccessKeyId,
-        ),
-        (
-            &credentials,
-            name.as_str(),
-            "aws_secret_access_key",
-            "AWS_SECRET_ACCESS_KEY",
-            AmazonS3ConfigKey::SecretAccessKey,
-        ),
-        (
-            &credentials,
-            name.as_str(),
-            "aws_session_token",
-            "AWS_SESSION_TOKEN",
-            AmazonS3ConfigKey::Token,
-        ),
-        (
-            &config,
-            config_section.as_str(),
-            "region",
-            "AWS_REGION",
-            AmazonS3ConfigKey::Region,
-        ),
-        (
-            &config,
-            config_section.as_str(),
-            "endpoint_url",
-            "AWS_ENDPOINT_URL",
-            AmazonS3ConfigKey::Endpoint,
-        ),
-    ];
-    // Keys from a profile only when the environment gives none: a half-set pair would mix.
-    let keys_in_env = var("AWS_ACCESS_KEY_ID").is_some();
-    for (file, section, key, env, config_key) in wanted {
-        let is_key = file == &credentials;
-        if var(env).is_some() || (is_key && keys_in_env) {
-            continue;
-        }
-        if let Some(value) = ini_value(file, section, key) {
-            out.push((config_key, value));
-        }
+/// A stable 64-bit hash of `bytes` (FNV-1a): names of remote objects and versions as numbers.
+pub fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    out
-}
-
-/// `key` of `[section]` in the INI file at `path`.
-fn ini_value(path: &std::path::Path, section: &str, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut inside = false;
-    for line in text.lines().map(str::trim) {
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            inside = name.trim() == section;
-        } else if inside
-            && let Some((k, v)) = line.split_once('=')
-            && k.trim() == key
-        {
-            return Some(v.trim().to_string());
-        }
-    }
-    None
+    h
 }
 
 /// `url` without credentials (`user:password@`) or query (`?X-Amz-Signature=...`).
@@ -358,25 +461,5 @@ mod tests {
             said,
             "Error performing HEAD http://host:1/x.npz in 1ms - 404"
         );
-    }
-
-    #[test]
-    fn profiles_are_read_as_aws_tools_read_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("credentials");
-        std::fs::write(
-            &file,
-            "[default]\naws_access_key_id = A\n\n[lab]\naws_access_key_id=B\naws_secret_access_key = s\n",
-        )
-        .unwrap();
-        assert_eq!(
-            ini_value(&file, "lab", "aws_access_key_id").as_deref(),
-            Some("B")
-        );
-        assert_eq!(
-            ini_value(&file, "default", "aws_access_key_id").as_deref(),
-            Some("A")
-        );
-        assert_eq!(ini_value(&file, "lab", "region"), None);
     }
 }

@@ -1,0 +1,95 @@
+//! Where a source's entries come from: a directory on disk ([`SourceDir`], which never
+//! follows a symlink) or a prefix of a bucket ([`RemoteDir`], listed by the object store).
+//! The forest asks both the same questions and gets answers in the same words ([`Meta`]),
+//! so it serves a bucket exactly as it serves a directory.
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::remote::Remote;
+use crate::remote::dir::RemoteDir;
+use crate::source::{Meta, SourceDir, component};
+
+/// A source's tree.
+pub enum Origin {
+    /// A directory (or the directory an archive source is in).
+    Local(SourceDir),
+    /// A prefix of a bucket (or the place of one remote object).
+    Remote(RemoteDir),
+}
+
+/// A regular entry, opened.
+pub enum Opened {
+    /// A file on disk.
+    File(File),
+    /// A remote object, to be read by range.
+    Object(Remote),
+}
+
+impl Origin {
+    /// Where `rel` is, for messages.
+    pub fn display(&self, rel: &Path) -> String {
+        match self {
+            Origin::Local(d) => d.display(rel),
+            Origin::Remote(r) => r.display(rel),
+        }
+    }
+
+    /// What `rel` is now (a symlink is itself).
+    pub fn stat(&self, rel: &Path) -> Result<Meta> {
+        match self {
+            Origin::Local(d) => d
+                .stat(rel)
+                .map_err(|err| Error::in_source("stat", d.display(rel), err)),
+            Origin::Remote(r) => r.stat(rel),
+        }
+    }
+
+    /// What each of `names` in directory `rel` is, if it is there.
+    pub fn stat_in<const N: usize>(
+        &self,
+        rel: &Path,
+        names: [&[u8]; N],
+    ) -> Result<[Option<Meta>; N]> {
+        match self {
+            Origin::Local(d) => d.stat_in(rel, names.map(component)).map_err(|err| {
+                Error::in_source("look up", d.display(&rel.join(component(names[0]))), err)
+            }),
+            Origin::Remote(r) => r.stat_in(rel, names),
+        }
+    }
+
+    /// The entries of directory `rel`, each with what it is.
+    pub fn list(&self, rel: &Path) -> Result<Vec<(Box<[u8]>, Meta)>> {
+        match self {
+            Origin::Local(d) => d
+                .list(rel)
+                .map_err(|err| Error::in_source("list", d.display(rel), err)),
+            Origin::Remote(r) => r.list(rel),
+        }
+    }
+
+    /// The regular entry `rel`, opened, and what the opened entry is.
+    pub fn open(&self, rel: &Path) -> Result<(Opened, Meta)> {
+        match self {
+            Origin::Local(d) => {
+                let io = |verb, err| Error::in_source(verb, d.display(rel), err);
+                let file = d.open_file(rel).map_err(|e| io("open", e))?;
+                let meta = d.meta_of(&file).map_err(|e| io("stat", e))?;
+                Ok((Opened::File(file), meta))
+            }
+            Origin::Remote(r) => r.open(rel).map(|(o, meta)| (Opened::Object(o), meta)),
+        }
+    }
+
+    /// The target of symlink `rel`, as written (an object store has none).
+    pub fn readlink(&self, rel: &Path) -> Result<Vec<u8>> {
+        match self {
+            Origin::Local(d) => d
+                .readlink(rel)
+                .map_err(|err| Error::in_source("read the link", d.display(rel), err)),
+            Origin::Remote(_) => Err(Error::Usage("not a symlink".into())),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! A prefix of a bucket as a directory source: `s3://bucket/datasets/` is listed like a
+//! directory tree (`/` in keys separates its levels), each object a file and each `.npz` an
+//! archive, exactly as the forest serves a local directory.
+//!
+//! An object store has no `stat` and no `readdir`: one listing request (1,000 keys per page)
+//! answers for a whole level. Listings are kept [`KEEP`] for lookups and attributes, and a
+//! name a listing lacks is looked for again in one at most [`KEEP_MISSING`] old, so a shard
+//! uploaded while mounted shows within a second of being asked for; `opendir` (`ls`) always
+//! lists anew. What the daemon remembers of an object is its version (ETag, size,
+//! Last-Modified): an object replaced under the same key is a new entry with new inode
+//! numbers, and reads of the old one fail (If-Match) rather than mix versions.
+//!
+//! A source that names one object (`s3://bucket/x.npz` beside other sources, or an HTTP URL)
+//! is never listed: its object is asked for by HEAD.
+
+use std::num::NonZeroUsize;
+use std::path::{Component, Path};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lru::LruCache;
+use object_store::path::Path as StorePath;
+
+use super::{Location, Remote, Version, block_on, fnv};
+use crate::error::{Error, Result};
+use crate::source::{Meta, Type};
+
+/// How long a listing answers lookups and attributes.
+pub const KEEP: Duration = Duration::from_secs(10);
+/// How old a listing may be to say a name is not there.
+pub const KEEP_MISSING: Duration = Duration::from_secs(1);
+/// Listings kept at most (levels of the tree).
+const LISTINGS: NonZeroUsize = NonZeroUsize::new(256).unwrap();
+
+/// What a listing says of a name.
+#[derive(Clone, Debug)]
+enum Entry {
+    /// A common prefix: a directory.
+    Prefix,
+    /// An object.
+    Object(Version),
+}
+
+/// One level of the tree, as listed.
+struct Listing {
+    at: Instant,
+    entries: Vec<(Box<[u8]>, Entry)>,
+}
+
+impl Listing {
+    fn get(&self, name: &[u8]) -> Option<&Entry> {
+        let i = self
+            .entries
+            .binary_search_by(|(n, _)| (**n).cmp(name))
+            .ok()?;
+        Some(&self.entries[i].1)
+    }
+}
+
+/// A prefix of a bucket (or the place of one object), served as a directory source.
+pub struct RemoteDir {
+    at: Location,
+    /// The device number its entries show: one per source.
+    dev: u64,
+    /// Who the entries belong to (an object store has no owners): the mounting user.
+    owner: (u32, u32),
+    /// When it was mounted: the time its prefixes (which have none) show.
+    made: SystemTime,
+    listings: Mutex<LruCache<Box<Path>, Arc<Listing>>>,
+    /// Held while listing: request threads that find the same listing stale wait for one
+    /// request instead of each making their own.
+    listing_now: Mutex<()>,
+}
+
+impl RemoteDir {
+    /// The source at `at`, its entries shown as `owner`'s.
+    pub fn new(at: Location, owner: (u32, u32)) -> RemoteDir {
+        let dev = fnv(at.display.as_bytes()) | 1 << 63;
+        RemoteDir {
+            at,
+            dev,
+            owner,
+            made: SystemTime::now(),
+            listings: Mutex::new(LruCache::new(LISTINGS)),
+            listing_now: Mutex::new(()),
+        }
+    }
+
+    /// Where `rel` is, for messages (a URL without credentials).
+    pub fn display(&self, rel: &Path) -> String {
+        let mut out = self.at.display.clone();
+        if !rel.as_os_str().is_empty() && !out.ends_with('/') {
+            out.push('/');
+        }
+        out.push_str(&rel.to_string_lossy());
+        out
+    }
+
+    /// The key (or prefix) of `rel`.
+    fn key(&self, rel: &Path) -> Result<StorePath> {
+        let mut key = self.at.path.as_ref().to_string();
+        for c in rel.components() {
+            let Component::Normal(name) = c else { continue };
+            let name = name.to_str().ok_or(Error::NotFound)?;
+            if !key.is_empty() {
+                key.push('/');
+            }
+            key.push_str(name);
+        }
+        StorePath::parse(key).map_err(|_| Error::NotFound)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Box<Path>, Arc<Listing>>> {
+        self.listings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The listing of level `rel`, at most `age` old (one request per 1,000 entries if it is
+    /// older). NotFound when nothing is below it any more.
+    fn listing(&self, rel: &Path, age: Duration) -> Result<Arc<Listing>> {
+        let fresh = |asked: Instant| {
+            let mut listings = self.lock();
+            let l = listings.get(rel)?;
+            (l.at.elapsed() <= age || l.at >= asked).then(|| l.clone())
+        };
+        let asked = Instant::now();
+        if let Some(l) = fresh(asked) {
+            return Ok(l);
+        }
+        let _one = self.listing_now.lock().unwrap_or_else(|p| p.into_inner());
+        // Listed by another thread since this one asked: that answer is new enough.
+        if let Some(l) = fresh(asked) {
+            return Ok(l);
+        }
+        let key = self.key(rel)?;
+        let prefix = (!key.as_ref().is_empty()).then_some(&key);
+        let found =
+            block_on(self.at.store.list_with_delimiter(prefix))?.map_err(|e| self.at.failed(&e))?;
+        let named = |p: &StorePath| p.filename().map(|n| Box::<[u8]>::from(n.as_bytes()));
+        let mut entries: Vec<(Box<[u8]>, Entry)> = Vec::new();
+        for p in &found.common_prefixes {
+            entries.extend(named(p).map(|n| (n, Entry::Prefix)));
+        }
+        for o in found.objects.iter().filter(|o| o.location != key) {
+            entries.extend(named(&o.location).map(|n| (n, Entry::Object(Version::of(o)))));
+        }
+        // A key and a prefix of one name (`x` and `x/...`): the prefix, a directory, wins.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|later, first| later.0 == first.0);
+        if entries.is_empty() && !rel.as_os_str().is_empty() {
+            self.lock().pop(rel);
+            return Err(Error::NotFound);
+        }
+        let listing = Arc::new(Listing {
+            at: Instant::now(),
+            entries,
+        });
+        self.lock().put(rel.into(), listing.clone());
+        Ok(listing)
+    }
+
+    /// What the listing of `rel`'s level says of it: a name a listing lacks is looked for
+    /// again in a fresh one.
+    fn entry(&self, rel: &Path) -> Result<Entry> {
+        let (Some(dir), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return Ok(Entry::Prefix);
+        };
+        if !self.at.lists {
+            return match self.at.head(&self.key(rel)?)? {
+                Some(meta) => Ok(Entry::Object(Version::of(&meta))),
+                None => Err(Error::NotFound),
+            };
+        }
+        let name = name.as_encoded_bytes();
+        for age in [KEEP, KEEP_MISSING] {
+            if let Some(e) = self.listing(dir, age)?.get(name) {
+                return Ok(e.clone());
+            }
+        }
+        Err(Error::NotFound)
+    }
+
+    /// What `rel` is (the source's root is a directory).
+    pub fn stat(&self, rel: &Path) -> Result<Meta> {
+        let entry = self.entry(rel)?;
+        Ok(self.meta(rel, &entry))
+    }
+
+    /// What each of `names` in the level `rel` is, if it is there.
+    pub fn stat_in<const N: usize>(
+        &self,
+        rel: &Path,
+        names: [&[u8]; N],
+    ) -> Result<[Option<Meta>; N]> {
+        let mut out = [const { None }; N];
+        for age in [KEEP, KEEP_MISSING] {
+            let listing = self.listing(rel, age)?;
+            for (slot, name) in out.iter_mut().zip(names) {
+                let child = rel.join(crate::source::component(name));
+                *slot = listing.get(name).map(|e| self.meta(&child, e));
+            }
+            if out.iter().any(Option::is_some) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries of level `rel`, listed now.
+    pub fn list(&self, rel: &Path) -> Result<Vec<(Box<[u8]>, Meta)>> {
+        let listing = self.listing(rel, Duration::ZERO)?;
+        let entries = listing.entries.iter().map(|(name, e)| {
+            let child = rel.join(crate::source::component(name));
+            (name.clone(), self.meta(&child, e))
+        });
+        Ok(entries.collect())
+    }
+
+    /// The object at `rel`, to be read by range, and what it is.
+    pub fn open(&self, rel: &Path) -> Result<(Remote, Meta)> {
+        let entry = self.entry(rel)?;
+        let meta = self.meta(rel, &entry);
+        match entry {
+            Entry::Prefix => Err(Error::IsDir),
+            Entry::Object(version) => {
+                let remote = self.at.object(self.key(rel)?, version, self.display(rel));
+                Ok((remote, meta))
+            }
+        }
+    }
+
+    /// What the forest is told of `rel`: a prefix is a directory whose identity is its
+    /// name; an object's identity is its name and its version.
+    fn meta(&self, rel: &Path, entry: &Entry) -> Meta {
+        let name = rel.as_os_str().as_encoded_bytes();
+        let (kind, perm, ino, size, modified) = match entry {
+            Entry::Prefix => (Type::Dir, 0o555, fnv(name), 0, self.made),
+            Entry::Object(v) => {
+                let etag = v.etag.as_deref().unwrap_or_default();
+                let secs = v.modified.duration_since(UNIX_EPOCH).unwrap_or_default();
+                let version = format!("\0{etag}\0{}\0{}", v.size, secs.as_nanos());
+                let ino = fnv(&[name, version.as_bytes()].concat());
+                (Type::File, 0o444, ino, v.size, v.modified)
+            }
+        };
+        let since = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Meta {
+            dev: self.dev,
+            ino,
+            kind,
+            perm,
+            uid: self.owner.0,
+            gid: self.owner.1,
+            size,
+            mtime: i64::try_from(since.as_secs()).unwrap_or(0),
+            mtime_nsec: i64::from(since.subsec_nanos()),
+        }
+    }
+}
