@@ -3,7 +3,9 @@ moto's S3 server, in the same run as their baselines.
 
     .venv/bin/python bench/remote.py [--mib 512] [--runs 3] [--s3-mib 64]
 
-Per figure, medians of --runs runs:
+Per figure, medians of --runs runs, and the median of the ratios of each run to its baseline
+measured just before it (the pairs share the machine's state, which on a small, noisy machine
+moves more than the medians do):
 * first read: a fresh mount (empty cache) reads x.npy (a float32 member of --mib MiB, written
   by np.savez) sequentially in 1 MiB reads; against fetching the whole object with curl from
   the same nginx (throughput ratio);
@@ -12,7 +14,12 @@ Per figure, medians of --runs runs:
 * random 4 KiB reads of uncached regions: GET requests each costs (nginx's access log);
 * the daemon's resident memory after the first read, for the object and one a quarter its
   size (flat in object size);
-* S3 (moto, --s3-mib): the first read against boto3's get_object of the whole object.
+* mounting an archive of --members members (bench/metadata.py's archive): from the HTTP
+  server against the same file on local disk (npzfs returns once the mount answers), with the
+  GET requests the remote mount made;
+* S3 (moto, --s3-mib): the first read against boto3's get_object of the whole object, and
+  against boto3 fetching it in 8 MiB ranges one after another (what a range reader must do;
+  moto's time per ranged GET grows with the object's size, which no real store's does).
 Run as root (it drops the page cache).
 """
 
@@ -36,6 +43,7 @@ sys.path.insert(0, _here)
 sys.path.insert(0, str(REPO / "tests" / "python"))
 
 from common import BIN, build, read_all  # noqa: E402
+from metadata import archive  # noqa: E402
 from mounters import daemon_pid, daemon_rss  # noqa: E402
 from servers import Moto, Nginx  # noqa: E402
 
@@ -64,6 +72,12 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def paired(runs, baselines) -> str:
+    """The median of each run's ratio to its own baseline, and their range."""
+    ratios = sorted(r / b for r, b in zip(runs, baselines))
+    return f"{statistics.median(ratios):.2f}x, {ratios[0]:.2f}-{ratios[-1]:.2f}x"
+
+
 def write(path: Path, mib: int):
     import numpy as np
 
@@ -76,7 +90,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=512)
     ap.add_argument("--s3-mib", type=int, default=64)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--members", type=int, default=100_000)
     args = ap.parse_args()
     build()
     work = Path(tempfile.mkdtemp(prefix="npzfs-remote-"))
@@ -126,12 +141,26 @@ def main():
         med = statistics.median
         mb = lambda v: f"{v / 1e6:.0f} MB/s"  # noqa: E731
         print(f"HTTP (nginx), {args.mib} MiB member: first read {mb(med(first))}, curl of the "
-              f"object {mb(med(curl))} ({med(first) / med(curl):.2f}x); second read from the "
-              f"block cache {mb(med(second))}, local .npy from disk {mb(med(disk))} "
-              f"({med(second) / med(disk):.2f}x)")
+              f"object {mb(med(curl))} (paired ratio {paired(first, curl)}); second read from "
+              f"the block cache {mb(med(second))}, local .npy from disk {mb(med(disk))} "
+              f"(paired ratio {paired(second, disk)})")
         print(f"random 4 KiB reads of uncached regions: GET requests each {counts}")
         print(f"daemon RSS after reading the whole member: {rss['big'] / 1024:.0f} MiB "
               f"({args.mib} MiB object), {rss['quarter'] / 1024:.0f} MiB ({args.mib // 4} MiB)")
+        many = archive(nginx.root, args.members)
+        local_mount, remote_mount, gets = [], [], []
+        for run in range(args.runs):
+            for source, times in [(many, local_mount), (nginx.url(many.name), remote_mount)]:
+                before = nginx.gets()
+                t = time.perf_counter()
+                pid = mount(str(source), mnt, work / f"mcache{run}")
+                times.append(time.perf_counter() - t)
+                if times is remote_mount:
+                    gets.append(nginx.gets() - before)
+                unmount(mnt, pid)
+        print(f"mount of a {args.members}-member archive ({many.stat().st_size >> 20} MiB): "
+              f"local {med(local_mount) * 1000:.0f} ms, HTTP {med(remote_mount) * 1000:.0f} ms "
+              f"(paired ratio {paired(remote_mount, local_mount)}), GET requests {gets}")
     finally:
         nginx.stop()
     moto = Moto()
@@ -142,9 +171,17 @@ def main():
         s3.upload_file(str(work / "s3.npz"), "bench", "s3.npz")
         size = (work / "s3.npz").stat().st_size
         env = dict(os.environ, **moto.env)
-        boto, first = [], []
+        boto, ranged, first = [], [], []
+
+        def by_range():
+            step = 8 << 20
+            for at in range(0, size, step):
+                r = f"bytes={at}-{min(at + step, size) - 1}"
+                s3.get_object(Bucket="bench", Key="s3.npz", Range=r)["Body"].read()
+
         for run in range(args.runs):
             boto.append(size / timed(lambda: s3.get_object(Bucket="bench", Key="s3.npz")["Body"].read()))
+            ranged.append(size / timed(by_range))
             mnt = work / "smnt"
             pid = mount("s3://bench/s3.npz", mnt, work / f"scache{run}", env=env)
             n = (mnt / "x.npy").stat().st_size
@@ -152,7 +189,10 @@ def main():
             unmount(mnt, pid)
         med = statistics.median
         print(f"S3 (moto), {args.s3_mib} MiB member: first read {med(first) / 1e6:.0f} MB/s, "
-              f"boto3 get_object {med(boto) / 1e6:.0f} MB/s ({med(first) / med(boto):.2f}x)")
+              f"boto3 get_object {med(boto) / 1e6:.0f} MB/s (paired ratio {paired(first, boto)}), "
+              f"boto3 get_object in 8 MiB ranges one after another {med(ranged) / 1e6:.0f} MB/s "
+              f"(paired ratio {paired(first, ranged)}; moto's cost per ranged GET grows with "
+              f"the object's size)")
     finally:
         moto.stop()
         shutil.rmtree(work, ignore_errors=True)

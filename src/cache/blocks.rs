@@ -5,7 +5,8 @@
 //! A read asks for the blocks its range touches. Blocks present are read from the file at
 //! once; absent ones are marked *fetching* and fetched, contiguous ones in one ranged request,
 //! and the read waits (parked, as reads behind a decoder do) until every block it needs has
-//! landed. A read that finds a block already fetching waits for that fetch: overlapping
+//! landed. A response is written to the file piece by piece as it arrives, and each block
+//! serves its readers as soon as it is whole, not when the request ends. A read that finds a block already fetching waits for that fetch: overlapping
 //! concurrent reads cost one request. A reader that has read 2 MiB in a row is sequential:
 //! the [`READAHEAD`] blocks after its read are kept fetched, half of them at a time in one
 //! request.
@@ -257,16 +258,34 @@ impl Blocks {
         Ok(())
     }
 
+    /// Bytes `[offset, end)` of the file (present blocks only), into a buffer that is never
+    /// zeroed first: a read's bytes are copied once here, and clearing them before would cost
+    /// as much again.
     fn pread(&self, offset: u64, end: u64) -> Result<Vec<u8>> {
-        let mut buf = vec![0; (end - offset) as usize];
-        self.file
-            .read_exact_at(&mut buf, offset)
-            .map_err(|e| Error::io("read", self.path.display().to_string(), e))?;
+        let len = (end - offset) as usize;
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            let (done, at) = (buf.len(), offset + buf.len() as u64);
+            let spare = &mut buf.spare_capacity_mut()[..len - done];
+            let n = match rustix::io::pread(&self.file, spare, at) {
+                Ok((read, _)) if !read.is_empty() => read.len(),
+                Ok(_) => {
+                    let e = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                    return Err(Error::io("read", self.path.display().to_string(), e));
+                }
+                Err(rustix::io::Errno::INTR) => 0,
+                Err(e) => return Err(Error::io("read", self.path.display().to_string(), e.into())),
+            };
+            // SAFETY: pread initialised the `n` bytes after the first `done`, within `len`,
+            // which is within the capacity.
+            unsafe { buf.set_len(done + n) };
+        }
         Ok(buf)
     }
 
     /// Fetches the blocks `ks` (sorted): one request per contiguous run of at most
-    /// [`PER_REQUEST`] blocks, all at once.
+    /// [`PER_REQUEST`] blocks, all at once. Each block is written as its bytes arrive and
+    /// serves its readers as soon as it is whole.
     fn start(self: &Arc<Self>, ks: &[u64]) {
         let mut i = 0;
         while i < ks.len() {
@@ -276,17 +295,41 @@ impl Blocks {
             }
             let blocks: Range<u64> = ks[i]..ks[j - 1] + 1;
             let range = blocks.start * BLOCK..(blocks.end * BLOCK).min(self.size);
-            let me = self.clone();
-            self.remote
-                .fetch(range, move |result| me.landed(blocks, result));
+            let (me, also) = (self.clone(), self.clone());
+            // The first block of the request not yet whole.
+            let mut next = blocks.start;
+            let land = move |at: u64, bytes: &[u8]| {
+                me.file
+                    .write_all_at(bytes, at)
+                    .map_err(|e| Error::io("write", me.path.display().to_string(), e))?;
+                let end = at + bytes.len() as u64;
+                let whole = match end == me.size {
+                    true => blocks.end,
+                    false => end / BLOCK,
+                };
+                if whole > next {
+                    me.landed(next..whole, Ok(()));
+                    next = whole;
+                }
+                Ok(())
+            };
+            let done = move |result: Result<()>| {
+                if let Err(e) = result {
+                    // Blocks already whole were answered; the rest failed.
+                    also.landed(blocks, Err(e));
+                }
+            };
+            self.remote.fetch(range, land, done);
             i = j;
         }
     }
 
-    /// A fetch of `blocks` ended: written and answered, or failed for those waiting on it.
-    fn landed(self: &Arc<Self>, blocks: Range<u64>, result: Result<Vec<u8>>) {
-        let written = result.and_then(|bytes| {
-            let charge = bytes.len() as u64;
+    /// Blocks `blocks` are whole in the file (charged, then every read they complete answered),
+    /// or could not be fetched (every read waiting on one of them fails; those already present
+    /// stay).
+    fn landed(self: &Arc<Self>, blocks: Range<u64>, result: Result<()>) {
+        if result.is_ok() {
+            let charge: u64 = blocks.clone().map(|k| self.len_of(k)).sum();
             let victims = {
                 let mut ledger = self.pool.lock();
                 let victims = ledger.evict(charge, &self.pool.stats);
@@ -294,29 +337,33 @@ impl Blocks {
                 victims
             };
             victims.apply();
-            self.file
-                .write_all_at(&bytes, blocks.start * BLOCK)
-                .map_err(|e| {
-                    self.pool.lock().used -= charge;
-                    Error::io("write", self.path.display().to_string(), e)
-                })
-        });
+        }
         let mut answers: Vec<(ReadDone, Result<Vec<u8>>)> = Vec::new();
+        let mut added = Vec::new();
         {
             let mut st = self.lock();
-            let now = match (&written, st.closed) {
-                (Ok(()), false) => Have::Present,
-                _ => Have::Absent,
-            };
+            let closed = st.closed;
             for k in blocks.clone() {
-                st.have[k as usize] = now;
+                let have = &mut st.have[k as usize];
+                match (&result, *have) {
+                    (_, Have::Present) => {}
+                    (Ok(()), _) if !closed => {
+                        *have = Have::Present;
+                        added.push(k);
+                    }
+                    _ => *have = Have::Absent,
+                }
             }
             let waiting = std::mem::take(&mut st.waiting);
             for w in waiting {
                 let ks = w.offset / BLOCK..=(w.end - 1) / BLOCK;
                 let touched = ks.clone().any(|k| blocks.contains(&k));
-                match &written {
-                    Err(e) if touched => answers.push((w.done, Err(e.clone()))),
+                match &result {
+                    Err(e)
+                        if touched && ks.clone().any(|k| st.have[k as usize] != Have::Present) =>
+                    {
+                        answers.push((w.done, Err(e.clone())))
+                    }
                     _ if ks.clone().all(|k| st.have[k as usize] == Have::Present) => {
                         let bytes = self.pread(w.offset, w.end);
                         answers.push((w.done, bytes));
@@ -325,10 +372,15 @@ impl Blocks {
                 }
             }
         }
-        if written.is_ok() {
+        if result.is_ok() {
             let victims = {
                 let mut ledger = self.pool.lock();
-                for k in blocks {
+                // Charged above for every block; those not added (closed, or there already)
+                // give theirs back.
+                for k in blocks.clone().filter(|k| !added.contains(k)) {
+                    ledger.used -= self.len_of(k);
+                }
+                for &k in &added {
                     ledger.blocks.put((self.serial, k), self.len_of(k));
                 }
                 ledger.evict(0, &self.pool.stats)

@@ -288,12 +288,15 @@ impl Remote {
         }
     }
 
-    /// Fetches `range` of the version opened, on the I/O threads, and hands it to `done`
-    /// there (never on the caller's thread).
+    /// Fetches `range` of the version opened, on the I/O threads: each piece of the body is
+    /// handed to `land` (its offset in the object, its bytes) as it arrives, so the first
+    /// blocks of a long request serve their readers before the last one is in; then `done`
+    /// says whether all of `range` came (never on the caller's thread).
     pub fn fetch(
         self: &Arc<Self>,
         range: Range<u64>,
-        done: impl FnOnce(Result<Vec<u8>>) + Send + 'static,
+        mut land: impl FnMut(u64, &[u8]) -> Result<()> + Send + 'static,
+        done: impl FnOnce(Result<()>) + Send + 'static,
     ) {
         let runtime = match runtime() {
             Ok(runtime) => runtime,
@@ -306,23 +309,30 @@ impl Remote {
                 range: Some(GetRange::Bounded(range.clone())),
                 ..Default::default()
             };
-            let got = match me.store.get_opts(&me.path, options).await {
-                Ok(got) => got.bytes().await,
-                Err(e) => Err(e),
-            };
-            let result = got.map_err(|e| me.failed(&range, &e)).and_then(|bytes| {
-                match bytes.len() as u64 == range.end - range.start {
-                    true => Ok(Vec::from(bytes)),
-                    false => Err(Error::Remote {
-                        url: me.display.clone(),
-                        cause: format!(
-                            "asked for {} bytes at {}, got {}",
-                            range.end - range.start,
-                            range.start,
-                            bytes.len()
-                        ),
-                    }),
+            let mut at = range.start;
+            let streamed = async {
+                let got = me.store.get_opts(&me.path, options).await;
+                let mut body = got.map_err(|e| me.failed(&range, &e))?.into_stream();
+                while let Some(piece) = body.next().await {
+                    let piece = piece.map_err(|e| me.failed(&range, &e))?;
+                    if at + piece.len() as u64 > range.end {
+                        break;
+                    }
+                    land(at, &piece)?;
+                    at += piece.len() as u64;
                 }
+                Ok(())
+            };
+            let result = streamed.await.and_then(|()| match at == range.end {
+                true => Ok(()),
+                false => Err(Error::Remote {
+                    url: me.display.clone(),
+                    cause: format!(
+                        "asked for {} bytes at {}, got another length",
+                        range.end - range.start,
+                        range.start,
+                    ),
+                }),
             });
             done(result);
         });
