@@ -1,7 +1,7 @@
 """Benchmark of remote sources against local servers started here: nginx (HTTP ranges) and
 moto's S3 server, in the same run as their baselines.
 
-    .venv/bin/python bench/remote.py [--mib 512] [--runs 3] [--s3-mib 64]
+    .venv/bin/python bench/remote.py [--mib 512] [--runs 5] [--s3-mib 64] [--members N] [--peers]
 
 Per figure, medians of --runs runs, and the median of the ratios of each run to its baseline
 measured just before it (the pairs share the machine's state, which on a small, noisy machine
@@ -20,6 +20,10 @@ moves more than the medians do):
 * S3 (moto, --s3-mib): the first read against boto3's get_object of the whole object, and
   against boto3 fetching it in 8 MiB ranges one after another (what a range reader must do;
   moto's time per ranged GET grows with the object's size, which no real store's does).
+* with --peers, ratarmount over fsspec (aiohttp for HTTP, s3fs for S3) mounting the same
+  objects: its mount time and first read of the member. It runs from its own venv,
+  .venv-peers (bench/run --install-peers makes it: s3fs pins a botocore that moto's boto3
+  does not take).
 Run as root (it drops the page cache).
 """
 
@@ -72,6 +76,44 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
+PEER = REPO / ".venv-peers" / "bin" / "ratarmount"
+
+
+def ratarmount(url: str, mnt: Path, env=None):
+    """ratarmount over fsspec mounting `url` (in the foreground: it refuses to daemonize with
+    fsspec's threads running): (seconds until the mount answered, MB/s of its first read of
+    x.npy), or None when it fails."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    proc = subprocess.Popen([PEER, "-f", url, mnt], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    deadline = t + 300
+    while not os.path.ismount(mnt):
+        if proc.poll() is not None or time.perf_counter() > deadline:
+            proc.kill()
+            return None
+        time.sleep(0.01)
+    mounted = time.perf_counter() - t
+    drop_caches()
+    n = (mnt / "x.npy").stat().st_size
+    rate = n / timed(lambda: read_all(mnt / "x.npy"))
+    subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+    proc.wait()
+    return mounted, rate
+
+
+def peer_line(what: str, runs, npzfs_mounts, npzfs_reads):
+    """What ratarmount did, beside npzfs's figures of the same object."""
+    runs = [r for r in runs if r]
+    if not runs:
+        print(f"ratarmount over fsspec, {what}: did not mount")
+        return
+    med = statistics.median
+    print(f"ratarmount over fsspec, {what}: mount {med(r[0] for r in runs) * 1000:.0f} ms "
+          f"(npzfs {med(npzfs_mounts) * 1000:.0f} ms), first read {med(r[1] for r in runs) / 1e6:.0f} MB/s "
+          f"(npzfs {med(npzfs_reads) / 1e6:.0f} MB/s)")
+
+
 def paired(runs, baselines) -> str:
     """The median of each run's ratio to its own baseline, and their range."""
     ratios = sorted(r / b for r, b in zip(runs, baselines))
@@ -92,6 +134,7 @@ def main():
     ap.add_argument("--s3-mib", type=int, default=64)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--members", type=int, default=100_000)
+    ap.add_argument("--peers", action="store_true")
     args = ap.parse_args()
     build()
     work = Path(tempfile.mkdtemp(prefix="npzfs-remote-"))
@@ -106,13 +149,14 @@ def main():
         url = nginx.url("big.npz")
         size = (nginx.root / "big.npz").stat().st_size
         nbytes = local.stat().st_size
-        curl, first, second, disk, rss = [], [], [], [], {}
+        curl, first, second, disk, rss, mounts = [], [], [], [], {}, []
         for run in range(args.runs):
             drop_caches()
             curl.append(size / timed(lambda: subprocess.run(
                 ["curl", "-s", "-o", "/dev/null", url], check=True)))
             cache, mnt = work / f"cache{run}", work / "mnt"
-            pid = mount(url, mnt, cache)
+            mounts.append(timed(lambda: mount(url, mnt, cache)))
+            pid = daemon_pid(mnt)
             drop_caches()
             first.append(nbytes / timed(lambda: read_all(mnt / "x.npy")))
             rss["big"] = daemon_rss(pid)["VmRSS"]
@@ -145,6 +189,11 @@ def main():
               f"the block cache {mb(med(second))}, local .npy from disk {mb(med(disk))} "
               f"(paired ratio {paired(second, disk)})")
         print(f"random 4 KiB reads of uncached regions: GET requests each {counts}")
+        if args.peers and PEER.exists():
+            peer = [ratarmount(url, work / "pmnt") for _ in range(args.runs)]
+            peer_line(f"HTTP, {args.mib} MiB member", peer, mounts, first)
+        elif args.peers:
+            print("(ratarmount over fsspec is not installed: skipped; bench/run --install-peers)")
         print(f"daemon RSS after reading the whole member: {rss['big'] / 1024:.0f} MiB "
               f"({args.mib} MiB object), {rss['quarter'] / 1024:.0f} MiB ({args.mib // 4} MiB)")
         many = archive(nginx.root, args.members)
@@ -171,7 +220,7 @@ def main():
         s3.upload_file(str(work / "s3.npz"), "bench", "s3.npz")
         size = (work / "s3.npz").stat().st_size
         env = dict(os.environ, **moto.env)
-        boto, ranged, first = [], [], []
+        boto, ranged, first, mounts = [], [], [], []
 
         def by_range():
             step = 8 << 20
@@ -183,7 +232,8 @@ def main():
             boto.append(size / timed(lambda: s3.get_object(Bucket="bench", Key="s3.npz")["Body"].read()))
             ranged.append(size / timed(by_range))
             mnt = work / "smnt"
-            pid = mount("s3://bench/s3.npz", mnt, work / f"scache{run}", env=env)
+            mounts.append(timed(lambda: mount("s3://bench/s3.npz", mnt, work / f"scache{run}", env=env)))
+            pid = daemon_pid(mnt)
             n = (mnt / "x.npy").stat().st_size
             first.append(n / timed(lambda: read_all(mnt / "x.npy")))
             unmount(mnt, pid)
@@ -193,6 +243,9 @@ def main():
               f"boto3 get_object in 8 MiB ranges one after another {med(ranged) / 1e6:.0f} MB/s "
               f"(paired ratio {paired(first, ranged)}; moto's cost per ranged GET grows with "
               f"the object's size)")
+        if args.peers and PEER.exists():
+            peer = [ratarmount("s3://bench/s3.npz", work / "pmnt", env) for _ in range(args.runs)]
+            peer_line(f"S3 (moto), {args.s3_mib} MiB member", peer, mounts, first)
     finally:
         moto.stop()
         shutil.rmtree(work, ignore_errors=True)
