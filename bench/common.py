@@ -4,8 +4,18 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+# bench/concurrent.py would shadow the standard library's `concurrent` (which boto3 and
+# ThreadPoolExecutor need) for every program run from this directory: the standard one is
+# imported here, first, with this directory out of the path.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    _here = sys.path.pop(0)
+    import concurrent.futures  # noqa: E402,F401
+
+    sys.path.insert(0, _here)
 
 REPO = Path(__file__).resolve().parents[1]
 # NPZFS_BENCH_BIN runs another build (say, the previous commit's) against the same baselines.

@@ -38,16 +38,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# bench/concurrent.py would shadow the standard library's `concurrent`, which boto3 imports:
-# that one is imported first, with this directory out of the path.
-_here = sys.path.pop(0)
-import concurrent.futures  # noqa: E402,F401
 
-sys.path.insert(0, _here)
-sys.path.insert(0, str(REPO / "tests" / "python"))
-
-from common import BIN, build, read_all  # noqa: E402
+from common import BIN, build, read_all  # noqa: E402  (first: it sets the path up)
 from metadata import archive  # noqa: E402
+
+sys.path.insert(1, str(REPO / "tests" / "python"))
 from mounters import daemon_pid, daemon_rss  # noqa: E402
 from servers import Moto, Nginx  # noqa: E402
 

@@ -49,10 +49,17 @@ impl Served {
         };
         let started = Instant::now();
         let fs = match sources.as_slice() {
-            [one] => match remote::find(&one.to_string_lossy(), how.remote_timeout)? {
-                Found::Object { object, .. } => NpzFs::remote(object, owner, &cache)?,
-                Found::Prefix(_) => NpzFs::sources(&sources, how, &cache)?,
-            },
+            [one] if !one.to_string_lossy().ends_with('/') => {
+                let url = one.to_string_lossy();
+                match remote::find(&url, how.remote_timeout)? {
+                    Found::Object { object, .. } => NpzFs::remote(object, owner, &cache)?,
+                    // Named with its slash, so that the forest lists it without asking
+                    // for an object of that name again.
+                    Found::Prefix(_) => {
+                        NpzFs::sources(&[PathBuf::from(format!("{url}/"))], how, &cache)?
+                    }
+                }
+            }
             _ => NpzFs::sources(&sources, how, &cache)?,
         };
         log::debug!(

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::http::HttpBuilder;
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path as StorePath;
 use object_store::{
     BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt,
@@ -76,6 +77,8 @@ pub struct Location {
     /// Whether the source is listed (an S3 prefix); otherwise it is one object, asked for by
     /// HEAD (an HTTP server has no listing).
     pub lists: bool,
+    /// The store's listing by pages, where a page of one key can be asked for (S3).
+    pages: Option<Arc<dyn PaginatedListStore>>,
 }
 
 impl Location {
@@ -92,12 +95,13 @@ impl Location {
                 "a URL with a query (a pre-signed URL) is not supported".into(),
             ));
         }
-        let (store, path) = client(url, timeout).map_err(fail)?;
+        let (store, pages, path) = client(url, timeout).map_err(fail)?;
         Ok(Location {
             store,
             path,
             lists: url.starts_with("s3://"),
             display,
+            pages,
         })
     }
 
@@ -126,6 +130,7 @@ impl Location {
             path: StorePath::from_iter(dir.iter().cloned()),
             display: self.display[..cut].to_string(),
             lists: false,
+            pages: None,
         };
         (parent, name)
     }
@@ -137,6 +142,28 @@ impl Location {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.failed(&e)),
         }
+    }
+
+    /// Whether there is a key below this location's path taken as a prefix: a request for a
+    /// page of one key where the store has pages (S3), else the store's first page.
+    async fn first_key(&self) -> Option<object_store::Result<()>> {
+        let path = self.path.as_ref();
+        if let Some(pages) = &self.pages {
+            let prefix = (!path.is_empty()).then(|| format!("{path}/"));
+            let options = PaginatedListOptions {
+                max_keys: Some(1),
+                ..Default::default()
+            };
+            return match pages.list_paginated(prefix.as_deref(), options).await {
+                Ok(page) => {
+                    let found = page.result.objects.len() + page.result.common_prefixes.len();
+                    (found > 0).then_some(Ok(()))
+                }
+                Err(e) => Some(Err(e)),
+            };
+        }
+        let prefix = (!path.is_empty()).then_some(&self.path);
+        self.store.list(prefix).next().await.map(|r| r.map(|_| ()))
     }
 
     /// The store's error, said of this location.
@@ -191,10 +218,9 @@ pub fn find(url: &str, timeout: Duration) -> Result<Found> {
                 .into(),
         });
     }
-    let prefix = (!at.path.as_ref().is_empty()).then_some(&at.path);
-    let first = block_on(async { at.store.list(prefix).next().await })?;
+    let first = block_on(at.first_key())?;
     match first {
-        Some(Ok(_)) => {
+        Some(Ok(())) => {
             if !at.display.ends_with('/') {
                 at.display.push('/');
             }
@@ -353,10 +379,14 @@ impl Remote {
 }
 
 /// The store and the object's path in it, for `url`.
-fn client(
-    url: &str,
-    timeout: Duration,
-) -> std::result::Result<(Arc<dyn ObjectStore>, StorePath), String> {
+/// A store, its paginated listing when it has one (S3), and a path in it.
+type Client = (
+    Arc<dyn ObjectStore>,
+    Option<Arc<dyn PaginatedListStore>>,
+    StorePath,
+);
+
+fn client(url: &str, timeout: Duration) -> std::result::Result<Client, String> {
     let retry = RetryConfig {
         backoff: BackoffConfig::default(),
         max_retries: 10,
@@ -379,8 +409,8 @@ fn client(
         for (key, value) in profile::profile() {
             builder = builder.with_config(key, value);
         }
-        let store = builder.build().map_err(|e| explain(&e))?;
-        return Ok((Arc::new(store), StorePath::from(key)));
+        let store = Arc::new(builder.build().map_err(|e| explain(&e))?);
+        return Ok((store.clone(), Some(store), StorePath::from(key)));
     }
     let (base, name) = url
         .rsplit_once('/')
@@ -392,7 +422,7 @@ fn client(
         .with_retry(retry)
         .build()
         .map_err(|e| explain(&e))?;
-    Ok((Arc::new(store), StorePath::from(name)))
+    Ok((Arc::new(store), None, StorePath::from(name)))
 }
 
 /// A stable 64-bit hash of `bytes` (FNV-1a): names of remote objects and versions as numbers.
