@@ -8,7 +8,9 @@ measured just before it (the pairs share the machine's state, which on a small, 
 moves more than the medians do):
 * first read: a fresh mount (empty cache) reads x.npy (a float32 member of --mib MiB, written
   by np.savez) sequentially in 1 MiB reads; against fetching the whole object with curl from
-  the same nginx (throughput ratio);
+  the same nginx into /dev/null, and into a file beside the cache (throughput ratios: the
+  first read copies each byte four times, from the socket, into the block file, back, and to
+  the reader; curl into /dev/null once, into a file twice);
 * second read: the page cache dropped, the same read again, from the block cache; against
   reading the same bytes from a local .npy with its page cache dropped;
 * random 4 KiB reads of uncached regions: GET requests each costs (nginx's access log);
@@ -144,11 +146,16 @@ def main():
         url = nginx.url("big.npz")
         size = (nginx.root / "big.npz").stat().st_size
         nbytes = local.stat().st_size
-        curl, first, second, disk, rss, mounts = [], [], [], [], {}, []
+        curl, curl_file, first, second, disk, rss, mounts = [], [], [], [], [], {}, []
         for run in range(args.runs):
             drop_caches()
             curl.append(size / timed(lambda: subprocess.run(
                 ["curl", "-s", "-o", "/dev/null", url], check=True)))
+            drop_caches()
+            kept = work / "curl.npz"
+            curl_file.append(size / timed(lambda: subprocess.run(
+                ["curl", "-s", "-o", kept, url], check=True)))
+            kept.unlink()
             cache, mnt = work / f"cache{run}", work / "mnt"
             mounts.append(timed(lambda: mount(url, mnt, cache)))
             pid = daemon_pid(mnt)
@@ -180,7 +187,8 @@ def main():
         med = statistics.median
         mb = lambda v: f"{v / 1e6:.0f} MB/s"  # noqa: E731
         print(f"HTTP (nginx), {args.mib} MiB member: first read {mb(med(first))}, curl of the "
-              f"object {mb(med(curl))} (paired ratio {paired(first, curl)}); second read from "
+              f"object {mb(med(curl))} (paired ratio {paired(first, curl)}), curl to a file "
+              f"{mb(med(curl_file))} ({paired(first, curl_file)}); second read from "
               f"the block cache {mb(med(second))}, local .npy from disk {mb(med(disk))} "
               f"(paired ratio {paired(second, disk)})")
         print(f"random 4 KiB reads of uncached regions: GET requests each {counts}")
