@@ -23,12 +23,12 @@ use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use super::Pool;
 use super::slot::ReadDone;
 use super::spans::punch_hole;
 use super::store::Store;
+use super::{Cache, Pool};
 use crate::error::{Error, Result};
 use crate::remote::Remote;
 
@@ -448,5 +448,44 @@ impl Drop for Blocks {
             ledger.block_sets.remove(&self.serial);
         }
         let _ = self.file.set_len(0);
+    }
+}
+
+impl Cache {
+    /// The local blocks of remote archive `remote`, whose id in the mount is `id`, in its
+    /// directory of the cache (those a clean earlier mount of the same version left reused).
+    pub fn blocks(&self, remote: Arc<Remote>, id: u64) -> Result<Arc<Blocks>> {
+        // One set per object version: a reopen while the first is in use shares its blocks.
+        // Upgraded outside the lock: the last reference to a set may go with ours, and its
+        // drop takes the lock.
+        let sets: Vec<Weak<Blocks>> = self.pool.lock().block_sets.values().cloned().collect();
+        let live = sets
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|b| b.archive == id && b.remote().identity() == remote.identity());
+        if let Some(blocks) = live {
+            return Ok(blocks);
+        }
+        let path = std::path::PathBuf::from(remote.display());
+        let store = self.store(&path, remote.identity(), id)?;
+        Blocks::open(remote, id, &store, self.pool.clone()).map_err(|e| {
+            Error::io(
+                "open",
+                format!("the block file in {}", store.dir().display()),
+                e,
+            )
+        })
+    }
+
+    /// At unmount: every live block set synced and its present blocks listed for the next
+    /// mount.
+    pub(super) fn close_blocks(&self) {
+        let sets: Vec<Weak<Blocks>> = self.pool.lock().block_sets.values().cloned().collect();
+        for blocks in sets.iter().filter_map(Weak::upgrade) {
+            let store = self.pool.lock().stores.get(&blocks.archive).cloned();
+            if let Some(store) = store {
+                blocks.close(store.dir());
+            }
+        }
     }
 }

@@ -34,12 +34,11 @@ pub mod store;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::archive::{Archive, Identity};
 use crate::error::{Error, Result, cause};
 use crate::members::{Member, Method};
-use crate::remote::Remote;
 pub use blocks::Blocks;
 pub use config::{CacheConfig, DEFAULT_CACHE_SIZE};
 use ledger::{Ledger, SlotId, Victims};
@@ -149,31 +148,6 @@ impl Cache {
         })
     }
 
-    /// The local blocks of remote archive `remote`, whose id in the mount is `id`, in its
-    /// directory of the cache (those a clean earlier mount of the same version left reused).
-    pub fn blocks(&self, remote: Arc<Remote>, id: u64) -> Result<Arc<Blocks>> {
-        // One set per object version: a reopen while the first is in use shares its blocks.
-        // Upgraded outside the lock: the last reference to a set may go with ours, and its
-        // drop takes the lock.
-        let sets: Vec<Weak<Blocks>> = self.pool.lock().block_sets.values().cloned().collect();
-        let live = sets
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|b| b.archive == id && b.remote().identity() == remote.identity());
-        if let Some(blocks) = live {
-            return Ok(blocks);
-        }
-        let path = std::path::PathBuf::from(remote.display());
-        let store = self.store(&path, remote.identity(), id)?;
-        Blocks::open(remote, id, &store, self.pool.clone()).map_err(|e| {
-            Error::io(
-                "open",
-                format!("the block file in {}", store.dir().display()),
-                e,
-            )
-        })
-    }
-
     /// The store (directory) of archive `id`, opened the first time it is asked for.
     fn store(&self, path: &std::path::Path, identity: Identity, id: u64) -> Result<Arc<Store>> {
         if let Some(store) = self.pool.lock().stores.get(&id) {
@@ -256,13 +230,7 @@ impl Cache {
             (sparse, settling)
         };
         sparse.iter().for_each(|p| store::remove(p));
-        let sets: Vec<Weak<Blocks>> = self.pool.lock().block_sets.values().cloned().collect();
-        for blocks in sets.iter().filter_map(Weak::upgrade) {
-            let store = self.pool.lock().stores.get(&blocks.archive).cloned();
-            if let Some(store) = store {
-                blocks.close(store.dir());
-            }
-        }
+        self.close_blocks();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while settling.iter().any(|s| s.has_part()) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));

@@ -256,3 +256,120 @@ impl RemoteDir {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use object_store::memory::InMemory;
+    use object_store::path::Path as StorePath;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    use super::super::{Location, block_on};
+    use super::*;
+
+    /// A bucket in memory, `keys` in it, served from `prefix`.
+    fn bucket(keys: &[(&str, &[u8])], prefix: &str) -> (Arc<InMemory>, RemoteDir) {
+        let store = Arc::new(InMemory::new());
+        for (key, body) in keys {
+            put(&store, key, body);
+        }
+        let at = Location {
+            store: store.clone(),
+            path: StorePath::from(prefix),
+            display: format!("s3://b/{prefix}/"),
+            lists: true,
+            pages: None,
+        };
+        (store, RemoteDir::new(at, (7, 8)))
+    }
+
+    fn put(store: &InMemory, key: &str, body: &[u8]) {
+        let payload = PutPayload::from(body.to_vec());
+        block_on(store.put(&StorePath::from(key), payload))
+            .unwrap()
+            .unwrap();
+    }
+
+    fn names(dir: &RemoteDir, rel: &str) -> Vec<(String, Type)> {
+        let listed = dir.list(Path::new(rel)).unwrap().into_iter();
+        listed
+            .map(|(n, m)| (String::from_utf8(n.into()).unwrap(), m.kind))
+            .collect()
+    }
+
+    #[test]
+    fn a_prefix_lists_as_a_tree_of_prefixes_and_objects() {
+        let (_, dir) = bucket(
+            &[
+                ("ds/a/x.npz", b"xx"),
+                ("ds/a/sub/z.npz", b"z"),
+                ("ds/a/y.bin", b"yyy"),
+                ("ds/top.txt", b"t"),
+                ("other/q.npz", b"q"),
+            ],
+            "ds",
+        );
+        assert_eq!(
+            names(&dir, ""),
+            [("a".into(), Type::Dir), ("top.txt".into(), Type::File)]
+        );
+        assert_eq!(
+            names(&dir, "a"),
+            [
+                ("sub".into(), Type::Dir),
+                ("x.npz".into(), Type::File),
+                ("y.bin".into(), Type::File)
+            ]
+        );
+        let meta = dir.stat(Path::new("a/y.bin")).unwrap();
+        assert_eq!((meta.size, meta.perm, meta.uid, meta.gid), (3, 0o444, 7, 8));
+        assert_eq!(dir.stat(Path::new("a")).unwrap().perm, 0o555);
+        let [plain, archive, gone] = dir
+            .stat_in(Path::new("a"), [b"x", b"x.npz", b"nothing"])
+            .unwrap();
+        assert!(plain.is_none() && gone.is_none());
+        assert_eq!(archive.unwrap().size, 2);
+        assert!(matches!(
+            dir.stat(Path::new("a/nothing")),
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            dir.list(Path::new("nothing")),
+            Err(Error::NotFound)
+        ));
+        let (object, meta) = dir.open(Path::new("a/x.npz")).unwrap();
+        assert_eq!((object.size(), meta.size), (2, 2));
+        assert_eq!(object.display(), "s3://b/ds/a/x.npz");
+        assert!(matches!(dir.open(Path::new("a/sub")), Err(Error::IsDir)));
+    }
+
+    #[test]
+    fn a_replaced_object_is_a_new_entry_and_a_new_one_is_found_within_a_second() {
+        let (store, dir) = bucket(&[("ds/x.npz", b"one")], "ds");
+        let before = dir.stat(Path::new("x.npz")).unwrap();
+        put(&store, "ds/x.npz", b"second");
+        // Within its lifetime the listing still answers; a fresh one (ls) sees the new version.
+        assert_eq!(dir.stat(Path::new("x.npz")).unwrap(), before);
+        dir.list(Path::new("")).unwrap();
+        let after = dir.stat(Path::new("x.npz")).unwrap();
+        assert_ne!(after.ino, before.ino);
+        assert_eq!((after.dev, after.size), (before.dev, 6));
+        // A name never seen is looked for again in a listing at most a second old.
+        put(&store, "ds/new.npz", b"n");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let found = loop {
+            match dir.stat_in(Path::new(""), [b"new.npz"]).unwrap() {
+                [Some(m)] => break Some(m),
+                _ if Instant::now() > deadline => break None,
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        assert_eq!(found.map(|m| m.size), Some(1));
+        block_on(store.delete(&StorePath::from("ds/x.npz")))
+            .unwrap()
+            .unwrap();
+        assert!(!names(&dir, "").iter().any(|(n, _)| n == "x.npz"));
+    }
+}

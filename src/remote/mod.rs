@@ -124,7 +124,11 @@ impl Location {
             .map_or((String::new(), &[][..]), |(n, d)| {
                 (n.as_ref().to_string(), d)
             });
-        let cut = self.display.len() - name.len().min(self.display.len());
+        // The display is scheme://host/path: its parent ends at its last slash.
+        let cut = self
+            .display
+            .rfind('/')
+            .map_or(self.display.len(), |i| i + 1);
         let parent = Location {
             store: self.store.clone(),
             path: StorePath::from_iter(dir.iter().cloned()),
@@ -488,6 +492,35 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_source_is_served_from_its_parent_by_name() {
+        for (url, parent, path, name) in [
+            (
+                "s3://b/runs/a b/x.npz",
+                "s3://b/runs/a b/",
+                "runs/a b",
+                "x.npz",
+            ),
+            ("s3://b/x.npz", "s3://b/", "", "x.npz"),
+            ("http://u:pw@h:8/d/e/w.npz", "http://h:8/d/e/", "", "w.npz"),
+        ] {
+            let at = Location::of(url, Duration::from_secs(1)).unwrap();
+            let (up, named) = at.parent();
+            assert_eq!(
+                (up.display.as_str(), up.path.as_ref()),
+                (parent, path),
+                "{url}"
+            );
+            assert_eq!(named, name);
+            assert!(!up.lists && up.pages.is_none());
+        }
+        let prefix = Location::of("s3://b/ds/", Duration::from_secs(1)).unwrap();
+        assert!(prefix.lists && prefix.pages.is_some());
+        assert_eq!(prefix.path.as_ref(), "ds");
+        let query = Location::of("https://h/x.npz?X-Amz-Signature=s", Duration::from_secs(1));
+        assert!(query.is_err_and(|e| !e.to_string().contains("Signature")));
+    }
 
     #[test]
     fn credentials_and_queries_never_show() {
