@@ -35,38 +35,43 @@ impl Served {
     /// The filesystem. Remote sources are resolved now: one remote object is the mount's
     /// archive (a HEAD, then its central directory), anything else a forest.
     pub fn build(self) -> Result<NpzFs<BackingId>> {
-        let Build::Remote {
-            sources,
-            how,
-            owner,
-            cache,
-        } = self.0
-        else {
-            let Build::Now(fs) = self.0 else {
-                unreachable!()
-            };
-            return Ok(*fs);
-        };
-        let started = Instant::now();
-        let fs = match sources.as_slice() {
-            [one] if !one.to_string_lossy().ends_with('/') => {
-                let url = one.to_string_lossy();
-                match remote::find(&url, how.remote_timeout)? {
-                    Found::Object { object, .. } => NpzFs::remote(object, owner, &cache)?,
-                    // Named with its slash, so that the forest lists it without asking
-                    // for an object of that name again.
-                    Found::Prefix(_) => {
-                        NpzFs::sources(&[PathBuf::from(format!("{url}/"))], how, &cache)?
-                    }
-                }
+        match self.0 {
+            Build::Now(fs) => Ok(*fs),
+            Build::Remote {
+                sources,
+                how,
+                owner,
+                cache,
+            } => {
+                let started = Instant::now();
+                let fs = remote_sources(&sources, how, owner, &cache)?;
+                log::debug!(
+                    "remote sources resolved in {:.3} s",
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(fs)
             }
-            _ => NpzFs::sources(&sources, how, &cache)?,
-        };
-        log::debug!(
-            "remote sources resolved in {:.3} s",
-            started.elapsed().as_secs_f64()
-        );
-        Ok(fs)
+        }
+    }
+}
+
+/// Sources that include a remote one: one remote object is the mount's archive, anything
+/// else a forest.
+fn remote_sources(
+    sources: &[PathBuf],
+    how: Sources,
+    owner: Ownership,
+    cache: &CacheConfig,
+) -> Result<NpzFs<BackingId>> {
+    let url = match sources {
+        [one] if !one.to_string_lossy().ends_with('/') => one.to_string_lossy(),
+        _ => return NpzFs::sources(sources, how, cache),
+    };
+    match remote::find(&url, how.remote_timeout)? {
+        Found::Object { object, .. } => NpzFs::remote(object, owner, cache),
+        // Named with its slash, so that the forest lists it without asking for an object
+        // of that name again.
+        Found::Prefix(_) => NpzFs::sources(&[PathBuf::from(format!("{url}/"))], how, cache),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Many archives as one tree: directory sources mirrored live, each `*.npz` in them a
-//! directory of its members, several sources side by side at the top.
+//! directory of its members, several sources side by side at the top. A source's tree is a
+//! directory on disk or a prefix of a bucket (`origin.rs`): both answer the same questions.
 //!
 //! The tree of the sources is never held in memory whole. Every lookup and listing of a
 //! source directory asks the disk (`source.rs`, which never follows a symlink), and the
@@ -32,8 +33,7 @@ use std::time::SystemTime;
 
 use crate::archive_fs::ArchiveFs;
 use crate::attr::{Attr, DirEntry, Kind};
-use crate::cache::Blocks;
-use crate::cache::Cache;
+use crate::cache::{Blocks, Cache};
 use crate::error::{Error, Result};
 use crate::remote::{self, Found, dir::RemoteDir};
 use crate::source::{Meta, SourceDir, Type, component};

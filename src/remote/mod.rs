@@ -1,5 +1,6 @@
 //! Archives that live elsewhere: `s3://bucket/key.npz` (S3 and S3-compatible stores) and
-//! `http(s)://host/x.npz` (any server that honours Range), read by range.
+//! `http(s)://host/x.npz` (any server that honours Range), read by range; and prefixes of a
+//! bucket, `s3://bucket/prefix/`, served as directory sources (`dir.rs`).
 //!
 //! The protocol work (signing, credentials from the environment, instance and container
 //! credentials, retries with backoff) is the `object_store` crate's. What npzfs adds: the
