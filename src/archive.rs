@@ -200,26 +200,8 @@ impl Archive {
     /// without this, every page ever served would count in the daemon's resident set, which
     /// would then grow to the size of the members read (`bench/rss.py`).
     pub fn unmap_pages(&self, start: u64, len: u64) {
-        let Backend::Local { map: Some(map), .. } = &self.backend else {
-            return;
-        };
-        // SAFETY: sysconf has no preconditions.
-        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let from = start / page * page;
-        let to = start.saturating_add(len).div_ceil(page) * page;
-        let to = to.min(map.len() as u64);
-        if to <= from {
-            return;
-        }
-        // SAFETY: the range lies within the mapping, which is read-only and file-backed:
-        // MADV_DONTNEED only unmaps its pages, and a later access faults them back in from the
-        // page cache with the same bytes.
-        unsafe {
-            libc::madvise(
-                map.as_ptr().add(from as usize) as *mut libc::c_void,
-                (to - from) as usize,
-                libc::MADV_DONTNEED,
-            );
+        if let Backend::Local { map: Some(map), .. } = &self.backend {
+            unmap_pages(map, start, len);
         }
     }
 
@@ -277,6 +259,30 @@ impl std::io::Seek for Reader<'_> {
         };
         self.at = target.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
         Ok(self.at)
+    }
+}
+
+/// Drops this process's page-table entries for `len` bytes of `map` from `start` (widened to
+/// whole pages), once the kernel has copied a reply out of them: the pages stay in the page
+/// cache, and the daemon's resident set does not grow with every page it has served.
+pub fn unmap_pages(map: &Mmap, start: u64, len: u64) {
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let from = start / page * page;
+    let to = start.saturating_add(len).div_ceil(page) * page;
+    let to = to.min(map.len() as u64);
+    if to <= from {
+        return;
+    }
+    // SAFETY: the range lies within the mapping, which is read-only and file-backed:
+    // MADV_DONTNEED only unmaps its pages, and a later access faults them back in from the
+    // page cache with the same bytes.
+    unsafe {
+        libc::madvise(
+            map.as_ptr().add(from as usize) as *mut libc::c_void,
+            (to - from) as usize,
+            libc::MADV_DONTNEED,
+        );
     }
 }
 

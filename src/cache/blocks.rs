@@ -2,12 +2,14 @@
 //! at their own offsets, charged to the mount's budget and evicted in its LRU like everything
 //! else in the cache.
 //!
-//! A read asks for the blocks its range touches. Blocks present are read from the file at
-//! once; absent ones are marked *fetching* and fetched, contiguous ones in one ranged request,
-//! and the read waits (parked, as reads behind a decoder do) until every block it needs has
-//! landed. A response is written to the file piece by piece as it arrives, and each block
-//! serves its readers as soon as it is whole, not when the request ends. A read that finds a block already fetching waits for that fetch: overlapping
-//! concurrent reads cost one request. A reader that has read 2 MiB in a row is sequential:
+//! A read asks for the blocks its range touches. Blocks present are served at once: a FUSE
+//! reply is a slice of the file's mapping, which the kernel copies from the page cache to
+//! the reader (the daemon's own reads, for parsing and decoding, use `pread`). Absent ones
+//! are marked *fetching* and fetched, contiguous ones in one ranged request, and the read
+//! waits (parked, as reads behind a decoder do) until every block it needs has landed. A
+//! response is written to the file piece by piece as it arrives, and each block serves its
+//! readers as soon as it is whole, not when the request ends. A read that finds a block
+//! already fetching waits for that fetch: overlapping concurrent reads cost one request. A reader that has read 2 MiB in a row is sequential:
 //! the [`READAHEAD`] blocks after its read are kept fetched, half of them at a time in one
 //! request.
 //! No request thread ever waits for the network: fetches run on the remote client's I/O
@@ -58,6 +60,9 @@ struct Waiting {
     offset: u64,
     end: u64,
     done: ReadDone,
+    /// Whether `done` only hands the bytes to the kernel (a FUSE reply), which may then
+    /// take them from the mapping; bytes the daemon reads itself come by `pread`.
+    to_kernel: bool,
 }
 
 struct State {
@@ -80,6 +85,9 @@ pub struct Blocks {
     pub serial: u64,
     remote: Arc<Remote>,
     file: File,
+    /// The file mapped whole (it is as long as the object, sparse): present blocks are replied
+    /// from it, and the kernel copies them straight from the page cache to the reader.
+    map: Option<memmap2::Mmap>,
     path: PathBuf,
     size: u64,
     pool: Arc<Pool>,
@@ -114,6 +122,14 @@ impl Blocks {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)?;
         let size = remote.size();
+        file.set_len(size)?;
+        let map = match size {
+            0 => None,
+            // SAFETY: the file is the daemon's own (0600, in its cache directory), read-only
+            // here; its bytes are only handed to the kernel as replies, under the lock that
+            // evictions punch under, and it is emptied only when this set is dropped.
+            _ => Some(unsafe { memmap2::Mmap::map(&file) }?),
+        };
         let count = size.div_ceil(BLOCK) as usize;
         let mut have = vec![Have::Absent; count];
         for k in listed.iter().flat_map(|l| l.split_whitespace()) {
@@ -127,6 +143,7 @@ impl Blocks {
             serial: SERIAL.fetch_add(1, Ordering::Relaxed),
             remote,
             file,
+            map,
             path,
             size,
             pool,
@@ -180,9 +197,15 @@ impl Blocks {
         BLOCK.min(self.size - k * BLOCK)
     }
 
-    /// Bytes `[offset, end)` of the object (clamped to it), to `done`: at once when every
-    /// block is here, else from the I/O thread that fetched the last one missing.
+    /// Bytes `[offset, end)` of the object (clamped to it), to `done`, which must only hand
+    /// them to the kernel (a FUSE reply: they may be a slice of the block file's mapping): at
+    /// once when every block is here, else from the I/O thread that fetched the last one
+    /// missing.
     pub fn read(self: &Arc<Self>, offset: u64, end: u64, done: ReadDone) {
+        self.read_for(offset, end, done, true);
+    }
+
+    fn read_for(self: &Arc<Self>, offset: u64, end: u64, done: ReadDone, to_kernel: bool) {
         let end = end.min(self.size);
         if offset >= end {
             return done(Ok(&[]));
@@ -217,16 +240,17 @@ impl Blocks {
             }
         }
         if (first..=last).all(|k| st.have[k as usize] == Have::Present) {
-            // Read under the lock: an eviction punches under it too, never under a read.
-            let bytes = self.pread(offset, end);
-            drop(st);
             self.start(&fetch);
-            return match bytes {
-                Ok(b) => done(Ok(&b)),
-                Err(e) => done(Err(e)),
-            };
+            // Replied under the lock: an eviction punches under it too, never under a read.
+            self.serve(offset, end, done, to_kernel);
+            return;
         }
-        st.waiting.push(Waiting { offset, end, done });
+        st.waiting.push(Waiting {
+            offset,
+            end,
+            done,
+            to_kernel,
+        });
         drop(st);
         self.start(&fetch);
     }
@@ -243,19 +267,33 @@ impl Blocks {
             });
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        self.read(
-            offset,
-            end,
-            Box::new(move |r| {
-                let _ = tx.send(r.map(<[u8]>::to_vec));
-            }),
-        );
+        let done: ReadDone = Box::new(move |r| {
+            let _ = tx.send(r.map(<[u8]>::to_vec));
+        });
+        self.read_for(offset, end, done, false);
         let bytes = rx.recv().map_err(|_| Error::Remote {
             url: self.remote.display().to_string(),
             cause: "the read was never answered".into(),
         })??;
         buf.copy_from_slice(&bytes);
         Ok(())
+    }
+
+    /// Hands bytes `[offset, end)` (present blocks, under the state lock) to `done`: for the
+    /// kernel, a slice of the mapping, which it copies to the reader (then unmapped again);
+    /// for the daemon itself, a copy read with `pread` (a load from a mapping of a file cut
+    /// short by someone else would be SIGBUS).
+    fn serve(&self, offset: u64, end: u64, done: ReadDone, to_kernel: bool) {
+        match &self.map {
+            Some(map) if to_kernel => {
+                done(Ok(&map[offset as usize..end as usize]));
+                crate::archive::unmap_pages(map, offset, end - offset);
+            }
+            _ => match self.pread(offset, end) {
+                Ok(b) => done(Ok(&b)),
+                Err(e) => done(Err(e)),
+            },
+        }
     }
 
     /// Bytes `[offset, end)` of the file (present blocks only), into a buffer that is never
@@ -338,7 +376,8 @@ impl Blocks {
             };
             victims.apply();
         }
-        let mut answers: Vec<(ReadDone, Result<Vec<u8>>)> = Vec::new();
+        let mut answers: Vec<(ReadDone, Error)> = Vec::new();
+        let mut ready = Vec::new();
         let mut added = Vec::new();
         {
             let mut st = self.lock();
@@ -362,14 +401,16 @@ impl Blocks {
                     Err(e)
                         if touched && ks.clone().any(|k| st.have[k as usize] != Have::Present) =>
                     {
-                        answers.push((w.done, Err(e.clone())))
+                        answers.push((w.done, e.clone()))
                     }
                     _ if ks.clone().all(|k| st.have[k as usize] == Have::Present) => {
-                        let bytes = self.pread(w.offset, w.end);
-                        answers.push((w.done, bytes));
+                        ready.push(w);
                     }
                     _ => st.waiting.push(w),
                 }
+            }
+            for w in ready {
+                self.serve(w.offset, w.end, w.done, w.to_kernel);
             }
         }
         if result.is_ok() {
@@ -387,11 +428,8 @@ impl Blocks {
             };
             victims.apply();
         }
-        for (done, bytes) in answers {
-            match bytes {
-                Ok(b) => done(Ok(&b)),
-                Err(e) => done(Err(e)),
-            }
+        for (done, e) in answers {
+            done(Err(e));
         }
     }
 

@@ -231,3 +231,41 @@ def test_list_reads_a_remote_archive(nginx, tmp_path):
     assert run.returncode == 0, run.stderr
     listed = {m["name"]: m for m in json.loads(run.stdout)}
     assert listed["x.npy"]["shape"] == [BIG] and listed["x.npy"]["dtype"] == "<f4"
+
+
+def test_blocks_stay_within_a_small_cache_and_every_byte_is_right(nginx, tmp_path):
+    """A 4 MiB budget for a 12 MB member: blocks are evicted (holes punched) while the member
+    is read sequentially, by mmap at random, and by several readers at once; every byte is
+    the archive's, and the block file never holds much more than the budget."""
+    import threading
+
+    big(nginx.root)
+    want = np.arange(BIG, dtype=np.float32)
+    cache = tmp_path / "cache"
+    with npzfs.mount(nginx.url("big.npz"), cache_dir=cache, cache_size="4M") as m:
+        x = m.path / "x.npy"
+        assert_same(np.load(x), want)
+        mapped = np.load(x, mmap_mode="r")
+        rng = np.random.default_rng(7)
+        for i in rng.integers(0, BIG - 1000, 200):
+            assert_same(mapped[i : i + 1000], want[i : i + 1000])
+        errors = []
+
+        def reader(seed):
+            r = np.random.default_rng(seed)
+            try:
+                with open(x, "rb") as f:
+                    for _ in range(50):
+                        at = int(r.integers(0, BIG - 4096))
+                        f.seek(128 + at * 4)
+                        got = np.frombuffer(f.read(4096 * 4), dtype=np.float32)
+                        assert_same(got, want[at : at + 4096])
+            except Exception as e:  # noqa: BLE001 (reported below, with the others)
+                errors.append(e)
+
+        threads = [threading.Thread(target=reader, args=(s,)) for s in range(4)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert not errors, errors[0]
+        used = sum(p.stat().st_blocks * 512 for p in cache.rglob("blocks"))
+        assert used <= 6 << 20, f"{used} bytes of blocks on disk for a 4 MiB budget"
