@@ -98,12 +98,6 @@ impl Archive {
         })
     }
 
-    /// Opens the remote archive at `url` (`s3://`, `http(s)://`) as the mount's only archive:
-    /// a HEAD, then [`Archive::remote`].
-    pub fn open_remote(url: &str, timeout: std::time::Duration, cache: &Cache) -> Result<Archive> {
-        Archive::remote(Arc::new(Remote::open(url, timeout)?), 0, cache)
-    }
-
     /// The remote archive `remote`, archive `id` of the mount, its bytes fetched into
     /// `cache`'s blocks: one ranged GET of its end, where the central directory's search
     /// starts (a server that cannot serve it is a remote failure, exit 9, not a damaged

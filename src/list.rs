@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -14,7 +15,8 @@ use crate::archive::Archive;
 use crate::cache::{Cache, CacheConfig, DEFAULT_CACHE_SIZE};
 use crate::error::{Error, Result};
 use crate::info::Facts;
-use crate::{members, peek, remote};
+use crate::remote::{self, Found};
+use crate::{members, peek};
 
 /// Lists the archive at `path` (or a remote one's URL) on `out`.
 pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
@@ -23,7 +25,17 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
     let archive = match remote::is_remote(path) {
         true => {
             let url = path.to_string_lossy();
-            Archive::open_remote(&url, remote::DEFAULT_TIMEOUT, &cache)?
+            match remote::find(&url, remote::DEFAULT_TIMEOUT)? {
+                Found::Object { object, .. } => Archive::remote(Arc::new(object), 0, &cache)?,
+                Found::Prefix(at) => {
+                    return Err(Error::Remote {
+                        url: at.display,
+                        cause: "a prefix (a directory of objects), not an .npz object: \
+                                --list reads one archive"
+                            .into(),
+                    });
+                }
+            }
         }
         false => Archive::open(path)?,
     };

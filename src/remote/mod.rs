@@ -275,22 +275,6 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Opens the object at `url`: one HEAD for its size and version. Each request gives up
-    /// after `timeout`, and retries stop after as long again.
-    pub fn open(url: &str, timeout: Duration) -> Result<Remote> {
-        let at = Location::of(url, timeout)?;
-        match at.head(&at.path)? {
-            Some(meta) => {
-                let (path, display) = (at.path.clone(), at.display.clone());
-                Ok(at.object(path, Version::of(&meta), display))
-            }
-            None => Err(Error::Remote {
-                url: at.display,
-                cause: "no such object".into(),
-            }),
-        }
-    }
-
     /// The URL as messages show it (no credentials, no query).
     pub fn display(&self) -> &str {
         &self.display

@@ -172,6 +172,8 @@ def test_errors_at_mount_are_one_line_exit_9(bucket, tmp_path):
             assert run.returncode == 9, (sources, run.stderr)
             assert run.stderr.count("\n") == 1 and words in run.stderr, (sources, run.stderr)
             assert not is_mounted(mnt)
+        listed = run_npzfs("--list", "s3://data/ds/")
+        assert listed.returncode == 9 and "a prefix" in listed.stderr, listed.stderr
     finally:
         nginx.stop()
 
