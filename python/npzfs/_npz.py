@@ -8,6 +8,7 @@ archive instead (``_direct``), and compressed ones raise :class:`FuseUnavailable
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import warnings
@@ -242,8 +243,11 @@ def load(
     ------
     FileNotFoundError, PermissionError
         The archive cannot be opened.
+    IsADirectoryError
+        ``file`` is a directory, or a prefix of a bucket (``s3://bucket/prefix/``): those
+        are for :func:`npzfs.mount`.
     Error
-        npzfs refuses the archive (not a ZIP archive, ...).
+        npzfs refuses the archive (not a ZIP archive, ...), or a remote one cannot be read.
 
     Notes
     -----
@@ -259,6 +263,10 @@ def load(
     """
     source = os.fspath(file)
     if "://" in source:
+        if source.endswith("/"):
+            raise IsADirectoryError(
+                errno.EISDIR, f"{source} is a prefix, not an archive: npzfs.mount() mounts it"
+            )
         # A remote archive (s3://, http(s)://): no fallback without FUSE, it is not a file.
         return NpzFile(source, _MountReader(_Shared.acquire(source, cache_dir, cache_size)))
     path = os.path.abspath(source)

@@ -174,6 +174,8 @@ def test_errors_at_mount_are_one_line_exit_9(bucket, tmp_path):
             assert not is_mounted(mnt)
         listed = run_npzfs("--list", "s3://data/ds/")
         assert listed.returncode == 9 and "a prefix" in listed.stderr, listed.stderr
+        with pytest.raises(IsADirectoryError, match="npzfs.mount"):
+            npzfs.load("s3://data/ds/")
     finally:
         nginx.stop()
 
