@@ -9,8 +9,8 @@ moves more than the medians do):
 * first read: a fresh mount (empty cache) reads x.npy (a float32 member of --mib MiB, written
   by np.savez) sequentially in 1 MiB reads; against fetching the whole object with curl from
   the same nginx into /dev/null, and into a file beside the cache (throughput ratios: the
-  first read copies each byte four times, from the socket, into the block file, back, and to
-  the reader; curl into /dev/null once, into a file twice);
+  first read copies each byte three times, from the socket, into the block file, and from
+  it to the reader; curl into /dev/null once, into a file twice);
 * second read: the page cache dropped, the same read again, from the block cache; against
   reading the same bytes from a local .npy with its page cache dropped;
 * random 4 KiB reads of uncached regions: GET requests each costs (nginx's access log);
