@@ -517,7 +517,7 @@ fn remote_source(
     );
     let short = names::stem(&base).map_or(base.clone(), <[u8]>::to_vec);
     let source = Source {
-        dir: Origin::Remote(RemoteDir::new(dir, owner)),
+        dir: Origin::Remote(Box::new(RemoteDir::new(dir, owner))),
         rel: PathBuf::from(rel),
         name: Vec::new(),
     };

@@ -16,7 +16,7 @@ pub enum Origin {
     /// A directory (or the directory an archive source is in).
     Local(SourceDir),
     /// A prefix of a bucket (or the place of one remote object).
-    Remote(RemoteDir),
+    Remote(Box<RemoteDir>),
 }
 
 /// A regular entry, opened.

@@ -13,9 +13,10 @@
 //! A source that names one object (`s3://bucket/x.npz` beside other sources, or an HTTP URL)
 //! is never listed: its object is asked for by HEAD.
 
+use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::path::{Component, Path};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lru::LruCache;
@@ -67,9 +68,23 @@ pub struct RemoteDir {
     /// When it was mounted: the time its prefixes (which have none) show.
     made: SystemTime,
     listings: Mutex<LruCache<Box<Path>, Arc<Listing>>>,
-    /// Held while listing: request threads that find the same listing stale wait for one
-    /// request instead of each making their own.
-    listing_now: Mutex<()>,
+    /// The levels being listed now: request threads that find the same listing stale wait
+    /// for that one request instead of each making their own (other levels go on).
+    busy: Mutex<HashSet<Box<Path>>>,
+    listed: Condvar,
+}
+
+/// A level marked as being listed, unmarked (and the waiters woken) however the listing ends.
+struct BeingListed<'a> {
+    dir: &'a RemoteDir,
+    rel: &'a Path,
+}
+
+impl Drop for BeingListed<'_> {
+    fn drop(&mut self) {
+        self.dir.busy().remove(self.rel);
+        self.dir.listed.notify_all();
+    }
 }
 
 impl RemoteDir {
@@ -82,7 +97,8 @@ impl RemoteDir {
             owner,
             made: SystemTime::now(),
             listings: Mutex::new(LruCache::new(LISTINGS)),
-            listing_now: Mutex::new(()),
+            busy: Mutex::new(HashSet::new()),
+            listed: Condvar::new(),
         }
     }
 
@@ -114,6 +130,10 @@ impl RemoteDir {
         self.listings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn busy(&self) -> std::sync::MutexGuard<'_, HashSet<Box<Path>>> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The listing of level `rel`, at most `age` old (one request per 1,000 entries if it is
     /// older). NotFound when nothing is below it any more.
     fn listing(&self, rel: &Path, age: Duration) -> Result<Arc<Listing>> {
@@ -126,11 +146,17 @@ impl RemoteDir {
         if let Some(l) = fresh(asked) {
             return Ok(l);
         }
-        let _one = self.listing_now.lock().unwrap_or_else(|p| p.into_inner());
+        let mut busy = self.busy();
+        while busy.contains(rel) {
+            busy = self.listed.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
         // Listed by another thread since this one asked: that answer is new enough.
         if let Some(l) = fresh(asked) {
             return Ok(l);
         }
+        busy.insert(rel.into());
+        drop(busy);
+        let _marked = BeingListed { dir: self, rel };
         let key = self.key(rel)?;
         let prefix = (!key.as_ref().is_empty()).then_some(&key);
         let found =
@@ -343,6 +369,23 @@ mod tests {
         assert_eq!((object.size(), meta.size), (2, 2));
         assert_eq!(object.display(), "s3://b/ds/a/x.npz");
         assert!(matches!(dir.open(Path::new("a/sub")), Err(Error::IsDir)));
+    }
+
+    #[test]
+    fn request_threads_listing_at_once_all_get_their_level() {
+        let (_, dir) = bucket(&[("ds/a/x.npz", b"x"), ("ds/b/y.npz", b"y")], "ds");
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let dir = &dir;
+                s.spawn(move || {
+                    let (rel, want) = [("a", "x.npz"), ("b", "y.npz"), ("", "a")][i % 3];
+                    for _ in 0..20 {
+                        assert_eq!(names(dir, rel)[0].0, want);
+                        assert!(dir.stat(Path::new(rel)).is_ok());
+                    }
+                });
+            }
+        });
     }
 
     #[test]
