@@ -280,6 +280,9 @@ impl ArchiveFs {
                     None => (Served::Copying, None),
                 }
             }
+            // A remote archive's member finds its start with its first read, never waiting
+            // for the network on this request thread.
+            (Method::Stored, _) if self.archive.blocks().is_some() => (Served::Stored, None),
             (Method::Stored, _) => (
                 Served::Stored,
                 member.data_start(&self.archive).map(|_| None)?,
@@ -308,7 +311,14 @@ impl ArchiveFs {
     /// Bytes `[offset, offset + size)` of open member `number` (clamped to the member), to
     /// `done`: stored members at once, as a slice of the archive mapping that must go only
     /// to the kernel; compressed ones once their range is decoded.
-    pub fn read(&self, number: usize, served: Served, offset: u64, size: u32, done: ReadDone) {
+    pub fn read(
+        self: &Arc<Self>,
+        number: usize,
+        served: Served,
+        offset: u64,
+        size: u32,
+        done: ReadDone,
+    ) {
         let member = match self.member(number) {
             Ok(m) => m,
             Err(e) => return done(Err(e)),
@@ -322,7 +332,7 @@ impl ArchiveFs {
                 cache.read(number, offset, end, done)
             }
             (_, _) if self.archive.blocks().is_some() => {
-                self.read_remote(member, offset, end, done)
+                self.read_remote(number, offset, end, done)
             }
             (served, cache) => {
                 if let (Served::Copying, Some(cache)) = (served, cache) {
@@ -337,13 +347,30 @@ impl ArchiveFs {
         }
     }
 
-    /// A stored member of a remote archive: from its blocks, answered when they are here.
-    fn read_remote(&self, member: &Member, offset: u64, end: u64, done: ReadDone) {
-        let (Some(blocks), Ok(start)) = (self.archive.blocks(), member.data_start(&self.archive))
-        else {
+    /// Stored member `number` of a remote archive: from its blocks, answered when they are
+    /// here. Its first read resolves where it starts from its local header, fetched like any
+    /// other bytes: no request thread waits for it.
+    fn read_remote(self: &Arc<Self>, number: usize, offset: u64, end: u64, done: ReadDone) {
+        let (Some(blocks), Ok(member)) = (self.archive.blocks(), self.member(number)) else {
             return done(Err(Error::NotFound));
         };
-        blocks.read(start + offset, start + end, done);
+        if let Some(start) = member.known_start() {
+            return blocks.read(start + offset, start + end, done);
+        }
+        let span = member.header_span(self.archive.size());
+        let (me, then) = (self.clone(), blocks.clone());
+        let resolved: ReadDone = Box::new(move |header| {
+            let size = me.archive.size();
+            let start = match (header, me.member(number)) {
+                (Ok(bytes), Ok(member)) => member.start_from(bytes, size),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            match start {
+                Ok(start) => then.read(start + offset, start + end, done),
+                Err(e) => done(Err(e)),
+            }
+        });
+        blocks.read_own(span.start, span.end, resolved);
     }
 
     /// Whether stored `member` is to be copied into the cache (`-o materialize`): only where

@@ -78,55 +78,88 @@ impl Member {
         if let Some(start) = self.data_start.get() {
             return Ok(*start);
         }
-        let corrupt = |cause: String| Error::Corrupt {
-            what: self.name.clone(),
-            cause,
+        let unreadable = || {
+            self.corrupt(format!(
+                "local header at offset {} is unreadable",
+                self.header_start
+            ))
         };
-        let mut header = [0u8; LOCAL_HEADER_LEN as usize];
+        let mut header = vec![0u8; LOCAL_HEADER_LEN as usize];
         archive
             .read_exact_at(&mut header, self.header_start)
-            .map_err(|_| {
-                corrupt(format!(
-                    "local header at offset {} is unreadable",
-                    self.header_start
-                ))
-            })?;
-        let u16_at = |i: usize| u64::from(u16::from_le_bytes([header[i], header[i + 1]]));
-        let signature = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        if signature != LOCAL_HEADER_SIGNATURE {
-            return Err(corrupt(format!(
-                "no local header at offset {}",
+            .map_err(|_| unreadable())?;
+        // The name the local header gives (it must be this member's), then the whole check.
+        let name_len = usize::from(u16::from_le_bytes([header[26], header[27]]));
+        header.resize(LOCAL_HEADER_LEN as usize + name_len, 0);
+        archive
+            .read_exact_at(
+                &mut header[LOCAL_HEADER_LEN as usize..],
+                self.header_start + LOCAL_HEADER_LEN,
+            )
+            .map_err(|_| self.corrupt("local header is truncated".into()))?;
+        self.start_from(&header, archive.size())
+    }
+
+    /// The start already resolved, if it is.
+    pub fn known_start(&self) -> Option<u64> {
+        self.data_start.get().copied()
+    }
+
+    /// The bytes from which [`Member::start_from`] can always resolve the start: the local
+    /// header and the longest name it can give, within an archive of `size` bytes.
+    pub fn header_span(&self, size: u64) -> std::ops::Range<u64> {
+        let end = self.header_start + LOCAL_HEADER_LEN + u64::from(u16::MAX);
+        self.header_start..end.min(size)
+    }
+
+    /// The start of the member's bytes, from `bytes` read at its local header (at least the
+    /// header and its name), checked against the central directory, in an archive of `size`
+    /// bytes; resolved for good.
+    pub fn start_from(&self, bytes: &[u8], size: u64) -> Result<u64> {
+        let fixed = LOCAL_HEADER_LEN as usize;
+        if bytes.len() < fixed {
+            return Err(self.corrupt(format!(
+                "local header at offset {} is unreadable",
                 self.header_start
             )));
         }
+        let u16_at = |i: usize| u64::from(u16::from_le_bytes([bytes[i], bytes[i + 1]]));
+        let signature = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        if signature != LOCAL_HEADER_SIGNATURE {
+            return Err(self.corrupt(format!("no local header at offset {}", self.header_start)));
+        }
         if u16_at(8) != u64::from(self.method_number()) {
-            return Err(corrupt(
-                "local header and central directory disagree on method".into(),
-            ));
+            return Err(
+                self.corrupt("local header and central directory disagree on method".into())
+            );
         }
         // The name's length places the data: a local header naming something else would
         // shift a stored member's bytes (Python's zipfile refuses it the same way).
-        let mut local_name = vec![0u8; u16_at(26) as usize];
-        archive
-            .read_exact_at(&mut local_name, self.header_start + LOCAL_HEADER_LEN)
-            .map_err(|_| corrupt("local header is truncated".into()))?;
-        if fnv1a(&local_name) != self.name_hash {
-            return Err(corrupt(format!(
+        let local_name = bytes
+            .get(fixed..fixed + u16_at(26) as usize)
+            .ok_or_else(|| self.corrupt("local header is truncated".into()))?;
+        if fnv1a(local_name) != self.name_hash {
+            return Err(self.corrupt(format!(
                 "local header names {:?}, the central directory {:?}",
-                String::from_utf8_lossy(&local_name),
+                String::from_utf8_lossy(local_name),
                 self.name
             )));
         }
         let start = self.header_start + LOCAL_HEADER_LEN + u16_at(26) + u16_at(28);
         if start
             .checked_add(self.compressed_size)
-            .is_none_or(|end| end > archive.size())
+            .is_none_or(|end| end > size)
         {
-            return Err(corrupt(
-                "member data runs past the end of the archive".into(),
-            ));
+            return Err(self.corrupt("member data runs past the end of the archive".into()));
         }
         Ok(*self.data_start.get_or_init(|| start))
+    }
+
+    fn corrupt(&self, cause: String) -> Error {
+        Error::Corrupt {
+            what: self.name.clone(),
+            cause,
+        }
     }
 
     fn method_number(&self) -> u16 {

@@ -205,6 +205,12 @@ impl Blocks {
         self.read_for(offset, end, done, true);
     }
 
+    /// Bytes `[offset, end)` of the object (clamped to it), copied for the daemon itself
+    /// (parsing), to `done`, which is never called under the blocks' lock: it may read again.
+    pub fn read_own(self: &Arc<Self>, offset: u64, end: u64, done: ReadDone) {
+        self.read_for(offset, end, done, false);
+    }
+
     fn read_for(self: &Arc<Self>, offset: u64, end: u64, done: ReadDone, to_kernel: bool) {
         let end = end.min(self.size);
         if offset >= end {
@@ -241,9 +247,13 @@ impl Blocks {
         }
         if (first..=last).all(|k| st.have[k as usize] == Have::Present) {
             self.start(&fetch);
-            // Replied under the lock: an eviction punches under it too, never under a read.
-            self.serve(offset, end, done, to_kernel);
-            return;
+            // Under the lock: an eviction punches under it too, never under a read.
+            if to_kernel {
+                return self.reply(offset, end, done);
+            }
+            let bytes = self.pread(offset, end);
+            drop(st);
+            return answer(done, bytes);
         }
         st.waiting.push(Waiting {
             offset,
@@ -270,7 +280,7 @@ impl Blocks {
         let done: ReadDone = Box::new(move |r| {
             let _ = tx.send(r.map(<[u8]>::to_vec));
         });
-        self.read_for(offset, end, done, false);
+        self.read_own(offset, end, done);
         let bytes = rx.recv().map_err(|_| Error::Remote {
             url: self.remote.display().to_string(),
             cause: "the read was never answered".into(),
@@ -279,20 +289,17 @@ impl Blocks {
         Ok(())
     }
 
-    /// Hands bytes `[offset, end)` (present blocks, under the state lock) to `done`: for the
-    /// kernel, a slice of the mapping, which it copies to the reader (then unmapped again);
-    /// for the daemon itself, a copy read with `pread` (a load from a mapping of a file cut
-    /// short by someone else would be SIGBUS).
-    fn serve(&self, offset: u64, end: u64, done: ReadDone, to_kernel: bool) {
+    /// Hands bytes `[offset, end)` (present blocks, under the state lock) to `done`, a reply
+    /// to the kernel: a slice of the mapping, which it copies to the reader (then unmapped
+    /// again). The daemon's own reads get a copy made with `pread` instead: a load from a
+    /// mapping of a file cut short by someone else would be SIGBUS.
+    fn reply(&self, offset: u64, end: u64, done: ReadDone) {
         match &self.map {
-            Some(map) if to_kernel => {
+            Some(map) => {
                 done(Ok(&map[offset as usize..end as usize]));
                 crate::archive::unmap_pages(map, offset, end - offset);
             }
-            _ => match self.pread(offset, end) {
-                Ok(b) => done(Ok(&b)),
-                Err(e) => done(Err(e)),
-            },
+            None => answer(done, self.pread(offset, end)),
         }
     }
 
@@ -378,6 +385,7 @@ impl Blocks {
         }
         let mut answers: Vec<(ReadDone, Error)> = Vec::new();
         let mut ready = Vec::new();
+        let mut copies = Vec::new();
         let mut added = Vec::new();
         {
             let mut st = self.lock();
@@ -404,13 +412,16 @@ impl Blocks {
                         answers.push((w.done, e.clone()))
                     }
                     _ if ks.clone().all(|k| st.have[k as usize] == Have::Present) => {
-                        ready.push(w);
+                        match w.to_kernel {
+                            true => ready.push(w),
+                            false => copies.push((w.done, self.pread(w.offset, w.end))),
+                        }
                     }
                     _ => st.waiting.push(w),
                 }
             }
             for w in ready {
-                self.serve(w.offset, w.end, w.done, w.to_kernel);
+                self.reply(w.offset, w.end, w.done);
             }
         }
         if result.is_ok() {
@@ -430,6 +441,9 @@ impl Blocks {
         }
         for (done, e) in answers {
             done(Err(e));
+        }
+        for (done, bytes) in copies {
+            answer(done, bytes);
         }
     }
 
@@ -525,5 +539,13 @@ impl Cache {
                 blocks.close(store.dir());
             }
         }
+    }
+}
+
+/// `bytes`, or why there are none, to `done`.
+fn answer(done: ReadDone, bytes: Result<Vec<u8>>) {
+    match bytes {
+        Ok(b) => done(Ok(&b)),
+        Err(e) => done(Err(e)),
     }
 }

@@ -134,12 +134,14 @@ class Moto:
 
 class Flaky(http.server.ThreadingHTTPServer):
     """Serves one file with Range, ETag and If-Match; `throttle` GETs are answered 503 first,
-    and with `ignore_range` it sends the whole file to every GET."""
+    with `ignore_range` it sends the whole file to every GET, and every GET waits `delay`
+    seconds before its answer."""
 
     def __init__(self, path: Path):
         self.path = path
         self.throttle = 0
         self.ignore_range = False
+        self.delay = 0.0
         self.gets = 0
         self.refused = 0
         super().__init__(("127.0.0.1", 0), _FlakyHandler)
@@ -174,6 +176,8 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         s = self.server
         s.gets += 1
+        if s.delay:
+            time.sleep(s.delay)  # a slow store, on purpose
         if s.throttle > 0:
             s.throttle -= 1
             s.refused += 1

@@ -154,6 +154,29 @@ def test_a_killed_server_gives_eio_in_bounded_time_and_the_mount_recovers(nginx,
         print(f"a dead server's read failed after {took:.2f} s")
 
 
+def test_opening_a_member_never_waits_for_a_slow_server(tmp_path):
+    """The first open of a member needs its local header (where its bytes start); it is
+    fetched by the first read, like any bytes, so the open answers at once even when every
+    GET takes seconds, and the read waits for its own range only."""
+    local = big(tmp_path)
+    server = Flaky(local)
+    try:
+        with npzfs.mount(server.url(), cache_dir=tmp_path / "cache") as m:
+            server.delay = 1.5
+            started = time.monotonic()
+            with open(m.path / "x.npy", "rb", buffering=0) as f:
+                opened = time.monotonic() - started
+                head = f.read(4096)
+            read = time.monotonic() - started
+            assert opened < 1.0, f"open took {opened:.2f} s"
+            assert read >= 1.5
+            assert head[:6] == b"\x93NUMPY"
+            server.delay = 0
+            assert_same(np.load(m.path / "x.npy", mmap_mode="r"), np.arange(BIG, dtype=np.float32))
+    finally:
+        server.shutdown()
+
+
 def test_throttling_is_retried_and_a_server_without_ranges_is_refused(tmp_path):
     local = big(tmp_path)
     server = Flaky(local)
@@ -177,7 +200,9 @@ def test_blocks_one_request_for_a_random_read_none_for_a_second_read_or_a_remoun
     cache = tmp_path / "cache"
     with npzfs.mount(nginx.url("big.npz"), cache_dir=cache) as m:
         with open(m.path / "x.npy", "rb", buffering=0) as f:
-            # The open read the member's local header (at the archive's start): fetched now.
+            # The first read also fetches the member's local header (where its bytes start).
+            f.seek(3 << 20)
+            f.read(4096)
             before = nginx.gets()
             f.seek(7 << 20)
             f.read(4096)
