@@ -9,9 +9,9 @@
 //! waits (parked, as reads behind a decoder do) until every block it needs has landed. A
 //! response is written to the file piece by piece as it arrives, and each block serves its
 //! readers as soon as it is whole, not when the request ends. A read that finds a block
-//! already fetching waits for that fetch: overlapping concurrent reads cost one request. A reader that has read 2 MiB in a row is sequential:
-//! the [`READAHEAD`] blocks after its read are kept fetched, half of them at a time in one
-//! request.
+//! already fetching waits for that fetch: overlapping concurrent reads cost one request. A
+//! reader that has read 2 MiB in a row is sequential: the [`READAHEAD`] blocks after its read
+//! are kept fetched, half of them at a time in one request.
 //! No request thread ever waits for the network: fetches run on the remote client's I/O
 //! threads, which answer the parked reads.
 //!
