@@ -78,16 +78,10 @@ impl Member {
         if let Some(start) = self.data_start.get() {
             return Ok(*start);
         }
-        let unreadable = || {
-            self.corrupt(format!(
-                "local header at offset {} is unreadable",
-                self.header_start
-            ))
-        };
         let mut header = vec![0u8; LOCAL_HEADER_LEN as usize];
         archive
             .read_exact_at(&mut header, self.header_start)
-            .map_err(|_| unreadable())?;
+            .map_err(|_| self.unreadable())?;
         // The name the local header gives (it must be this member's), then the whole check.
         let name_len = usize::from(u16::from_le_bytes([header[26], header[27]]));
         header.resize(LOCAL_HEADER_LEN as usize + name_len, 0);
@@ -118,10 +112,7 @@ impl Member {
     pub fn start_from(&self, bytes: &[u8], size: u64) -> Result<u64> {
         let fixed = LOCAL_HEADER_LEN as usize;
         if bytes.len() < fixed {
-            return Err(self.corrupt(format!(
-                "local header at offset {} is unreadable",
-                self.header_start
-            )));
+            return Err(self.unreadable());
         }
         let u16_at = |i: usize| u64::from(u16::from_le_bytes([bytes[i], bytes[i + 1]]));
         let signature = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
@@ -153,6 +144,13 @@ impl Member {
             return Err(self.corrupt("member data runs past the end of the archive".into()));
         }
         Ok(*self.data_start.get_or_init(|| start))
+    }
+
+    fn unreadable(&self) -> Error {
+        self.corrupt(format!(
+            "local header at offset {} is unreadable",
+            self.header_start
+        ))
     }
 
     fn corrupt(&self, cause: String) -> Error {
