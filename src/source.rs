@@ -53,6 +53,11 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// What the opened `file` is.
+    pub fn of_file(file: &File) -> io::Result<Meta> {
+        Ok(Meta::of(&rustix::fs::fstat(file)?))
+    }
+
     fn of(st: &Stat) -> Meta {
         let kind = match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => Type::Dir,
@@ -182,11 +187,6 @@ impl SourceDir {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         Ok(File::from(fd))
-    }
-
-    /// What the opened `file` is.
-    pub fn meta_of(&self, file: &File) -> io::Result<Meta> {
-        Ok(Meta::of(&rustix::fs::fstat(file)?))
     }
 
     /// The target of the symlink `rel`, as written.

@@ -19,10 +19,10 @@
 //! `blocks.clean`, and the next mount of the same version (ETag) of the object serves them
 //! without a request. A daemon that died leaves no list, and its blocks are discarded.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -80,8 +80,9 @@ struct State {
 pub struct Blocks {
     /// The archive's id in the mount.
     pub archive: u64,
-    /// This set's own number, unique in the process: the ledger's key for its blocks, so a
-    /// set being dropped never touches the books of one made after it for the same archive.
+    /// This set's own number, unique in the process: part of the ledger's key for its blocks,
+    /// so a set being dropped never touches the books of one made after it for the same
+    /// archive.
     pub serial: u64,
     remote: Arc<Remote>,
     file: File,
@@ -103,24 +104,8 @@ impl Blocks {
         store: &Store,
         pool: Arc<Pool>,
     ) -> io::Result<Arc<Blocks>> {
-        let path = store.dir().join("blocks");
-        let clean = store.dir().join("blocks.clean");
-        // The blocks a clean unmount listed; the file is emptied without that list.
-        let listed = std::fs::read_to_string(&clean).ok();
-        let _ = std::fs::remove_file(&clean);
-        let reuse = listed.is_some();
-        if !reuse {
-            // A new file, not the old one emptied: a set of this archive still being dropped
-            // may hold the old one.
-            let _ = std::fs::remove_file(&path);
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)?;
+        let path = store.blocks_path();
+        let (file, listed) = store.open_blocks()?;
         let size = remote.size();
         file.set_len(size)?;
         let map = match size {
@@ -163,13 +148,12 @@ impl Blocks {
         };
         let victims = {
             let mut ledger = blocks.pool.lock();
-            ledger
-                .block_sets
-                .insert(blocks.serial, Arc::downgrade(&blocks));
+            let set = (blocks.serial, Arc::downgrade(&blocks));
+            ledger.block_sets.insert(archive, set);
             for &k in &adopted {
                 let len = blocks.len_of(k);
                 ledger.used += len;
-                ledger.blocks.put((blocks.serial, k), len);
+                ledger.blocks.put((archive, blocks.serial, k), len);
             }
             ledger.evict(0, &blocks.pool.stats)
         };
@@ -433,7 +417,9 @@ impl Blocks {
                     ledger.used -= self.len_of(k);
                 }
                 for &k in &added {
-                    ledger.blocks.put((self.serial, k), self.len_of(k));
+                    ledger
+                        .blocks
+                        .put((self.archive, self.serial, k), self.len_of(k));
                 }
                 ledger.evict(0, &self.pool.stats)
             };
@@ -462,7 +448,7 @@ impl Blocks {
     /// next mount of this version reuses exactly those. From the listing on, no block is
     /// punched or added (a fetch landing late, an eviction), and one being written as the
     /// daemon exits is not in the list: only whole, synced blocks are ever reused.
-    pub(super) fn close(&self, store_dir: &std::path::Path) {
+    pub(super) fn close(&self, store: &Store) {
         if self.file.sync_data().is_err() {
             return;
         }
@@ -474,7 +460,7 @@ impl Blocks {
                 .map(|k| format!("{k}\n"))
                 .collect()
         };
-        let _ = std::fs::write(store_dir.join("blocks.clean"), listed);
+        let _ = store.list_blocks(&listed);
     }
 }
 
@@ -493,11 +479,18 @@ impl Drop for Blocks {
         {
             let mut ledger = self.pool.lock();
             for k in present {
-                if let Some(len) = ledger.blocks.pop(&(self.serial, k)) {
+                if let Some(len) = ledger.blocks.pop(&(self.archive, self.serial, k)) {
                     ledger.used -= len;
                 }
             }
-            ledger.block_sets.remove(&self.serial);
+            // Unless a set made since for the same archive took its place.
+            if ledger
+                .block_sets
+                .get(&self.archive)
+                .is_some_and(|(serial, _)| *serial == self.serial)
+            {
+                ledger.block_sets.remove(&self.archive);
+            }
         }
         let _ = self.file.set_len(0);
     }
@@ -510,12 +503,10 @@ impl Cache {
         // One set per object version: a reopen while the first is in use shares its blocks.
         // Upgraded outside the lock: the last reference to a set may go with ours, and its
         // drop takes the lock.
-        let sets: Vec<Weak<Blocks>> = self.pool.lock().block_sets.values().cloned().collect();
-        let live = sets
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|b| b.archive == id && b.remote().identity() == remote.identity());
-        if let Some(blocks) = live {
+        let live = self.pool.lock().block_sets.get(&id).map(|(_, w)| w.clone());
+        if let Some(blocks) = live.as_ref().and_then(Weak::upgrade)
+            && blocks.remote().identity() == remote.identity()
+        {
             return Ok(blocks);
         }
         let path = std::path::PathBuf::from(remote.display());
@@ -532,11 +523,14 @@ impl Cache {
     /// At unmount: every live block set synced and its present blocks listed for the next
     /// mount.
     pub(super) fn close_blocks(&self) {
-        let sets: Vec<Weak<Blocks>> = self.pool.lock().block_sets.values().cloned().collect();
+        let sets: Vec<Weak<Blocks>> = {
+            let ledger = self.pool.lock();
+            ledger.block_sets.values().map(|(_, w)| w.clone()).collect()
+        };
         for blocks in sets.iter().filter_map(Weak::upgrade) {
             let store = self.pool.lock().stores.get(&blocks.archive).cloned();
             if let Some(store) = store {
-                blocks.close(store.dir());
+                blocks.close(&store);
             }
         }
     }

@@ -44,10 +44,11 @@ pub struct Ledger {
     /// Each archive's directory in the cache, by archive id: where kept files are deleted.
     pub stores: HashMap<u64, Arc<Store>>,
     /// Blocks of remote archives on disk, least recently fetched first out:
-    /// (block set's serial, block) -> bytes charged.
-    pub blocks: LruCache<(u64, u64), u64>,
-    /// The block files of remote archives, by their set's serial.
-    pub block_sets: HashMap<u64, Weak<Blocks>>,
+    /// (archive id, block set's serial, block) -> bytes charged.
+    pub blocks: LruCache<(u64, u64, u64), u64>,
+    /// The block set of each remote archive (or object) in use, by archive id: its serial,
+    /// and itself.
+    pub block_sets: HashMap<u64, (u64, Weak<Blocks>)>,
     /// Archives whose store was scanned for an earlier mount's complete files.
     pub scanned: HashSet<u64>,
 }
@@ -130,13 +131,16 @@ impl Ledger {
                 stats.evicted_bytes.fetch_add(len, Ordering::Relaxed);
                 log::trace!("evicting span {i} of member {number} ({len} bytes)");
                 continue;
-            } else if let Some(((serial, k), len)) = self.blocks.pop_lru() {
+            } else if let Some(((archive, serial, k), len)) = self.blocks.pop_lru() {
                 self.used -= len;
-                if let Some(blocks) = self.block_sets.get(&serial).and_then(Weak::upgrade) {
+                // Punched only out of the set it was charged to (not one made since). Not
+                // upgraded otherwise: a set dropped under this lock would deadlock on it.
+                let set = self.block_sets.get(&archive).filter(|(s, _)| *s == serial);
+                if let Some(blocks) = set.and_then(|(_, w)| w.upgrade()) {
                     victims.blocks.push((blocks, k));
                 }
                 stats.evicted_bytes.fetch_add(len, Ordering::Relaxed);
-                log::trace!("evicting block {k} of block set {serial} ({len} bytes)");
+                log::trace!("evicting block {k} of archive {archive} ({len} bytes)");
                 continue;
             } else if let Some(slot) = self.unheld() {
                 self.live.remove(&slot.id());

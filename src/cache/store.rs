@@ -174,7 +174,7 @@ impl Store {
                 .file_type()
                 .is_ok_and(|t| t.is_file() && !t.is_symlink());
             // The archive's path, and a remote archive's blocks (`blocks.rs`).
-            if matches!(name.as_str(), "archive" | "blocks" | "blocks.clean") && is_file {
+            if matches!(name.as_str(), "archive" | BLOCKS | BLOCKS_LISTED) && is_file {
                 continue;
             }
             let seek_key = name.strip_suffix(".seek").and_then(FileKey::parse);
@@ -236,6 +236,38 @@ impl Store {
 }
 
 impl Store {
+    /// Where a remote archive's block file lives.
+    pub fn blocks_path(&self) -> PathBuf {
+        self.dir.join(BLOCKS)
+    }
+
+    /// A remote archive's block file (0600, never following a planted symlink), and the
+    /// blocks a clean unmount listed as whole in it, if one did: the list is trusted once
+    /// (it is deleted now), and without it the file is a new, empty one (a new file, not the
+    /// old one emptied: a block set of this archive still being dropped may hold the old one).
+    pub fn open_blocks(&self) -> io::Result<(File, Option<String>)> {
+        let listed_path = self.dir.join(BLOCKS_LISTED);
+        let listed = fs::read_to_string(&listed_path).ok();
+        let _ = fs::remove_file(&listed_path);
+        if listed.is_none() {
+            let _ = fs::remove_file(self.blocks_path());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.blocks_path())?;
+        Ok((file, listed))
+    }
+
+    /// Records `listed` (block numbers, one per line) as the whole blocks of the block file,
+    /// synced before, for the next mount of this version.
+    pub fn list_blocks(&self, listed: &str) -> io::Result<()> {
+        fs::write(self.dir.join(BLOCKS_LISTED), listed)
+    }
+
     /// Where the seek index of `key` lives.
     fn seek_path(&self, key: FileKey) -> PathBuf {
         self.dir.join(format!("{}.seek", key.name()))
@@ -321,6 +353,10 @@ fn make_private(dir: &Path) -> io::Result<bool> {
 }
 
 /// Removes a file, logging (not failing) when it cannot.
+/// A remote archive's block file, and the list of its whole blocks a clean unmount leaves.
+const BLOCKS: &str = "blocks";
+const BLOCKS_LISTED: &str = "blocks.clean";
+
 pub fn remove(path: &Path) {
     if let Err(e) = fs::remove_file(path)
         && e.kind() != io::ErrorKind::NotFound

@@ -76,7 +76,7 @@ impl Origin {
             Origin::Local(d) => {
                 let io = |verb, err| Error::in_source(verb, d.display(rel), err);
                 let file = d.open_file(rel).map_err(|e| io("open", e))?;
-                let meta = d.meta_of(&file).map_err(|e| io("stat", e))?;
+                let meta = Meta::of_file(&file).map_err(|e| io("stat", e))?;
                 Ok((Opened::File(file), meta))
             }
             Origin::Remote(r) => r.open(rel).map(|(o, meta)| (Opened::Object(o), meta)),
