@@ -11,8 +11,8 @@
 use std::time::Instant;
 
 use flate2::{Decompress, FlushDecompress, Status};
-use npzfs::archive::Archive;
-use npzfs::members::read_members;
+use npzfs::bytes::Archive;
+use npzfs::zipfile::members::read_members;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The same loop through `npzfs::cache::inflate::Inflater` with block stops; returns the number
+/// The same loop through `npzfs::zipfile::inflate::Inflater` with block stops; returns the number
 /// of block boundaries.
 fn inflate_blocks(
     archive: &Archive,
@@ -77,7 +77,7 @@ fn inflate_blocks(
     compressed_size: u64,
     size: u64,
 ) -> Result<u64, Box<dyn std::error::Error>> {
-    let mut inflater = npzfs::cache::inflate::Inflater::new()?;
+    let mut inflater = npzfs::zipfile::inflate::Inflater::new()?;
     let (mut input, mut out) = (vec![0u8; 256 << 10], vec![0u8; 1 << 20]);
     let (mut consumed, mut total, mut boundaries) = (0u64, 0u64, 0u64);
     let (mut pos, mut len, mut out_len) = (0, 0, 0);

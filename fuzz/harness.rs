@@ -11,8 +11,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use npzfs::fs::{Kind, NpzFs};
-use npzfs::members::sanitise;
 use npzfs::tree::ROOT;
+use npzfs::zipfile::members::sanitise;
 
 use crate::fs::{OWNER, mount_with_cache};
 use crate::zip::{Entry, build_zip, compressible, pattern};
@@ -30,8 +30,8 @@ pub fn archive(data: &[u8]) {
     check_name(&String::from_utf8_lossy(data));
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), data).expect("write the input");
-    let archive = npzfs::archive::Archive::open(file.path()).expect("a regular file opens");
-    let members = match npzfs::members::read_members(&archive) {
+    let archive = npzfs::bytes::Archive::open(file.path()).expect("a regular file opens");
+    let members = match npzfs::zipfile::members::read_members(&archive) {
         Ok(members) => members,
         Err(e) => {
             assert_eq!(e.exit_code(), 4, "{e}");

@@ -13,15 +13,16 @@ use std::fs::File;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::archive::Archive;
 use crate::attr::{Attr, BLOCK_SIZE, DirEntry, FOREVER, FsStats, Kind, Shown};
-use crate::cache::{ArchiveCache, Cache, ReadDone};
+use crate::bytes::Archive;
+use crate::bytes::ReadDone;
+use crate::cache::{ArchiveCache, Cache};
 use crate::error::{Error, Result};
 use crate::handles::Served;
 use crate::info::{self, Facts};
-use crate::members::{Member, Method, Problem};
 use crate::npy;
 use crate::tree::{self, Ino, NodeKind, Tree};
+use crate::zipfile::members::{Member, Method, Problem};
 
 /// Where an archive sits in the mount.
 #[derive(Clone, Copy, Debug)]
@@ -280,9 +281,9 @@ impl ArchiveFs {
                     None => (Served::Copying, None),
                 }
             }
-            // A remote archive's member finds its start with its first read, never waiting
-            // for the network on this request thread.
-            (Method::Stored, _) if self.archive.blocks().is_some() => (Served::Stored, None),
+            // Where a read may wait on the network, a member finds its start with its first
+            // read, never on this request thread.
+            (Method::Stored, _) if self.archive.reads_wait() => (Served::Stored, None),
             (Method::Stored, _) => (
                 Served::Stored,
                 member.data_start(&self.archive).map(|_| None)?,
@@ -331,34 +332,28 @@ impl ArchiveFs {
             (Served::Cached | Served::Passthrough, Some(cache)) => {
                 cache.read(number, offset, end, done)
             }
-            (_, _) if self.archive.blocks().is_some() => {
-                self.read_remote(number, offset, end, done)
-            }
             (served, cache) => {
                 if let (Served::Copying, Some(cache)) = (served, cache) {
                     cache.note_read(number);
                 }
-                done(self.read_stored(member, offset, end));
-                // The kernel has copied the bytes: the daemon need not keep them mapped.
-                if let Ok(start) = member.data_start(&self.archive) {
-                    self.archive.unmap_pages(start + offset, end - offset);
-                }
+                self.read_stored(number, offset, end, done)
             }
         }
     }
 
-    /// Stored member `number` of a remote archive: from its blocks, answered when they are
-    /// here. Its first read resolves where it starts from its local header, fetched like any
-    /// other bytes: no request thread waits for it.
-    fn read_remote(self: &Arc<Self>, number: usize, offset: u64, end: u64, done: ReadDone) {
-        let (Some(blocks), Ok(member)) = (self.archive.blocks(), self.member(number)) else {
-            return done(Err(Error::NotFound));
+    /// Stored member `number`: bytes of the archive, handed to the kernel as they come. Its
+    /// first read in an archive whose reads may wait resolves where it starts from its local
+    /// header, read like any other bytes (the callback below): no request thread waits for it.
+    fn read_stored(self: &Arc<Self>, number: usize, offset: u64, end: u64, done: ReadDone) {
+        let member = match self.member(number) {
+            Ok(member) => member,
+            Err(e) => return done(Err(e)),
         };
         if let Some(start) = member.known_start() {
-            return blocks.read(start + offset, start + end, done);
+            return self.archive.reply(start + offset, start + end, done);
         }
         let span = member.header_span(self.archive.size());
-        let (me, then) = (self.clone(), blocks.clone());
+        let me = self.clone();
         let resolved: ReadDone = Box::new(move |header| {
             let size = me.archive.size();
             let start = match (header, me.member(number)) {
@@ -366,24 +361,22 @@ impl ArchiveFs {
                 (Err(e), _) | (_, Err(e)) => Err(e),
             };
             match start {
-                Ok(start) => then.read(start + offset, start + end, done),
+                Ok(start) => me.archive.reply(start + offset, start + end, done),
                 Err(e) => done(Err(e)),
             }
         });
-        blocks.read_own(span.start, span.end, resolved);
+        self.archive.read_own(span.start, span.end, resolved);
     }
 
     /// Whether stored `member` is to be copied into the cache (`-o materialize`): only where
     /// passthrough will serve the copy, and only if it fits the budget at all.
     fn materializes(&self, member: &Member, cache: &ArchiveCache, passthrough: bool) -> bool {
-        let local = self.archive.blocks().is_none();
-        self.materialize && local && passthrough && member.size > 0 && member.size <= cache.budget()
-    }
-
-    fn read_stored(&self, member: &Member, offset: u64, end: u64) -> Result<&[u8]> {
-        let start = member.data_start(&self.archive)?;
-        self.archive.check_unchanged()?;
-        self.archive.slice(start + offset, end - offset)
+        let copyable = self.archive.copy_source().is_some();
+        self.materialize
+            && copyable
+            && passthrough
+            && member.size > 0
+            && member.size <= cache.budget()
     }
 
     fn member(&self, i: usize) -> Result<&Member> {

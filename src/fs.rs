@@ -11,19 +11,20 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::archive::Archive;
 use crate::archive_fs::{ArchiveFs, Placement};
 use crate::attr::Shown;
 pub use crate::attr::{Attr, BLOCK_SIZE, DirEntry, FsStats, Kind, Ownership};
-pub use crate::cache::ReadDone;
-use crate::cache::{Blocks, Cache, CacheConfig, CacheStats};
+use crate::bytes::Archive;
+use crate::bytes::Blocks;
+pub use crate::bytes::ReadDone;
+use crate::cache::{Cache, CacheConfig, CacheStats};
 use crate::error::{Error, Result};
 use crate::forest::{Forest, Overrides, Plain};
 use crate::handles::{Handles, Opened, Served};
 use crate::info;
-use crate::members::Member;
 use crate::remote::Remote;
 use crate::tree::{self, Ino};
+use crate::zipfile::members::Member;
 
 /// What a mount serves.
 enum Mount {
@@ -89,8 +90,8 @@ impl<B> NpzFs<B> {
     /// reads of its end record and central directory.
     pub fn remote(object: Remote, owner: Ownership, config: &CacheConfig) -> Result<NpzFs<B>> {
         let cache = Arc::new(Cache::new(config));
-        let archive = Archive::remote(Arc::new(object), 0, &cache)?;
-        let members = crate::members::read_members(&archive)?;
+        let archive = Archive::remote(cache.blocks(Arc::new(object), 0)?)?;
+        let members = crate::zipfile::members::read_members(&archive)?;
         NpzFs::single(archive, members, owner, cache, config)
     }
 

@@ -7,8 +7,8 @@
 //! (decimal), `user.zip.crc32` (8 lowercase hex digits) on every member; `user.npzfs.cached`
 //! (decimal: the member's decoded bytes now in the cache) on compressed members.
 
-use crate::members::{Member, Method};
 use crate::npy;
+use crate::zipfile::members::{Member, Method};
 
 /// Everything `--list` says of one member.
 #[derive(Clone, Debug)]

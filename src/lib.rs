@@ -32,11 +32,10 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod archive;
 pub mod archive_fs;
 pub mod attr;
+pub mod bytes;
 pub mod cache;
-pub mod central;
 pub mod daemon;
 pub mod error;
 pub mod forest;
@@ -47,7 +46,6 @@ pub mod info;
 pub mod list;
 pub mod logging;
 pub mod manpage;
-pub mod members;
 pub mod mount;
 pub mod mounted;
 pub mod mountpoint;
@@ -60,3 +58,4 @@ pub mod preflight;
 pub mod remote;
 pub mod source;
 pub mod tree;
+pub mod zipfile;

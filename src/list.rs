@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::archive::Archive;
+use crate::bytes::Archive;
 use crate::cache::{Cache, CacheConfig, DEFAULT_CACHE_SIZE};
 use crate::error::{Error, Result};
 use crate::info::Facts;
+use crate::peek;
 use crate::remote::{self, Found};
-use crate::{members, peek};
+use crate::zipfile::members;
 
 /// Lists the archive at `path` (or a remote one's URL) on `out`.
 pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
@@ -26,7 +27,9 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
         true => {
             let url = path.to_string_lossy();
             match remote::find(&url, remote::DEFAULT_TIMEOUT)? {
-                Found::Object { object, .. } => Archive::remote(Arc::new(object), 0, &cache)?,
+                Found::Object { object, .. } => {
+                    Archive::remote(cache.blocks(Arc::new(object), 0)?)?
+                }
                 Found::Prefix(at) => {
                     return Err(Error::Remote {
                         url: at.display,

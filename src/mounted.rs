@@ -9,14 +9,15 @@ use std::time::Instant;
 
 use fuser::BackingId;
 
-use crate::archive::Archive;
+use crate::bytes::Archive;
 use crate::cache::CacheConfig;
 use crate::error::Result;
 use crate::forest::Overrides;
 use crate::fs::{NpzFs, Ownership, Sources};
 use crate::options::Options;
+use crate::preflight;
 use crate::remote::{self, Found};
-use crate::{members, preflight};
+use crate::zipfile::members;
 
 /// The filesystem to serve, built now or once the daemon runs.
 pub struct Served(Build);

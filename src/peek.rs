@@ -6,12 +6,12 @@
 
 use std::io::Read;
 
-use crate::archive::Archive;
-use crate::cache::decoder::zip_crate_member;
-use crate::cache::inflate::{Point, inflate_at};
+use crate::bytes::Archive;
 use crate::error::{Error, Result};
-use crate::members::{Member, Method};
 use crate::npy;
+use crate::zipfile::inflate::{Point, inflate_at};
+use crate::zipfile::members::{Member, Method};
+use crate::zipfile::zip_crate_member;
 
 /// The `.npy` header of member `number`, if it is a valid one.
 pub fn npy_header(archive: &Archive, member: &Member, number: usize) -> Option<npy::Header> {

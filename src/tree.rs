@@ -9,7 +9,7 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 
 use crate::error::{Error, Result};
-use crate::members::{Member, sanitise};
+use crate::zipfile::members::{Member, sanitise};
 
 /// An inode number of the mounted tree.
 pub type Ino = u64;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::fs::{OWNER, entries, ino, mount, mount_bytes, names, read, read_all};
 use common::{Entry, build_zip, pattern};
-use npzfs::archive::Archive;
+use npzfs::bytes::Archive;
 use npzfs::fs::{Kind, Ownership};
 use npzfs::tree::ROOT;
 

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use common::fs::{Fixture, OWNER, entries, ino, mount_with_cache, read};
 use common::mount::BIN;
 use common::{Entry, build_zip, compressible, pattern};
-use npzfs::archive::Archive;
+use npzfs::bytes::Archive;
 use npzfs::fs::Kind;
-use npzfs::members::read_members;
 use npzfs::tree::ROOT;
+use npzfs::zipfile::members::read_members;
 
 /// What a case must do.
 enum Expect<'a> {
@@ -312,7 +312,7 @@ fn names_hostile_duplicated_clashing_or_not_utf8() {
     bad_utf8.name = b"\xff\xfe.npy".to_vec();
     bad_utf8.extra_flags = 1 << 11; // claims UTF-8
     let long = format!("{}.npy", "L".repeat(300));
-    let shortened = String::from_utf8(npzfs::members::sanitise(&long).remove(0)).unwrap();
+    let shortened = String::from_utf8(npzfs::zipfile::members::sanitise(&long).remove(0)).unwrap();
     let entries = vec![
         Entry::stored("../../etc/passwd", pattern(1, 0, 10)),
         Entry::stored("./dot//x.npy", pattern(9, 0, 9)),

@@ -14,9 +14,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use super::decoder::{Job, Stop};
+use super::job::{Job, Stop};
 use super::slot::Slot;
-use crate::archive::Archive;
+use crate::bytes::Archive;
 use crate::error::Error;
 
 /// Bytes copied (and checked) at a time.
@@ -37,7 +37,7 @@ pub fn run(slot: &Slot, archive: &Archive, job: &Job) -> Result<(), Stop> {
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
     let yield_until = Instant::now() + YIELD_AT_MOST;
     // Only local archives are copied (a remote one is already on local disk, in blocks).
-    let Some(src) = archive.file() else {
+    let Some(src) = archive.copy_source() else {
         return Err(Stop::Failed(Error::Unsupported {
             what: slot.name.clone(),
             cause: "a remote archive is not materialized".into(),

@@ -3,7 +3,7 @@
 //!
 //! zlib-rs driven directly over `pread` buffers of the archive was the fastest pure-Rust
 //! inflate measured here (ARCHITECTURE.md); deflate members go through its zlib API
-//! ([`super::inflate`]), stopping at block boundaries to record seek points on the way, at no
+//! ([`crate::zipfile::inflate`]), stopping at block boundaries to record seek points on the way, at no
 //! measurable cost (195-200 MB/s against 196-207 for flate2 on the same member). The
 //! archive's bytes are read with `pread`, never through the mapping: a truncated archive is an
 //! I/O error here, not SIGBUS.
@@ -14,54 +14,19 @@ use std::time::Instant;
 use std::io::Read;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
-use super::inflate::{History, Inflater, Point, SPAN, span_after};
-use super::seek_index::{Expected, Writer};
+use super::job::{Job, Stop};
+use super::seek_index::Writer;
 use super::slot::Slot;
-use crate::archive::Archive;
+use crate::bytes::Archive;
 use crate::error::Error;
-use crate::members::Method;
+use crate::zipfile::inflate::{History, Inflater, Point, SPAN, span_after};
+use crate::zipfile::members::Method;
+use crate::zipfile::zip_crate_member;
 
 /// Decoded bytes written (and announced to readers) at a time.
 pub const CHUNK: usize = 1 << 20;
 /// Compressed bytes read from the archive at a time.
 const INPUT: usize = 256 << 10;
-
-/// What the decoder needs to know about its member.
-#[derive(Clone, Debug)]
-pub struct Job {
-    /// Where the member's local header is in the archive.
-    pub header_start: u64,
-    /// Where the compressed bytes start in the archive.
-    pub data_start: u64,
-    /// How many compressed bytes there are.
-    pub compressed_size: u64,
-    /// The declared uncompressed size (trusted only as an upper bound).
-    pub size: u64,
-    /// The declared CRC-32.
-    pub crc32: u32,
-    /// How the bytes are compressed.
-    pub method: Method,
-}
-
-impl Job {
-    /// What the member's seek index must agree with.
-    pub fn expected(&self) -> Expected {
-        Expected {
-            size: self.size,
-            compressed_size: self.compressed_size,
-            crc32: self.crc32,
-        }
-    }
-}
-
-/// Why a decode stopped early.
-#[derive(Debug)]
-pub enum Stop {
-    /// The last holder went away.
-    Cancelled,
-    /// The stream, the archive or the cache disk failed: what readers get.
-    Failed(Error),
-}
 
 /// The member's bytes are wrong: `cannot read <member>: <cause>`.
 fn corrupt(member: &str, cause: impl Into<String>) -> Stop {
@@ -399,36 +364,6 @@ fn unzip(pipe: Pipe, slot: &Slot, job: &Job, archive: &Archive) -> Result<(), St
         }
     }
 }
-
-/// The zip crate's reader of the archive (over the opened archive: the same file even if the
-/// path was renamed over), and the index under which it lists member `number` of `name`
-/// whose local header is at `header_start`. This parses the central directory again: a cost
-/// paid per use, and only for the rarer methods.
-pub fn zip_crate_member<'a>(
-    archive: &'a Archive,
-    name: &str,
-    number: usize,
-    header_start: u64,
-) -> Result<(ZipOver<'a>, usize), Error> {
-    let file = archive.reader();
-    let corrupt = |cause: String| Error::Corrupt {
-        what: name.to_string(),
-        cause,
-    };
-    let zip = zip::ZipArchive::new(std::io::BufReader::new(file))
-        .map_err(|e| corrupt(format!("the archive cannot be read again ({e})")))?;
-    // The zip crate keeps one record per name (of duplicates, the last, at the first's place),
-    // so its indexes are not the central directory's: the member is found by its local header.
-    let at = |i: usize| zip.by_index_data(i).map(|e| e.header_start());
-    let found = std::iter::once(number)
-        .chain(0..zip.len())
-        .find(|&i| at(i).is_ok_and(|start| start == header_start))
-        .ok_or_else(|| corrupt("the zip crate does not list this member".into()))?;
-    Ok((zip, found))
-}
-
-/// The zip crate's view of an archive.
-pub type ZipOver<'a> = zip::ZipArchive<std::io::BufReader<crate::archive::Reader<'a>>>;
 
 /// Writes one decoded chunk at `offset`, space reserved first so that a full disk is a clean
 /// ENOSPC here rather than a hole a reader could see.

@@ -19,14 +19,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::copy;
-use super::decoder::{self, Job, Stop};
+use super::decoder;
+use super::job::{Job, Stop};
+use super::pool::Shared;
 use super::seek_index::{self, SeekTable};
 use super::slot::{Slot, Sparse};
+use super::span_fill;
 use super::store::remove;
-use super::{Shared, span_fill};
-use crate::archive::Archive;
+use crate::bytes::Archive;
 use crate::error::{Error, Result, cause};
-use crate::members::Method;
+use crate::zipfile::members::Method;
 
 /// Starts the first pass of `slot` on its own thread; `seek` is where its seek index goes.
 pub fn spawn(
@@ -89,8 +91,7 @@ fn run(
     let victims = {
         let mut ledger = shared.lock();
         if ledger.is_live(slot) && slot.pins.load(Ordering::SeqCst) == 0 {
-            ledger.live.remove(&slot.id());
-            ledger.dispose(slot, complete, shared.stats())
+            ledger.dispose(slot, complete)
         } else {
             Default::default()
         }
@@ -194,12 +195,7 @@ fn make_sparse(shared: &Arc<Shared>, slot: &Arc<Slot>, archive: &Arc<Archive>, j
         // it must not race a span starting to fill there.
         let window = slot.charge();
         let (late, present) = slot.become_sparse(sparse);
-        ledger.used -= window;
-        for (i, len) in present {
-            ledger.used += len;
-            ledger.spans.put((slot.id(), i), len);
-        }
-        (ledger.evict(0, shared.stats()), late)
+        (ledger.window_to_spans(slot.id(), window, &present), late)
     };
     victims.apply();
     log::debug!(

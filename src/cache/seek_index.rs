@@ -22,8 +22,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 
-use super::inflate::{HISTORY, Point};
 use super::spans::Layout;
+use crate::zipfile::inflate::{HISTORY, Point};
 
 const MAGIC: &[u8; 8] = b"NPZSEEK2";
 const FOOTER: usize = 8 + 8 + 8 + 4 + 4 + 8 + 4;

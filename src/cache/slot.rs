@@ -20,17 +20,18 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use super::ledger::SlotId;
 use super::seek_index::SeekTable;
-use super::spans::{BLOCK, Gather, ReadPlan, SpanBook, punch_hole};
+use super::spans::{BLOCK, Gather, ReadPlan, SpanBook};
 use super::store::FileKey;
+use crate::bytes::disk::punch_hole;
 
 /// Which member a slot holds: its archive's id in the mount and its file key.
 pub type SlotKey = (u64, FileKey);
-use crate::error::{Error, Result};
 
-/// A read's continuation: called once, with the bytes or the reason there are none.
-pub type ReadDone = Box<dyn for<'a> FnOnce(Result<&'a [u8]>) + Send>;
+/// A member of the mount: (its archive's id in the mount, its member number).
+pub type SlotId = (u64, usize);
+use crate::bytes::{ReadDone, answer};
+use crate::error::{Error, Result};
 
 /// A read parked behind a first pass: `[offset, end)` and who waits for it.
 pub type Parked = (u64, u64, ReadDone);
@@ -217,6 +218,8 @@ impl Slot {
     pub fn charge(&self) -> u64 {
         if self.is_sparse() {
             0
+        } else if self.is_complete() {
+            self.key.size
         } else {
             self.window.unwrap_or(self.key.size).min(self.key.size)
         }
@@ -262,7 +265,7 @@ impl Slot {
                     // Copied under the lock: `trim` cannot punch under this read.
                     let bytes = self.pread(offset, end);
                     drop(fill);
-                    reply(done, bytes);
+                    answer(done, bytes);
                     return Vec::new();
                 }
                 Ok(())
@@ -273,7 +276,7 @@ impl Slot {
                     ReadPlan::Parked(start) => start,
                     ReadPlan::Now(done, bytes) => {
                         drop(fill);
-                        reply(done, bytes);
+                        answer(done, bytes);
                         Vec::new()
                     }
                 };
@@ -281,7 +284,7 @@ impl Slot {
         };
         drop(fill);
         match now {
-            Ok(()) => reply(done, self.pread(offset, end)),
+            Ok(()) => answer(done, self.pread(offset, end)),
             Err(e) => done(Err(e)),
         }
         Vec::new()
@@ -298,7 +301,7 @@ impl Slot {
         for (o, e, done) in ready {
             match chunk.get((o - offset) as usize..(e - offset) as usize) {
                 Some(bytes) => done(Ok(bytes)),
-                None => reply(done, self.pread(o, e)),
+                None => answer(done, self.pread(o, e)),
             }
         }
     }
@@ -320,7 +323,7 @@ impl Slot {
             take_where(parked, |o, e| e <= to && o >= kept)
         };
         for (o, e, done) in ready {
-            reply(done, self.pread(o, e));
+            answer(done, self.pread(o, e));
         }
     }
 
@@ -387,7 +390,7 @@ impl Slot {
         for (o, e, done) in parked {
             match &failed {
                 Some(err) => done(Err(err.clone())),
-                None => reply(done, self.pread(o, e)),
+                None => answer(done, self.pread(o, e)),
             }
         }
     }
@@ -509,13 +512,6 @@ fn take_where(parked: &mut Vec<Parked>, which: impl Fn(u64, u64) -> bool) -> Vec
         .partition(|(o, e, _)| which(*o, *e));
     *parked = waiting;
     ready
-}
-
-fn reply(done: ReadDone, bytes: Result<Vec<u8>>) {
-    match bytes {
-        Ok(v) => done(Ok(&v)),
-        Err(e) => done(Err(e)),
-    }
 }
 
 #[cfg(test)]

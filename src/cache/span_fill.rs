@@ -2,7 +2,7 @@
 //! which decodes it from its own seek point, checks it, makes room for it and writes it.
 //!
 //! A span costs one restart (the history read from the index file, `inflatePrime`,
-//! `inflateSetDictionary`) and the decoding of one span ([`span_after`](super::inflate::span_after):
+//! `inflateSetDictionary`) and the decoding of one span ([`span_after`](crate::zipfile::inflate::span_after):
 //! 1 to 3.75 MiB). It is checked against the CRC-32 the first full decode recorded before
 //! anyone reads it, so a damaged index or a changed archive gives EIO, never wrong bytes.
 //! Spans are charged to the budget one by one, so a member larger than the whole cache is
@@ -11,16 +11,17 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::Shared;
-use super::decoder::{self, Stop};
-use super::inflate::inflate_at;
+use super::decoder;
+use super::job::Stop;
+use super::pool::Shared;
 use super::seek_index::{Expected, SeekTable};
 use super::slot::{Slot, Sparse};
 use super::spans::footprint;
 use super::store::{FileKey, Store};
-use crate::archive::Archive;
+use crate::bytes::Archive;
 use crate::error::{Error, Result, cause};
-use crate::members::Member;
+use crate::zipfile::inflate::inflate_at;
+use crate::zipfile::members::Member;
 
 /// The checked seek index of `key`, if one was saved; a damaged or stale one is deleted (the
 /// next full decode writes it again).
@@ -86,15 +87,10 @@ fn fill(shared: &Arc<Shared>, slot: &Arc<Slot>, archive: &Arc<Archive>, i: usize
     // Charged (every block it touches) before it is written, evictable once present (an
     // eviction must only ever find spans it can take).
     let charge = footprint(start, end);
-    let victims = {
-        let mut ledger = shared.lock();
-        let victims = ledger.evict(charge, shared.stats());
-        ledger.used += charge;
-        victims
-    };
+    let victims = shared.lock().charge(charge);
     victims.apply();
     if let Err(stop) = decoder::write_chunk(slot, &bytes, start, slot.key.size) {
-        shared.lock().used -= charge;
+        shared.lock().refund(charge);
         let e = match stop {
             Stop::Failed(e) => e,
             Stop::Cancelled => Error::Stopped {
@@ -109,11 +105,7 @@ fn fill(shared: &Arc<Shared>, slot: &Arc<Slot>, archive: &Arc<Archive>, i: usize
     // Fills running side by side may each have found nothing to evict but each other: with
     // this span evictable now, the bound is restored before any read it completes is answered.
     slot.span_filled(i, &bytes, || {
-        let victims = {
-            let mut ledger = shared.lock();
-            ledger.spans.put((slot.id(), i), charge);
-            ledger.evict(0, shared.stats())
-        };
+        let victims = shared.lock().file_span(slot.id(), i, charge);
         victims.apply();
     });
     promote(shared, slot);
@@ -133,12 +125,7 @@ fn promote(shared: &Shared, slot: &Slot) {
         let Some(spans) = slot.promote_if_full() else {
             return;
         };
-        for i in 0..spans {
-            if let Some(len) = ledger.spans.pop(&(slot.id(), i)) {
-                ledger.used -= len;
-            }
-        }
-        ledger.used += slot.key.size;
+        ledger.promote(slot, spans);
         // Renamed under the cache lock: an eviction that finds this member kept looks for its
         // complete name, which must exist by then. A rename within one directory is a
         // metadata operation of microseconds.

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use super::slot::ReadDone;
+use crate::bytes::ReadDone;
 use crate::error::{Error, Result};
 
 /// The allocation unit the cache's disk accounting assumes (ext4's, XFS's and tmpfs's page).
@@ -308,30 +308,6 @@ impl SpanBook {
 fn overlap((start, stop): (u64, u64), offset: u64, end: u64) -> (u64, u64) {
     let from = start.clamp(offset, end);
     (from, stop.clamp(from, end))
-}
-
-/// Frees `[start, end)` of `file` (the size stays).
-pub fn punch_hole(file: &File, start: u64, end: u64) -> std::io::Result<()> {
-    if end <= start {
-        return Ok(());
-    }
-    let (Ok(off), Ok(len)) = (i64::try_from(start), i64::try_from(end - start)) else {
-        return Ok(());
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: plain syscall on an open descriptor.
-    let rc = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            off,
-            len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::archive::Identity;
+use crate::bytes::Identity;
 use crate::error::cause;
-use crate::members::Member;
+use crate::zipfile::members::Member;
 
 /// Which member a cache file holds: its number in the central directory, its CRC and size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

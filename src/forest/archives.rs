@@ -17,12 +17,12 @@ use super::Entity;
 use super::ino::{self, MAX_LOCAL};
 use super::origin::{Opened, Origin};
 use super::perms::key_of;
-use crate::archive::Archive;
 use crate::archive_fs::{ArchiveFs, Placement};
 use crate::attr::Shown;
+use crate::bytes::Archive;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
-use crate::members;
+use crate::zipfile::members;
 
 /// The open archives, by id.
 pub struct Archives {
@@ -112,7 +112,7 @@ impl Archives {
         }
         let archive = match opened {
             Opened::File(file) => Archive::from_file(file, &path)?,
-            Opened::Object(object) => Archive::remote(Arc::new(object), id, &self.cache)?,
+            Opened::Object(object) => Archive::remote(self.cache.blocks(Arc::new(object), id)?)?,
         };
         let members = members::read_members(&archive)?;
         let place = Placement {

@@ -33,7 +33,8 @@ use std::time::SystemTime;
 
 use crate::archive_fs::ArchiveFs;
 use crate::attr::{Attr, DirEntry, Kind};
-use crate::cache::{Blocks, Cache};
+use crate::bytes::Blocks;
+use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::remote::{self, Found, dir::RemoteDir};
 use crate::source::{Meta, SourceDir, Type, component};

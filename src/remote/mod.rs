@@ -26,7 +26,6 @@ use object_store::{
     RetryConfig,
 };
 
-use crate::archive::Identity;
 use crate::error::{Error, Result};
 
 /// How long a remote request may take before it is given up, when `remote_timeout=` is not
@@ -285,22 +284,9 @@ impl Remote {
         self.version.size
     }
 
-    /// The version of the object opened, as an [`Identity`]: its cache files are keyed by it.
-    pub fn identity(&self) -> Identity {
-        let etag = self.version.etag.as_deref().unwrap_or("");
-        let h = fnv(format!("{}\0{etag}", self.display).as_bytes());
-        let since = self
-            .version
-            .modified
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        Identity {
-            dev: 0,
-            ino: h,
-            size: self.version.size,
-            mtime: i64::try_from(since.as_secs()).unwrap_or(0),
-            mtime_nsec: i64::from(since.subsec_nanos()),
-        }
+    /// The version of the object opened: every request asks for it.
+    pub fn version(&self) -> &Version {
+        &self.version
     }
 
     /// Fetches `range` of the version opened, on the I/O threads: each piece of the body is

@@ -2,12 +2,12 @@
 //! their cache directories hold.
 #![allow(dead_code)]
 
-use npzfs::archive::Archive;
+use npzfs::bytes::Archive;
 use npzfs::cache::{CacheConfig, CacheStats};
 use npzfs::error::Error;
 use npzfs::fs::{NpzFs, Ownership};
-use npzfs::members::read_members;
 use npzfs::tree::ROOT;
+use npzfs::zipfile::members::read_members;
 
 use std::path::Path;
 

@@ -3,9 +3,9 @@
 
 use std::sync::OnceLock;
 
-use crate::archive::Archive;
-use crate::central;
+use crate::bytes::Archive;
 use crate::error::{Error, Result};
+use crate::zipfile::central;
 
 /// Signature of a ZIP local file header.
 const LOCAL_HEADER_SIGNATURE: u32 = 0x0403_4b50;

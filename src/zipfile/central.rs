@@ -9,7 +9,7 @@
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 
-use crate::archive::Archive;
+use crate::bytes::Archive;
 
 /// Signature of the end of central directory record.
 const END_SIGNATURE: u32 = 0x0605_4b50;

@@ -6,46 +6,21 @@
 //! itself parses (local headers) is read with `pread`.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use crate::cache::{Blocks, Cache};
-use crate::remote::Remote;
-
+use super::blocks::Blocks;
+use super::disk::unmap_pages;
+use super::identity::Identity;
+use super::reply::{ReadDone, answer};
 use crate::error::{Error, Result, cause};
 
-/// What identifies one version of an archive file: same identity, same bytes (by assumption).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Identity {
-    /// Device of the archive file.
-    pub dev: u64,
-    /// Inode of the archive file.
-    pub ino: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, seconds since the epoch.
-    pub mtime: i64,
-    /// Nanoseconds part of the modification time.
-    pub mtime_nsec: i64,
-}
-
-impl Identity {
-    fn of(meta: &std::fs::Metadata) -> Identity {
-        Identity {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        }
-    }
-}
-
-/// An opened archive: a mapped local file, or a remote object read by range into the
-/// cache's blocks (`cache/blocks.rs`).
+/// An opened archive: a mapped local file, or a remote object read by range into its blocks
+/// on local disk (`blocks.rs`). Only this type knows which: everything above reads through
+/// it the same way.
 pub struct Archive {
     path: PathBuf,
     backend: Backend,
@@ -98,15 +73,14 @@ impl Archive {
         })
     }
 
-    /// The remote archive `remote`, archive `id` of the mount, its bytes fetched into
-    /// `cache`'s blocks: one ranged GET of its end, where the central directory's search
-    /// starts (a server that cannot serve it is a remote failure, exit 9, not a damaged
-    /// archive).
-    pub fn remote(remote: Arc<Remote>, id: u64, cache: &Cache) -> Result<Archive> {
+    /// The remote archive whose bytes `blocks` fetches and keeps: one ranged GET of its end,
+    /// where the central directory's search starts (a server that cannot serve it is a remote
+    /// failure, exit 9, not a damaged archive).
+    pub fn remote(blocks: Arc<Blocks>) -> Result<Archive> {
         let archive = Archive {
-            path: PathBuf::from(remote.display()),
-            identity: remote.identity(),
-            backend: Backend::Remote(cache.blocks(remote, id)?),
+            path: PathBuf::from(blocks.remote().display()),
+            identity: Identity::of_remote(blocks.remote()),
+            backend: Backend::Remote(blocks),
         };
         let size = archive.size();
         let len = size.min(4096 + 22);
@@ -114,12 +88,10 @@ impl Archive {
         Ok(archive)
     }
 
-    /// A remote archive's blocks; None for a local file.
-    pub fn blocks(&self) -> Option<&Arc<Blocks>> {
-        match &self.backend {
-            Backend::Remote(blocks) => Some(blocks),
-            Backend::Local { .. } => None,
-        }
+    /// Whether a read may wait on the network: then a request thread must never read
+    /// synchronously ([`Archive::read_exact_at`]), only ask ([`Archive::read_own`]).
+    pub fn reads_wait(&self) -> bool {
+        matches!(self.backend, Backend::Remote(_))
     }
 
     /// The path the archive was opened from (for messages only).
@@ -137,8 +109,9 @@ impl Archive {
         self.identity.size
     }
 
-    /// The open file of a local archive (None for a remote one): for copies the kernel makes.
-    pub fn file(&self) -> Option<&File> {
+    /// The file the kernel can copy ranges of the archive from (`copy_file_range`, reflinks):
+    /// a local archive's own; None for a remote one, which is on local disk only in blocks.
+    pub fn copy_source(&self) -> Option<&File> {
         match &self.backend {
             Backend::Local { file, .. } => Some(file),
             Backend::Remote(_) => None,
@@ -169,8 +142,41 @@ impl Archive {
         })
     }
 
+    /// Bytes `[start, end)` of the archive to `done`, which must only hand them to the kernel
+    /// (a FUSE reply): a local archive's are a slice of its mapping (checked unchanged first,
+    /// and the daemon's page-table entries dropped once the kernel has copied them; without
+    /// that, every page ever served would count in the daemon's resident set,
+    /// `bench/rss.py`); a remote archive's come from its blocks, at once or once fetched.
+    pub fn reply(&self, start: u64, end: u64, done: ReadDone) {
+        match &self.backend {
+            Backend::Remote(blocks) => blocks.read(start, end, done),
+            Backend::Local { map, .. } => {
+                let slice = self
+                    .check_unchanged()
+                    .and_then(|()| self.slice(start, end.saturating_sub(start)));
+                done(slice);
+                if let Some(map) = map {
+                    unmap_pages(map, start, end.saturating_sub(start));
+                }
+            }
+        }
+    }
+
+    /// Bytes `[start, end)` of the archive, copied for the daemon itself (parsing), to `done`:
+    /// at once for a local archive (`pread`), for a remote one once its blocks are here (on
+    /// the I/O thread that fetched the last, never under the blocks' lock).
+    pub fn read_own(&self, start: u64, end: u64, done: ReadDone) {
+        match &self.backend {
+            Backend::Remote(blocks) => blocks.read_own(start, end, done),
+            Backend::Local { .. } => {
+                let mut buf = vec![0; end.saturating_sub(start) as usize];
+                answer(done, self.read_exact_at(&mut buf, start).map(|()| buf));
+            }
+        }
+    }
+
     /// `len` bytes of the mapping from `start`, to be handed to the kernel and nothing else.
-    pub fn slice(&self, start: u64, len: u64) -> Result<&[u8]> {
+    fn slice(&self, start: u64, len: u64) -> Result<&[u8]> {
         let out_of_range = || Error::Corrupt {
             what: self.path.display().to_string(),
             cause: format!("range {start}+{len} is past the end of the archive"),
@@ -186,16 +192,6 @@ impl Archive {
             Backend::Local { map: Some(map), .. } => map.get(s..e).ok_or_else(out_of_range),
             _ if s == e => Ok(&[]),
             _ => Err(out_of_range()),
-        }
-    }
-
-    /// Drops the daemon's page-table entries for `len` bytes from `start` (widened to whole
-    /// pages), once a reply has been copied out of them. The pages stay in the page cache;
-    /// without this, every page ever served would count in the daemon's resident set, which
-    /// would then grow to the size of the members read (`bench/rss.py`).
-    pub fn unmap_pages(&self, start: u64, len: u64) {
-        if let Backend::Local { map: Some(map), .. } = &self.backend {
-            unmap_pages(map, start, len);
         }
     }
 
@@ -253,30 +249,6 @@ impl std::io::Seek for Reader<'_> {
         };
         self.at = target.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
         Ok(self.at)
-    }
-}
-
-/// Drops this process's page-table entries for `len` bytes of `map` from `start` (widened to
-/// whole pages), once the kernel has copied a reply out of them: the pages stay in the page
-/// cache, and the daemon's resident set does not grow with every page it has served.
-pub fn unmap_pages(map: &Mmap, start: u64, len: u64) {
-    // SAFETY: sysconf has no preconditions.
-    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-    let from = start / page * page;
-    let to = start.saturating_add(len).div_ceil(page) * page;
-    let to = to.min(map.len() as u64);
-    if to <= from {
-        return;
-    }
-    // SAFETY: the range lies within the mapping, which is read-only and file-backed:
-    // MADV_DONTNEED only unmaps its pages, and a later access faults them back in from the
-    // page cache with the same bytes.
-    unsafe {
-        libc::madvise(
-            map.as_ptr().add(from as usize) as *mut libc::c_void,
-            (to - from) as usize,
-            libc::MADV_DONTNEED,
-        );
     }
 }
 

@@ -15,7 +15,7 @@ use std::ffi::c_int;
 
 use libz_rs_sys as z;
 
-use crate::archive::Archive;
+use crate::bytes::Archive;
 use crate::error::{Error, Result};
 
 /// History a deflate block can refer back to.

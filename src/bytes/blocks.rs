@@ -10,13 +10,14 @@
 //! response is written to the file piece by piece as it arrives, and each block serves its
 //! readers as soon as it is whole, not when the request ends. A read that finds a block
 //! already fetching waits for that fetch: overlapping concurrent reads cost one request. A
-//! reader that has read 2 MiB in a row is sequential: the [`READAHEAD`] blocks after its read
-//! are kept fetched, half of them at a time in one request.
+//! reader that has read 2 MiB in a row is sequential: the blocks after its read are kept
+//! fetched ([`super::readahead`]).
 //! No request thread ever waits for the network: fetches run on the remote client's I/O
 //! threads, which answer the parked reads.
 //!
-//! The file survives an unmount that synced it: the blocks present then are listed in
-//! `blocks.clean`, and the next mount of the same version (ETag) of the object serves them
+//! Every block added or dropped is reported to the mount's books ([`Books`], kept by the
+//! cache), which may ask for blocks back ([`Blocks::evict`]). The file survives an unmount
+//! that synced it: the blocks present then are listed ([`Blocks::close`]), and the next mount of the same version (ETag) of the object serves them
 //! without a request. A daemon that died leaves no list, and its blocks are discarded.
 
 use std::fs::File;
@@ -25,28 +26,20 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::slot::ReadDone;
-use super::spans::punch_hole;
-use super::store::Store;
-use super::{Cache, Pool};
+use super::books::{Books, SetId};
+use super::disk::{punch_hole, unmap_pages};
+use super::readahead::Readahead;
+use super::reply::{ReadDone, answer};
 use crate::error::{Error, Result};
 use crate::remote::Remote;
 
 /// Bytes per block: a random 4 KiB read of an uncached region costs one request of this.
 pub const BLOCK: u64 = 1 << 20;
-/// Blocks kept fetched ahead of a sequential reader. They are asked for once half of them are
-/// missing, all in one request: few large requests, which is what object stores serve fast
-/// (their cost per request is far above their cost per MiB).
-pub const READAHEAD: u64 = 16;
 /// Blocks one request asks for at most: a readahead window goes out as a few requests side by
 /// side, which servers answer faster than one long one.
 const PER_REQUEST: usize = 8;
-/// Bytes read in a row that make a reader sequential. More than the kernel's own readahead
-/// window (1 MiB with `read_ahead_kb=1024`): a random read, or a page fault of a mapping, is
-/// followed by the kernel reading around it, and that alone must not look sequential.
-const STREAK: u64 = 2 * BLOCK;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Have {
@@ -68,22 +61,15 @@ struct Waiting {
 struct State {
     have: Vec<Have>,
     waiting: Vec<Waiting>,
-    /// Where the last read ended: a read starting there continues a streak.
-    next: u64,
-    /// Bytes read in a row without a jump: from [`STREAK`] on, the reader is sequential.
-    streak: u64,
+    readahead: Readahead,
     /// Unmounting: the present blocks are listed, so none may be punched or added any more.
     closed: bool,
 }
 
 /// The local blocks of one remote archive (or plain object of a bucket source).
 pub struct Blocks {
-    /// The archive's id in the mount.
-    pub archive: u64,
-    /// This set's own number, unique in the process: part of the ledger's key for its blocks,
-    /// so a set being dropped never touches the books of one made after it for the same
-    /// archive.
-    pub serial: u64,
+    /// Which set this is, in the books.
+    pub id: SetId,
     remote: Arc<Remote>,
     file: File,
     /// The file mapped whole (it is as long as the object, sparse): present blocks are replied
@@ -91,21 +77,22 @@ pub struct Blocks {
     map: Option<memmap2::Mmap>,
     path: PathBuf,
     size: u64,
-    pool: Arc<Pool>,
+    books: Arc<dyn Books>,
     state: Mutex<State>,
 }
 
 impl Blocks {
-    /// The blocks of `remote` (archive `archive` of the mount) in `store`: those a clean
-    /// earlier mount of the same version left are adopted, charged to the budget.
-    pub(super) fn open(
+    /// The blocks of `remote` (archive `archive` of the mount) in `file` (at `path`, for
+    /// messages), which is made as long as the object. `listed` names the blocks a clean
+    /// earlier mount of the same version left there (one number a line): they are present,
+    /// and the caller charges them ([`Blocks::present`]).
+    pub fn open(
         remote: Arc<Remote>,
         archive: u64,
-        store: &Store,
-        pool: Arc<Pool>,
+        (file, path): (File, PathBuf),
+        listed: Option<String>,
+        books: Arc<dyn Books>,
     ) -> io::Result<Arc<Blocks>> {
-        let path = store.blocks_path();
-        let (file, listed) = store.open_blocks()?;
         let size = remote.size();
         file.set_len(size)?;
         let map = match size {
@@ -123,49 +110,31 @@ impl Blocks {
             }
         }
         static SERIAL: AtomicU64 = AtomicU64::new(0);
-        let blocks = Arc::new(Blocks {
-            archive,
-            serial: SERIAL.fetch_add(1, Ordering::Relaxed),
+        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+        Ok(Arc::new(Blocks {
+            id: SetId { archive, serial },
             remote,
             file,
             map,
             path,
             size,
-            pool,
+            books,
             state: Mutex::new(State {
                 have,
                 waiting: Vec::new(),
-                next: u64::MAX,
-                streak: 0,
+                readahead: Readahead::default(),
                 closed: false,
             }),
-        });
-        let adopted: Vec<u64> = {
-            let st = blocks.lock();
-            (0..count as u64)
-                .filter(|&k| st.have[k as usize] == Have::Present)
-                .collect()
-        };
-        let victims = {
-            let mut ledger = blocks.pool.lock();
-            let set = (blocks.serial, Arc::downgrade(&blocks));
-            ledger.block_sets.insert(archive, set);
-            for &k in &adopted {
-                let len = blocks.len_of(k);
-                ledger.used += len;
-                ledger.blocks.put((archive, blocks.serial, k), len);
-            }
-            ledger.evict(0, &blocks.pool.stats)
-        };
-        victims.apply();
-        if !adopted.is_empty() {
-            log::debug!(
-                "{}: {} blocks reused from an earlier mount",
-                blocks.remote.display(),
-                adopted.len()
-            );
-        }
-        Ok(blocks)
+        }))
+    }
+
+    /// The blocks present now, with their lengths.
+    pub fn present(&self) -> Vec<(u64, u64)> {
+        let st = self.lock();
+        (0..st.have.len() as u64)
+            .filter(|&k| st.have[k as usize] == Have::Present)
+            .map(|k| (k, self.len_of(k)))
+            .collect()
     }
 
     /// The object these are blocks of.
@@ -203,12 +172,7 @@ impl Blocks {
         let (first, last) = (offset / BLOCK, (end - 1) / BLOCK);
         let mut fetch = Vec::new();
         let mut st = self.lock();
-        st.streak = match offset == st.next {
-            true => st.streak + (end - offset),
-            false => end - offset,
-        };
-        st.next = end;
-        let sequential = st.streak >= STREAK;
+        let sequential = st.readahead.note(offset, end);
         for k in first..=last {
             if st.have[k as usize] == Have::Absent {
                 st.have[k as usize] = Have::Fetching;
@@ -217,17 +181,11 @@ impl Blocks {
         }
         if sequential {
             let count = st.have.len() as u64;
-            let ahead = (last + 1)..(last + 1 + READAHEAD).min(count);
-            let absent: Vec<u64> = ahead
-                .filter(|&k| st.have[k as usize] == Have::Absent)
-                .collect();
-            let near_end = last + 1 + READAHEAD >= count;
-            if absent.len() as u64 >= READAHEAD / 2 || (near_end && !absent.is_empty()) {
-                for &k in &absent {
-                    st.have[k as usize] = Have::Fetching;
-                }
-                fetch.extend(absent);
+            let ahead = Readahead::ahead(last, count, |k| st.have[k as usize] == Have::Absent);
+            for &k in &ahead {
+                st.have[k as usize] = Have::Fetching;
             }
+            fetch.extend(ahead);
         }
         if (first..=last).all(|k| st.have[k as usize] == Have::Present) {
             self.start(&fetch);
@@ -281,7 +239,7 @@ impl Blocks {
         match &self.map {
             Some(map) => {
                 done(Ok(&map[offset as usize..end as usize]));
-                crate::archive::unmap_pages(map, offset, end - offset);
+                unmap_pages(map, offset, end - offset);
             }
             None => answer(done, self.pread(offset, end)),
         }
@@ -358,14 +316,8 @@ impl Blocks {
     /// stay).
     fn landed(self: &Arc<Self>, blocks: Range<u64>, result: Result<()>) {
         if result.is_ok() {
-            let charge: u64 = blocks.clone().map(|k| self.len_of(k)).sum();
-            let victims = {
-                let mut ledger = self.pool.lock();
-                let victims = ledger.evict(charge, &self.pool.stats);
-                ledger.used += charge;
-                victims
-            };
-            victims.apply();
+            self.books
+                .charge(blocks.clone().map(|k| self.len_of(k)).sum());
         }
         let mut answers: Vec<(ReadDone, Error)> = Vec::new();
         let mut ready = Vec::new();
@@ -409,21 +361,12 @@ impl Blocks {
             }
         }
         if result.is_ok() {
-            let victims = {
-                let mut ledger = self.pool.lock();
-                // Charged above for every block; those not added (closed, or there already)
-                // give theirs back.
-                for k in blocks.clone().filter(|k| !added.contains(k)) {
-                    ledger.used -= self.len_of(k);
-                }
-                for &k in &added {
-                    ledger
-                        .blocks
-                        .put((self.archive, self.serial, k), self.len_of(k));
-                }
-                ledger.evict(0, &self.pool.stats)
-            };
-            victims.apply();
+            // Charged above for every block; those not added (closed, or there already)
+            // give theirs back.
+            let refund = blocks.clone().filter(|k| !added.contains(k));
+            let filed: Vec<(u64, u64)> = added.iter().map(|&k| (k, self.len_of(k))).collect();
+            self.books
+                .settle(self.id, &filed, refund.map(|k| self.len_of(k)).sum());
         }
         for (done, e) in answers {
             done(Err(e));
@@ -434,7 +377,7 @@ impl Blocks {
     }
 
     /// Evicted: block `k` goes from the file (if it is still here).
-    pub(super) fn evict(&self, k: u64) {
+    pub fn evict(&self, k: u64) {
         let mut st = self.lock();
         if !st.closed && st.have.get(k as usize) == Some(&Have::Present) {
             st.have[k as usize] = Have::Absent;
@@ -444,23 +387,20 @@ impl Blocks {
         }
     }
 
-    /// At unmount: the file synced, then its present blocks listed in `blocks.clean`, so the
-    /// next mount of this version reuses exactly those. From the listing on, no block is
+    /// At unmount: the file synced, then its present blocks listed (one number a line), for
+    /// the caller to keep beside the file so that the next mount of this version reuses
+    /// exactly those; None if the file cannot be synced. From the listing on, no block is
     /// punched or added (a fetch landing late, an eviction), and one being written as the
     /// daemon exits is not in the list: only whole, synced blocks are ever reused.
-    pub(super) fn close(&self, store: &Store) {
-        if self.file.sync_data().is_err() {
-            return;
-        }
-        let listed: String = {
-            let mut st = self.lock();
-            st.closed = true;
-            (0..st.have.len())
-                .filter(|&k| st.have[k] == Have::Present)
-                .map(|k| format!("{k}\n"))
-                .collect()
-        };
-        let _ = store.list_blocks(&listed);
+    pub fn close(&self) -> Option<String> {
+        self.file.sync_data().ok()?;
+        let mut st = self.lock();
+        st.closed = true;
+        let listed = (0..st.have.len())
+            .filter(|&k| st.have[k] == Have::Present)
+            .map(|k| format!("{k}\n"))
+            .collect();
+        Some(listed)
     }
 }
 
@@ -476,70 +416,7 @@ impl Drop for Blocks {
         let present: Vec<u64> = (0..st.have.len() as u64)
             .filter(|&k| st.have[k as usize] == Have::Present)
             .collect();
-        {
-            let mut ledger = self.pool.lock();
-            for k in present {
-                if let Some(len) = ledger.blocks.pop(&(self.archive, self.serial, k)) {
-                    ledger.used -= len;
-                }
-            }
-            // Unless a set made since for the same archive took its place.
-            if ledger
-                .block_sets
-                .get(&self.archive)
-                .is_some_and(|(serial, _)| *serial == self.serial)
-            {
-                ledger.block_sets.remove(&self.archive);
-            }
-        }
+        self.books.forget(self.id, &present);
         let _ = self.file.set_len(0);
-    }
-}
-
-impl Cache {
-    /// The local blocks of remote archive `remote`, whose id in the mount is `id`, in its
-    /// directory of the cache (those a clean earlier mount of the same version left reused).
-    pub fn blocks(&self, remote: Arc<Remote>, id: u64) -> Result<Arc<Blocks>> {
-        // One set per object version: a reopen while the first is in use shares its blocks.
-        // Upgraded outside the lock: the last reference to a set may go with ours, and its
-        // drop takes the lock.
-        let live = self.pool.lock().block_sets.get(&id).map(|(_, w)| w.clone());
-        if let Some(blocks) = live.as_ref().and_then(Weak::upgrade)
-            && blocks.remote().identity() == remote.identity()
-        {
-            return Ok(blocks);
-        }
-        let path = std::path::PathBuf::from(remote.display());
-        let store = self.store(&path, remote.identity(), id)?;
-        Blocks::open(remote, id, &store, self.pool.clone()).map_err(|e| {
-            Error::io(
-                "open",
-                format!("the block file in {}", store.dir().display()),
-                e,
-            )
-        })
-    }
-
-    /// At unmount: every live block set synced and its present blocks listed for the next
-    /// mount.
-    pub(super) fn close_blocks(&self) {
-        let sets: Vec<Weak<Blocks>> = {
-            let ledger = self.pool.lock();
-            ledger.block_sets.values().map(|(_, w)| w.clone()).collect()
-        };
-        for blocks in sets.iter().filter_map(Weak::upgrade) {
-            let store = self.pool.lock().stores.get(&blocks.archive).cloned();
-            if let Some(store) = store {
-                blocks.close(&store);
-            }
-        }
-    }
-}
-
-/// `bytes`, or why there are none, to `done`.
-fn answer(done: ReadDone, bytes: Result<Vec<u8>>) {
-    match bytes {
-        Ok(b) => done(Ok(&b)),
-        Err(e) => done(Err(e)),
     }
 }

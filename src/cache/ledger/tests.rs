@@ -1,0 +1,110 @@
+//! The books balance after every change (each method checks it in debug builds, and these
+//! tests also compare `used` with what they put in), and evictions take what the module docs
+//! say, in that order.
+
+use super::*;
+use crate::bytes::SetId;
+
+fn ledger(budget: u64) -> Ledger {
+    Ledger::new(budget, Arc::new(Stats::default()))
+}
+
+fn key(number: usize, size: u64) -> FileKey {
+    FileKey {
+        number,
+        size,
+        crc32: 0,
+    }
+}
+
+fn balanced(l: &Ledger) {
+    assert_eq!(l.used(), l.counted());
+}
+
+#[test]
+fn a_charge_is_pending_until_filed_or_refunded() {
+    let mut l = ledger(100);
+    let _ = l.charge(10);
+    assert_eq!(l.used(), 10);
+    balanced(&l);
+    let _ = l.file_span((1, 0), 0, 10);
+    assert_eq!(l.used(), 10);
+    balanced(&l);
+    let _ = l.charge(5);
+    l.refund(5);
+    assert_eq!(l.used(), 10);
+    balanced(&l);
+}
+
+#[test]
+fn kept_files_go_first_then_spans_then_blocks() {
+    let stats = Arc::new(Stats::default());
+    let mut l = Ledger::new(100, stats.clone());
+    let set = SetId {
+        archive: 7,
+        serial: 1,
+    };
+    let _ = l.add_block_set(set, std::sync::Weak::new(), &[(0, 30)]);
+    let _ = l.charge(30);
+    let _ = l.file_span((1, 0), 3, 30);
+    l.keep_found((2, 4), key(4, 30));
+    balanced(&l);
+    assert_eq!(l.used(), 90);
+    // 20 more: the kept file goes (it is first in the order), nothing else.
+    let _ = l.charge(20);
+    balanced(&l);
+    assert_eq!(l.kept_size((2, 4)), None);
+    assert_eq!(l.used(), 80);
+    assert_eq!(stats.evicted.load(Ordering::Relaxed), 1);
+    // 40 more: the span goes (30 + 20 pending + 40 fit again), the block stays.
+    let _ = l.charge(40);
+    balanced(&l);
+    assert_eq!(stats.evicted_spans.load(Ordering::Relaxed), 1);
+    assert_eq!(l.used(), 90);
+    // 30 more: the block goes, and then only pending bytes are left.
+    let _ = l.charge(30);
+    balanced(&l);
+    assert_eq!(l.used(), 90);
+    assert_eq!(stats.evicted_bytes.load(Ordering::Relaxed), 90);
+}
+
+#[test]
+fn blocks_are_filed_refunded_and_forgotten_by_set() {
+    let mut l = ledger(1000);
+    let old = SetId {
+        archive: 3,
+        serial: 1,
+    };
+    let new = SetId {
+        archive: 3,
+        serial: 2,
+    };
+    let _ = l.add_block_set(old, std::sync::Weak::new(), &[]);
+    let _ = l.charge(30);
+    let _ = l.file_blocks(old, &[(0, 10), (1, 10)], 10);
+    balanced(&l);
+    assert_eq!(l.used(), 20);
+    // A set made since for the same archive keeps its place when the old one goes.
+    let _ = l.add_block_set(new, std::sync::Weak::new(), &[(5, 7)]);
+    l.forget_blocks(old, &[0, 1]);
+    balanced(&l);
+    assert_eq!(l.used(), 7);
+    assert!(l.block_set(3).is_some());
+    l.forget_blocks(new, &[5]);
+    balanced(&l);
+    assert_eq!(l.used(), 0);
+    assert!(l.block_set(3).is_none());
+}
+
+#[test]
+fn a_kept_file_taken_again_is_pending_until_refunded() {
+    let mut l = ledger(100);
+    l.keep_found((1, 2), key(2, 40));
+    assert_eq!(l.take_kept((1, 2)).map(|k| k.size), Some(40));
+    balanced(&l);
+    assert_eq!(l.used(), 40);
+    l.refund(40);
+    balanced(&l);
+    assert_eq!(l.used(), 0);
+    assert!(l.take_kept((1, 2)).is_none());
+}
