@@ -14,7 +14,7 @@ use fuser::{Config, MountOption, SessionACL};
 use crate::error::{Error, Result, cause};
 use crate::fuse::Fuse;
 use crate::mount::{self, Unmounter};
-use crate::mounted::{self, Served};
+use crate::mounted::{self, Service};
 use crate::options::Options;
 use crate::owner::Owner;
 use crate::preflight::{self, Needs};
@@ -37,7 +37,7 @@ pub fn run(opts: &Options) -> Result<()> {
             auto_unmount: opts.auto_unmount,
         },
     )?;
-    let served = mounted::prepare(opts)?;
+    let service = mounted::prepare(opts)?;
     let plan = plan(opts, watched);
     let ready = Readiness {
         mountpoint,
@@ -51,9 +51,9 @@ pub fn run(opts: &Options) -> Result<()> {
         opts.mountpoint.display()
     );
     if opts.foreground {
-        serve(served, plan, ready)
+        serve(service, plan, ready)
     } else {
-        background(served, plan, ready)
+        background(service, plan, ready)
     }
 }
 
@@ -158,7 +158,7 @@ struct Readiness {
     pipe: Option<std::io::PipeWriter>,
 }
 
-fn background(served: Served, plan: MountPlan, mut ready: Readiness) -> Result<()> {
+fn background(service: Service, plan: MountPlan, mut ready: Readiness) -> Result<()> {
     let fork_err = |e: std::io::Error| Error::Mount {
         path: ready.mountpoint.clone(),
         cause: format!("cannot start the daemon: {}", cause(&e)),
@@ -175,7 +175,7 @@ fn background(served: Served, plan: MountPlan, mut ready: Readiness) -> Result<(
             ready.pipe = Some(writer);
             // A remote archive is opened in `serve`, after the fork: its client's threads
             // must be the daemon's.
-            let code = match serve(served, plan, ready) {
+            let code = match serve(service, plan, ready) {
                 Ok(()) => 0,
                 Err(e) => {
                     // Before readiness the waiting parent prints it, once; after it (the
@@ -258,11 +258,11 @@ fn detach() {
     }
 }
 
-fn serve(served: Served, plan: MountPlan, ready: Readiness) -> Result<()> {
+fn serve(service: Service, plan: MountPlan, ready: Readiness) -> Result<()> {
     // Blocked before any thread exists (a remote client's start with the build), so that
     // every thread inherits the mask and only the signal thread takes them.
     let signals = block_signals();
-    let fs = served.build()?;
+    let fs = service.build()?;
     let path = ready.mountpoint.clone();
     let mount_err = |e: std::io::Error| preflight::explain(&path, &e);
     let request = mount::Request {

@@ -20,7 +20,7 @@ use crate::remote::{self, Found};
 use crate::zipfile::members;
 
 /// The filesystem to serve, built now or once the daemon runs.
-pub struct Served(Build);
+pub struct Service(Build);
 
 enum Build {
     Now(Box<NpzFs<BackingId>>),
@@ -32,7 +32,7 @@ enum Build {
     },
 }
 
-impl Served {
+impl Service {
     /// The filesystem. Remote sources are resolved now: one remote object is the mount's
     /// archive (a HEAD, then its central directory), anything else a forest.
     pub fn build(self) -> Result<NpzFs<BackingId>> {
@@ -77,7 +77,7 @@ fn remote_sources(
 }
 
 /// Reads the sources of `opts` as far as can be done before the daemon forks.
-pub fn prepare(opts: &Options) -> Result<Served> {
+pub fn prepare(opts: &Options) -> Result<Service> {
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let owner = Ownership {
@@ -109,7 +109,7 @@ pub fn prepare(opts: &Options) -> Result<Served> {
         }
     };
     if opts.sources.iter().any(|s| remote::is_remote(s)) {
-        return Ok(Served(Build::Remote {
+        return Ok(Service(Build::Remote {
             sources: opts.sources.clone(),
             how: how(),
             owner,
@@ -132,7 +132,7 @@ pub fn prepare(opts: &Options) -> Result<Served> {
         }
         _ => NpzFs::sources(&opts.sources, how(), &cache)?,
     };
-    Ok(Served(Build::Now(Box::new(fs))))
+    Ok(Service(Build::Now(Box::new(fs))))
 }
 
 /// Raises the open-file limit to its hard limit (a tree of shards wants descriptors; the

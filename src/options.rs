@@ -151,7 +151,7 @@ where
     if args.len() == 2 && args[1] == MAN_PAGE_FLAG {
         return Ok(Parsed::ManPage);
     }
-    let cli = match command()
+    let mut cli = match command()
         .try_get_matches_from(args)
         .and_then(|m| Cli::from_arg_matches(&m))
     {
@@ -161,7 +161,7 @@ where
     if cli.json && !cli.list {
         return Err(Error::Usage("--json goes with --list".into()));
     }
-    let mut paths = cli.paths;
+    let mut paths = std::mem::take(&mut cli.paths);
     if cli.list {
         return match <[PathBuf; 1]>::try_from(paths) {
             Ok([archive]) => Ok(Parsed::List {
@@ -176,6 +176,13 @@ where
             "missing MOUNTPOINT: npzfs [OPTIONS] SOURCE... MOUNTPOINT".into(),
         ));
     };
+    let o = mount_options(&cli, paths, mountpoint)?;
+    Ok(Parsed::Run(Box::new(o)))
+}
+
+/// The options of a mount of `sources` on `mountpoint`: defaults, then each `-o` option in
+/// order, then the checks of options that go together.
+fn mount_options(cli: &Cli, sources: Vec<PathBuf>, mountpoint: PathBuf) -> Result<Options> {
     let log_level = match (cli.quiet, cli.verbose) {
         (true, _) => log::LevelFilter::Error,
         (false, 0) => log::LevelFilter::Info,
@@ -183,7 +190,7 @@ where
         (false, _) => log::LevelFilter::Trace,
     };
     let mut o = Options {
-        sources: paths,
+        sources,
         mountpoint,
         foreground: cli.foreground,
         log_level,
@@ -221,7 +228,7 @@ where
             "options allow_other and allow_root exclude each other".into(),
         ));
     }
-    Ok(Parsed::Run(Box::new(o)))
+    Ok(o)
 }
 
 fn apply(o: &mut Options, opt: &str) -> Result<()> {

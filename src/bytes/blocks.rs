@@ -58,7 +58,7 @@ struct Waiting {
     to_kernel: bool,
 }
 
-struct State {
+struct BlockTable {
     have: Vec<Have>,
     waiting: Vec<Waiting>,
     readahead: Readahead,
@@ -78,7 +78,7 @@ pub struct Blocks {
     path: PathBuf,
     size: u64,
     books: Arc<dyn Books>,
-    state: Mutex<State>,
+    state: Mutex<BlockTable>,
 }
 
 impl Blocks {
@@ -112,14 +112,17 @@ impl Blocks {
         static SERIAL: AtomicU64 = AtomicU64::new(0);
         let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
         Ok(Arc::new(Blocks {
-            id: SetId { archive, serial },
+            id: SetId {
+                archive_id: archive,
+                serial,
+            },
             remote,
             file,
             map,
             path,
             size,
             books,
-            state: Mutex::new(State {
+            state: Mutex::new(BlockTable {
                 have,
                 waiting: Vec::new(),
                 readahead: Readahead::default(),
@@ -142,7 +145,7 @@ impl Blocks {
         &self.remote
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, BlockTable> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 

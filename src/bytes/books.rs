@@ -8,7 +8,7 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SetId {
     /// The archive's (or plain object's) id in the mount.
-    pub archive: u64,
+    pub archive_id: u64,
     /// The set's serial number.
     pub serial: u64,
 }

@@ -71,7 +71,7 @@ impl Cache {
     pub(super) fn close_blocks(&self) {
         let sets = self.pool.lock().block_sets();
         for blocks in sets.iter().filter_map(Weak::upgrade) {
-            let store = self.pool.lock().store(blocks.id.archive).cloned();
+            let store = self.pool.lock().store(blocks.id.archive_id).cloned();
             if let (Some(store), Some(listed)) = (store, blocks.close()) {
                 let _ = store.list_blocks(&listed);
             }

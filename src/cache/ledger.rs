@@ -321,7 +321,7 @@ impl Ledger {
         self.block_sets.values().map(|(_, w)| w.clone()).collect()
     }
 
-    /// Files a new block set of `set.archive`, with the `present` blocks (block, bytes) an
+    /// Files a new block set of `set.archive_id`, with the `present` blocks (block, bytes) an
     /// earlier mount left, charged.
     pub fn add_block_set(
         &mut self,
@@ -329,7 +329,7 @@ impl Ledger {
         blocks: Weak<Blocks>,
         present: &[(u64, u64)],
     ) -> Victims {
-        self.block_sets.insert(set.archive, (set, blocks));
+        self.block_sets.insert(set.archive_id, (set, blocks));
         for &(k, len) in present {
             self.used += len;
             self.blocks.put((set, k), len);
@@ -358,10 +358,10 @@ impl Ledger {
         }
         if self
             .block_sets
-            .get(&set.archive)
+            .get(&set.archive_id)
             .is_some_and(|(s, _)| *s == set)
         {
-            self.block_sets.remove(&set.archive);
+            self.block_sets.remove(&set.archive_id);
         }
         self.check();
     }
@@ -442,14 +442,17 @@ impl Ledger {
         self.used -= len;
         // Punched only out of the set it was charged to (not one made since). Not upgraded
         // otherwise: a set dropped under this lock would deadlock on it.
-        let filed = self.block_sets.get(&set.archive).filter(|(s, _)| *s == set);
+        let filed = self
+            .block_sets
+            .get(&set.archive_id)
+            .filter(|(s, _)| *s == set);
         if let Some(blocks) = filed.and_then(|(_, w)| w.upgrade()) {
             victims.blocks.push((blocks, k));
         }
         self.stats.evicted_bytes.fetch_add(len, Ordering::Relaxed);
         log::trace!(
             "evicting block {k} of archive {} ({len} bytes)",
-            set.archive
+            set.archive_id
         );
         true
     }

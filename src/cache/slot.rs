@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use super::seek_index::SeekTable;
-use super::spans::{BLOCK, Gather, ReadPlan, SpanBook};
+use super::spans::{DISK_BLOCK, Gather, ReadPlan, SpanBook};
 use super::store::FileKey;
 use crate::bytes::disk::punch_hole;
 
@@ -66,7 +66,7 @@ pub struct Sparse {
 /// A member in the cache.
 pub struct Slot {
     /// The id in the mount of the archive the member belongs to.
-    pub archive: u64,
+    pub archive_id: u64,
     /// Which member, for names and accounting.
     pub key: FileKey,
     /// The member's name, for messages.
@@ -132,7 +132,7 @@ impl Slot {
         fill: Fill,
     ) -> Slot {
         Slot {
-            archive,
+            archive_id: archive,
             key,
             name,
             file,
@@ -149,7 +149,7 @@ impl Slot {
 
     /// The member's id in the mount's ledger.
     pub fn id(&self) -> SlotId {
-        (self.archive, self.key.number)
+        (self.archive_id, self.key.number)
     }
 
     /// A reader read the member meanwhile (from the archive, while it is copied).
@@ -347,7 +347,7 @@ impl Slot {
         }
         // Everything before `kept_from` is gone already: the block it starts in goes whole.
         let from = std::mem::replace(kept_from, to);
-        punch_hole(&self.file, from / BLOCK * BLOCK, to)
+        punch_hole(&self.file, from / DISK_BLOCK * DISK_BLOCK, to)
     }
 
     /// Every byte is written and verified: the member is complete and every parked read is
@@ -414,10 +414,10 @@ impl Slot {
         let (book, present) = SpanBook::from_window(layout.clone(), kept);
         let head_end = present
             .first()
-            .map_or(self.key.size.next_multiple_of(BLOCK), |&(i, _)| {
-                layout.span(i).0 / BLOCK * BLOCK
+            .map_or(self.key.size.next_multiple_of(DISK_BLOCK), |&(i, _)| {
+                layout.span(i).0 / DISK_BLOCK * DISK_BLOCK
             });
-        if let Err(e) = punch_hole(&self.file, kept / BLOCK * BLOCK, head_end) {
+        if let Err(e) = punch_hole(&self.file, kept / DISK_BLOCK * DISK_BLOCK, head_end) {
             log::debug!("cannot free the head of the window of {}: {e}", self.name);
         }
         let _ = self.sparse.set(sparse);

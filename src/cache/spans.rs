@@ -15,11 +15,11 @@ use crate::error::{Error, Result};
 /// The allocation unit the cache's disk accounting assumes (ext4's, XFS's and tmpfs's page).
 /// Spans and windows rarely start or end on it: a span is charged for every block it touches,
 /// and a punch frees a block that straddles its edge whenever the neighbour is gone too.
-pub const BLOCK: u64 = 4096;
+pub const DISK_BLOCK: u64 = 4096;
 
 /// The disk space `[start, end)` of a cache file can occupy: every block it touches.
 pub fn footprint(start: u64, end: u64) -> u64 {
-    end.next_multiple_of(BLOCK) - start / BLOCK * BLOCK
+    end.next_multiple_of(DISK_BLOCK) - start / DISK_BLOCK * DISK_BLOCK
 }
 
 /// Where one span of a sparse member stands.
@@ -256,12 +256,12 @@ impl SpanBook {
                 .is_none_or(|s| *s == Span::Absent)
         };
         let from = match gone(i.checked_sub(1)) {
-            true => start / BLOCK * BLOCK,
-            false => start.next_multiple_of(BLOCK),
+            true => start / DISK_BLOCK * DISK_BLOCK,
+            false => start.next_multiple_of(DISK_BLOCK),
         };
         let to = match gone(Some(i + 1)) {
-            true => end.next_multiple_of(BLOCK),
-            false => end / BLOCK * BLOCK,
+            true => end.next_multiple_of(DISK_BLOCK),
+            false => end / DISK_BLOCK * DISK_BLOCK,
         };
         Some((from, to))
     }

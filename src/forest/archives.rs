@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
-use super::Entity;
+use super::entity::Entity;
 use super::ino::{self, MAX_LOCAL};
-use super::origin::{Opened, Origin};
+use super::origin::{Origin, SourceFile};
 use super::perms::key_of;
 use crate::archive_fs::{ArchiveFs, Placement};
 use crate::attr::Shown;
@@ -111,8 +111,10 @@ impl Archives {
             return Err(Error::NotFound);
         }
         let archive = match opened {
-            Opened::File(file) => Archive::from_file(file, &path)?,
-            Opened::Object(object) => Archive::remote(self.cache.blocks(Arc::new(object), id)?)?,
+            SourceFile::File(file) => Archive::from_file(file, &path)?,
+            SourceFile::Object(object) => {
+                Archive::remote(self.cache.blocks(Arc::new(object), id)?)?
+            }
         };
         let members = members::read_members(&archive)?;
         let place = Placement {

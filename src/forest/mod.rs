@@ -18,6 +18,7 @@
 //! could not read in the source. `uid=`, `gid=` and `umask=` override them.
 
 mod archives;
+mod entity;
 pub mod ino;
 pub mod names;
 mod origin;
@@ -40,40 +41,12 @@ use crate::remote::{self, Found, dir::RemoteDir};
 use crate::source::{Meta, SourceDir, Type, component};
 use crate::tree::Ino;
 use archives::Archives;
+use entity::{Entity, Is, plain};
 use ino::Key;
 use names::Shows;
-use origin::{Opened, Origin};
+use origin::{Origin, SourceFile};
 pub use perms::Overrides;
 use perms::{attr_of, key_of, shown, top_attr};
-
-/// What an entity is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Is {
-    /// The mount root over several sources.
-    Top,
-    /// A directory of a source tree.
-    Dir,
-    /// A regular file of a source tree, served from it.
-    File,
-    /// A symlink of a source tree, shown as one.
-    Symlink,
-    /// An archive: a directory of its members.
-    Archive,
-}
-
-/// An entry of the sources the kernel has been told about.
-pub struct Entity {
-    is: Is,
-    /// Its parent directory's inode (the root's is itself).
-    parent: Ino,
-    /// Which source it is in, and where below that source's directory.
-    source: usize,
-    rel: PathBuf,
-    /// What it was when it was found: if the disk says otherwise, it is gone.
-    key: Key,
-    /// Why an archive cannot be served (logged once).
-    failed: OnceLock<Arc<Error>>,
-}
 
 /// One source of the command line.
 struct Source {
@@ -114,7 +87,7 @@ pub enum Plain {
 }
 
 /// A node of the mount, found.
-enum Node {
+enum Located {
     /// Inside an archive (its root included).
     Archive(Arc<ArchiveFs>),
     /// An entry of the sources.
@@ -182,12 +155,12 @@ impl Forest {
         entities.get(&id).cloned().ok_or(Error::NotFound)
     }
 
-    fn node(&self, ino: Ino) -> Result<Node> {
+    fn node(&self, ino: Ino) -> Result<Located> {
         let (id, local) = ino::split(ino);
         let e = self.entity(id)?;
         match e.is {
-            Is::Archive => Ok(Node::Archive(self.archive(id, &e)?)),
-            _ if local == 1 => Ok(Node::Entity(id, e)),
+            Is::Archive => Ok(Located::Archive(self.archive(id, &e)?)),
+            _ if local == 1 => Ok(Located::Entity(id, e)),
             _ => Err(Error::NotFound),
         }
     }
@@ -201,8 +174,8 @@ impl Forest {
     /// The archive `ino` is in, if it is in one (for opens and xattrs).
     pub fn archive_of(&self, ino: Ino) -> Result<Option<Arc<ArchiveFs>>> {
         match self.node(ino)? {
-            Node::Archive(fs) => Ok(Some(fs)),
-            Node::Entity(..) => Ok(None),
+            Located::Archive(fs) => Ok(Some(fs)),
+            Located::Entity(..) => Ok(None),
         }
     }
 
@@ -215,8 +188,8 @@ impl Forest {
     /// The child `name` of directory `parent`.
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         match self.node(parent)? {
-            Node::Archive(fs) => fs.lookup(parent, name),
-            Node::Entity(id, e) => self.lookup_in(id, &e, name),
+            Located::Archive(fs) => fs.lookup(parent, name),
+            Located::Entity(id, e) => self.lookup_in(id, &e, name),
         }
     }
 
@@ -237,8 +210,8 @@ impl Forest {
     /// directory of an archive, whose listing never changes.
     pub fn opendir(&self, ino: Ino) -> Result<Option<u64>> {
         match self.node(ino)? {
-            Node::Archive(fs) => fs.readdir(ino, 0).map(|_| None),
-            Node::Entity(id, e) => {
+            Located::Archive(fs) => fs.readdir(ino, 0).map(|_| None),
+            Located::Entity(id, e) => {
                 let listing = Arc::new(self.list(id, &e)?);
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                 self.lock_listings().insert(fh, listing);
@@ -261,7 +234,7 @@ impl Forest {
     ) -> Result<()> {
         let listing = self.lock_listings().get(&fh).cloned();
         let Some(listing) = listing else {
-            let Node::Archive(fs) = self.node(ino)? else {
+            let Located::Archive(fs) = self.node(ino)? else {
                 return Err(Error::NotFound);
             };
             return fs.readdir_into(ino, offset, add);
@@ -290,7 +263,7 @@ impl Forest {
     /// The target of symlink `ino`, as written in the source.
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         match self.node(ino)? {
-            Node::Entity(id, e) if e.is == Is::Symlink => {
+            Located::Entity(id, e) if e.is == Is::Symlink => {
                 self.stat(id, &e)?;
                 self.sources[e.source].dir.readlink(&e.rel)
             }
@@ -301,17 +274,17 @@ impl Forest {
     /// Opens regular file `ino` of a source tree, checked to be the file that was found.
     pub fn open_file(&self, ino: Ino) -> Result<Plain> {
         let (id, e) = match self.node(ino)? {
-            Node::Entity(id, e) if e.is == Is::File => (id, e),
-            Node::Entity(..) => return Err(Error::IsDir),
-            Node::Archive(_) => return Err(Error::NotFound),
+            Located::Entity(id, e) if e.is == Is::File => (id, e),
+            Located::Entity(..) => return Err(Error::IsDir),
+            Located::Archive(_) => return Err(Error::NotFound),
         };
         let (opened, meta) = self.sources[e.source].dir.open(&e.rel)?;
         if key_of(&meta, false) != e.key {
             return Err(Error::NotFound);
         }
         match opened {
-            Opened::File(file) => Ok(Plain::File(file)),
-            Opened::Object(object) => Ok(Plain::Object(
+            SourceFile::File(file) => Ok(Plain::File(file)),
+            SourceFile::Object(object) => Ok(Plain::Object(
                 self.archives.cache().blocks(Arc::new(object), id)?,
             )),
         }
@@ -485,15 +458,6 @@ impl Forest {
             attr: None,
         });
         Ok(dots.into_iter().chain(out).collect())
-    }
-}
-
-/// What a plain entry of a source is.
-fn plain(meta: &Meta) -> Is {
-    match meta.kind {
-        Type::Dir => Is::Dir,
-        Type::Symlink => Is::Symlink,
-        _ => Is::File,
     }
 }
 

@@ -20,7 +20,7 @@ pub enum Origin {
 }
 
 /// A regular entry, opened.
-pub enum Opened {
+pub enum SourceFile {
     /// A file on disk.
     File(File),
     /// A remote object, to be read by range.
@@ -71,15 +71,15 @@ impl Origin {
     }
 
     /// The regular entry `rel`, opened, and what the opened entry is.
-    pub fn open(&self, rel: &Path) -> Result<(Opened, Meta)> {
+    pub fn open(&self, rel: &Path) -> Result<(SourceFile, Meta)> {
         match self {
             Origin::Local(d) => {
                 let io = |verb, err| Error::in_source(verb, d.display(rel), err);
                 let file = d.open_file(rel).map_err(|e| io("open", e))?;
                 let meta = Meta::of_file(&file).map_err(|e| io("stat", e))?;
-                Ok((Opened::File(file), meta))
+                Ok((SourceFile::File(file), meta))
             }
-            Origin::Remote(r) => r.open(rel).map(|(o, meta)| (Opened::Object(o), meta)),
+            Origin::Remote(r) => r.open(rel).map(|(o, meta)| (SourceFile::Object(o), meta)),
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::Is;
+use super::entity::Is;
 use super::ino::Key;
 use crate::attr::{Attr, Kind, LIVE, Shown};
 use crate::source::Meta;

@@ -41,7 +41,7 @@ fn kept_files_go_first_then_spans_then_blocks() {
     let stats = Arc::new(Stats::default());
     let mut l = Ledger::new(100, stats.clone());
     let set = SetId {
-        archive: 7,
+        archive_id: 7,
         serial: 1,
     };
     let _ = l.add_block_set(set, std::sync::Weak::new(), &[(0, 30)]);
@@ -72,11 +72,11 @@ fn kept_files_go_first_then_spans_then_blocks() {
 fn blocks_are_filed_refunded_and_forgotten_by_set() {
     let mut l = ledger(1000);
     let old = SetId {
-        archive: 3,
+        archive_id: 3,
         serial: 1,
     };
     let new = SetId {
-        archive: 3,
+        archive_id: 3,
         serial: 2,
     };
     let _ = l.add_block_set(old, std::sync::Weak::new(), &[]);
