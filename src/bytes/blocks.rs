@@ -191,13 +191,16 @@ impl Blocks {
             fetch.extend(ahead);
         }
         if (first..=last).all(|k| st.have[k as usize] == Have::Present) {
-            self.start(&fetch);
-            // Under the lock: an eviction punches under it too, never under a read.
+            // Read under the lock: an eviction punches under it too, never under a read. The
+            // readahead it asked for is started once the lock is let go.
             if to_kernel {
-                return self.reply(offset, end, done);
+                self.reply(offset, end, done);
+                drop(st);
+                return self.start(&fetch);
             }
             let bytes = self.pread(offset, end);
             drop(st);
+            self.start(&fetch);
             return answer(done, bytes);
         }
         st.waiting.push(Waiting {
