@@ -2,16 +2,18 @@
 //! file that `np.load(path, mmap_mode='r')`, `mmap(2)` or any other reader can use through the
 //! kernel. ARCHITECTURE.md (beside Cargo.toml) draws the whole design.
 //!
-//! Data flow: the archive is opened and mapped ([`archive`]); its central directory is read
-//! ([`central`]) and becomes a `Vec<Member>` ([`members`]); member names become an immutable
-//! inode table ([`tree`]). The filesystem core ([`fs`]) answers lookups from the tree, keeps
-//! the open handles ([`handles`]), and reads: a stored member is a slice of the archive
-//! mapping at `data_start + offset`, handed to the kernel; a compressed one goes to the
-//! decompression [`cache`], whose slot for it answers from its cache file, or parks the read
-//! until the thread decoding that range (a first pass from the start, or one span from its
-//! seek point) answers it. The thin FUSE adapter ([`fuse`]) only translates. [`daemon`] runs
-//! the process (readiness, signals, owner), [`preflight`] tells why FUSE cannot be had, and
-//! [`mount`] mounts it as `fuse.npzfs`.
+//! Layers, each using only those below it: the remote client ([`remote`]); an archive as
+//! bytes, local or remote, with its identity and ranged reads ([`bytes`]); the ZIP format over
+//! those bytes: central directory, members, inflate and the other methods ([`zipfile`]); the
+//! decompression [`cache`]; what a mount shows (member names become an immutable inode table,
+//! [`tree`]; one archive served, [`archive_fs`]; many, [`forest`]); the filesystem core
+//! ([`fs`]), which keeps the open handles ([`handles`]) and reads: a stored member is a range
+//! of the archive at `data_start + offset`, handed to the kernel; a compressed one goes to the
+//! cache, whose slot for it answers from its cache file, or parks the read until the thread
+//! decoding that range (a first pass from the start, or one span from its seek point) answers
+//! it. The thin FUSE adapter ([`fuse`]) only translates. [`daemon`] runs the process
+//! (readiness, signals, owner), [`preflight`] tells why FUSE cannot be had, and [`mount`]
+//! mounts it as `fuse.npzfs`.
 //!
 //! Glossary (one name per concept):
 //! * *member*: one ZIP entry of the archive; its *number* is its position in the central
@@ -28,7 +30,12 @@
 //!   next, decoded on their own when a member is *sparse*.
 //! * *window*: the part of a member larger than the cache that its first pass keeps on disk;
 //!   *history*: the 32 KiB of output a deflate block may refer back to.
-//! * *ledger*: the cache's books (live, kept, spans, bytes used) under the cache lock.
+//! * *ledger*: the cache's books (live, kept, spans, blocks, bytes used and pending) under the
+//!   cache lock; *charge*, *refund*, *file* and *evict* are its only changes.
+//! * *block*: 1 MiB of a remote object on local disk ([`bytes::BLOCK`]); a *block set* is one
+//!   object version's blocks. *Disk block*: the 4 KiB unit holes are punched in.
+//! * *archive id*: an archive's number in the mount (`archive_id`), not the archive itself.
+//! * *pending*: bytes charged for what is not filed yet (a span or blocks being written).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

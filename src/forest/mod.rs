@@ -4,9 +4,9 @@
 //!
 //! The tree of the sources is never held in memory whole. Every lookup and listing of a
 //! source directory asks the disk (`source.rs`, which never follows a symlink), and the
-//! kernel keeps the answers for [`LIVE`] only, so a shard added, removed or renamed shows
+//! kernel keeps the answers for `attr::LIVE` only, so a shard added, removed or renamed shows
 //! within a second. What the daemon keeps of each entry it has been asked about is an
-//! [`Entity`]: where it is, what it was (its identity) and its parent: about 700 bytes resident per entry
+//! `Entity` (`entity.rs`): where it is, what it was (its identity) and its parent: about 700 bytes resident per entry
 //! listed, as `bench/shards.py` measures it. An
 //! archive is opened only when something inside it is asked for (`archives.rs`); from then
 //! on it is immutable and served like a single archive ([`ArchiveFs`]).
