@@ -65,7 +65,7 @@ impl Location {
                 "a URL with a query (a pre-signed URL) is not supported".into(),
             ));
         }
-        let (store, pages, path) = client(url, timeout).map_err(fail)?;
+        let (store, pages, path) = client(url, timeout)?;
         Ok(Location {
             store,
             path,
@@ -77,12 +77,7 @@ impl Location {
 
     /// The object at `path` in the same store, as it was in `version`, shown as `display`.
     pub fn object(&self, path: StorePath, version: Version, display: String) -> Remote {
-        Remote {
-            store: self.store.clone(),
-            path,
-            display,
-            version,
-        }
+        Remote::new(self.store.clone(), path, version, display)
     }
 
     /// The prefix the object of this location is in, to be served without listing it (its
@@ -212,7 +207,6 @@ pub fn find(url: &str, timeout: Duration) -> Result<Found> {
     }
 }
 
-/// The store and the object's path in it, for `url`.
 /// A store, its paginated listing when it has one (S3), and a path in it.
 type Client = (
     Arc<dyn ObjectStore>,
@@ -220,7 +214,12 @@ type Client = (
     StorePath,
 );
 
-fn client(url: &str, timeout: Duration) -> std::result::Result<Client, String> {
+/// The store and the object's path in it, for `url`; each request gives up after `timeout`.
+fn client(url: &str, timeout: Duration) -> Result<Client> {
+    let fail = |cause: String| Error::Remote {
+        url: display(url),
+        cause,
+    };
     let retry = RetryConfig {
         backoff: BackoffConfig::default(),
         max_retries: 10,
@@ -234,7 +233,9 @@ fn client(url: &str, timeout: Duration) -> std::result::Result<Client, String> {
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err("an S3 source is s3://BUCKET/KEY.npz or s3://BUCKET/PREFIX/".into());
+            return Err(fail(
+                "an S3 source is s3://BUCKET/KEY.npz or s3://BUCKET/PREFIX/".into(),
+            ));
         }
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
@@ -243,19 +244,19 @@ fn client(url: &str, timeout: Duration) -> std::result::Result<Client, String> {
         for (key, value) in profile::profile() {
             builder = builder.with_config(key, value);
         }
-        let store = Arc::new(builder.build().map_err(|e| explain(&e))?);
+        let store = Arc::new(builder.build().map_err(|e| fail(explain(&e)))?);
         return Ok((store.clone(), Some(store), StorePath::from(key)));
     }
     let (base, name) = url
         .rsplit_once('/')
         .filter(|(_, name)| !name.is_empty())
-        .ok_or("a URL source names a file: http(s)://HOST/PATH/x.npz")?;
+        .ok_or_else(|| fail("a URL source names a file: http(s)://HOST/PATH/x.npz".into()))?;
     let store = HttpBuilder::new()
         .with_url(format!("{base}/"))
         .with_client_options(options)
         .with_retry(retry)
         .build()
-        .map_err(|e| explain(&e))?;
+        .map_err(|e| fail(explain(&e)))?;
     Ok((Arc::new(store), None, StorePath::from(name)))
 }
 

@@ -42,14 +42,30 @@ impl Version {
 
 /// An object opened for ranged reads.
 pub struct Remote {
-    pub(super) store: Arc<dyn ObjectStore>,
-    pub(super) path: StorePath,
+    store: Arc<dyn ObjectStore>,
+    path: StorePath,
     /// The URL without credentials or query, for messages.
-    pub(super) display: String,
-    pub(super) version: Version,
+    display: String,
+    version: Version,
 }
 
 impl Remote {
+    /// The object at `path` in `store`, as it was in `version`, shown as `display` (any store:
+    /// a bucket, an HTTP server, or one in memory for tests).
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        path: StorePath,
+        version: Version,
+        display: String,
+    ) -> Remote {
+        Remote {
+            store,
+            path,
+            display,
+            version,
+        }
+    }
+
     /// The URL as messages show it (no credentials, no query).
     pub fn display(&self) -> &str {
         &self.display
