@@ -420,3 +420,6 @@ impl Drop for Blocks {
         let _ = self.file.set_len(0);
     }
 }
+
+#[cfg(test)]
+mod tests;
