@@ -12,12 +12,14 @@ use std::sync::mpsc::{self, Receiver};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use object_store::memory::InMemory;
 use object_store::path::Path as StorePath;
 use object_store::{
-    CopyOptions, GetOptions, GetRange, GetResult, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult,
 };
 
 use super::*;
@@ -46,12 +48,22 @@ struct Counting {
     inner: InMemory,
     /// The range of every GET, in the order they came.
     gets: Mutex<Vec<Option<GetRange>>>,
-    /// Whether GETs wait (closed), and who waits.
-    gate: Mutex<(bool, Vec<Waker>)>,
+    /// Which GETs wait: all of them (the gate closed), or those of ranges starting at these
+    /// offsets; and who waits.
+    gate: Mutex<Gate>,
     /// GETs still to fail, from the next one on.
     fail: AtomicUsize,
+    /// A GET of a range starting here answers its first block, then fails.
+    cut_at: Mutex<Option<u64>>,
     /// Whether If-Match was asked for on every GET.
     unconditional: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    closed: bool,
+    held: Vec<u64>,
+    waiting: Vec<Waker>,
 }
 
 impl fmt::Display for Counting {
@@ -70,21 +82,27 @@ impl Counting {
     }
 
     fn close_gate(&self) {
-        self.gate.lock().unwrap().0 = true;
+        self.gate.lock().unwrap().closed = true;
+    }
+
+    /// Holds the GETs of ranges starting at `start` (until the gate opens).
+    fn hold(&self, start: u64) {
+        self.gate.lock().unwrap().held.push(start);
     }
 
     fn open_gate(&self) {
         let mut gate = self.gate.lock().unwrap();
-        gate.0 = false;
-        gate.1.drain(..).for_each(Waker::wake);
+        gate.closed = false;
+        gate.held.clear();
+        gate.waiting.drain(..).for_each(Waker::wake);
     }
 
-    async fn pass_gate(&self) {
+    async fn pass_gate(&self, start: u64) {
         std::future::poll_fn(|cx| {
             let mut gate = self.gate.lock().unwrap();
-            match gate.0 {
+            match gate.closed || gate.held.contains(&start) {
                 true => {
-                    gate.1.push(cx.waker().clone());
+                    gate.waiting.push(cx.waker().clone());
                     Poll::Pending
                 }
                 false => Poll::Ready(()),
@@ -137,7 +155,11 @@ impl ObjectStore for Counting {
             if options.if_match.is_none() {
                 self.unconditional.store(true, Ordering::SeqCst);
             }
-            self.pass_gate().await;
+            let start = match &options.range {
+                Some(GetRange::Bounded(r)) => r.start,
+                _ => 0,
+            };
+            self.pass_gate(start).await;
             let fail = self
                 .fail
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
@@ -148,7 +170,11 @@ impl ObjectStore for Counting {
                 });
             }
             // InMemory checks If-Match itself (GetOptions::check_preconditions).
-            self.inner.get_opts(location, options).await
+            let got = self.inner.get_opts(location, options).await?;
+            match self.cut_at.lock().unwrap().take_if(|at| *at == start) {
+                Some(_) => Ok(cut_short(got)),
+                None => Ok(got),
+            }
         })
     }
 
@@ -191,6 +217,26 @@ impl ObjectStore for Counting {
         Self: 'c,
     {
         self.inner.copy_opts(from, to, options)
+    }
+}
+
+/// `got` with a body that gives its first block, then fails (a connection lost mid-body).
+fn cut_short(got: GetResult) -> GetResult {
+    let (meta, range, attributes) = (got.meta.clone(), got.range.clone(), got.attributes.clone());
+    let body = got.into_stream();
+    let first = body
+        .map(|piece| piece.map(|b| b.slice(..BLOCK as usize)))
+        .take(1);
+    let lost = futures_util::stream::once(std::future::ready(Err(object_store::Error::Generic {
+        store: "test",
+        source: "the connection was lost".into(),
+    })));
+    GetResult {
+        payload: GetResultPayload::Stream(first.chain(lost).boxed()),
+        meta,
+        range,
+        attributes,
+        extensions: Default::default(),
     }
 }
 
@@ -567,4 +613,38 @@ fn a_closed_set_lists_its_blocks_and_forgets_nothing() {
     drop(blocks);
     wait_for("the set dropped", || weak.strong_count() == 0);
     assert!(books.ledger().forgotten.is_none());
+}
+
+#[test]
+fn a_request_failing_midway_fails_only_reads_of_the_blocks_it_did_not_bring() {
+    let size = 3 * BLOCK;
+    let f = fixture(size);
+    let want = content(size);
+    // Block 0 comes by a request of its own, held back; blocks 1 and 2 by one that brings
+    // block 1, then is cut off.
+    f.store.hold(0);
+    let first = start_read(&f.blocks, 0..10, false);
+    *f.store.cut_at.lock().unwrap() = Some(BLOCK);
+    let cut = start_read(&f.blocks, BLOCK..3 * BLOCK, true);
+    let across = start_read(&f.blocks, BLOCK - 10..BLOCK + 10, false);
+    let said = answer_of(&cut).unwrap_err().to_string();
+    assert!(said.contains("the connection was lost"), "{said}");
+    assert_eq!(f.blocks.present(), [(1, BLOCK)]);
+    // The read across blocks 0 and 1 has what the failed request brought, and waits for the
+    // other request: it is not failed by one that did not fail it.
+    assert!(
+        across
+            .try_recv()
+            .is_err_and(|e| e == mpsc::TryRecvError::Empty)
+    );
+    f.store.open_gate();
+    assert_eq!(answer_of(&first).unwrap(), want[..10]);
+    let (a, b) = ((BLOCK - 10) as usize, (BLOCK + 10) as usize);
+    assert_eq!(answer_of(&across).unwrap(), want[a..b]);
+    assert_eq!(
+        read(&f.blocks, 2 * BLOCK..2 * BLOCK + 1).unwrap(),
+        want[2 * BLOCK as usize..][..1]
+    );
+    assert_eq!(f.store.count(), 3);
+    f.books.assert_balanced(&f.blocks);
 }
