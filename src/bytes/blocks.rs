@@ -289,8 +289,11 @@ impl Blocks {
             let blocks: Range<u64> = ks[i]..ks[j - 1] + 1;
             let range = blocks.start * BLOCK..(blocks.end * BLOCK).min(self.size);
             let (me, also) = (self.clone(), self.clone());
-            // The first block of the request not yet whole.
-            let mut next = blocks.start;
+            // The first block of the request not yet whole: where a failure starts. Blocks
+            // before it landed, and may since have been evicted and be on their way again by
+            // another request, or be all that a waiting read needed from this one.
+            let next = Arc::new(AtomicU64::new(blocks.start));
+            let failed_from = next.clone();
             let land = move |at: u64, bytes: &[u8]| {
                 me.file
                     .write_all_at(bytes, at)
@@ -300,16 +303,19 @@ impl Blocks {
                     true => blocks.end,
                     false => end / BLOCK,
                 };
-                if whole > next {
-                    me.landed(next..whole, Ok(()));
-                    next = whole;
+                // Land and done run one after the other, on the request's task.
+                let from = next.load(Ordering::Relaxed);
+                if whole > from {
+                    me.landed(from..whole, Ok(()));
+                    next.store(whole, Ordering::Relaxed);
                 }
                 Ok(())
             };
             let done = move |result: Result<()>| {
                 if let Err(e) = result {
                     // Blocks already whole were answered; the rest failed.
-                    also.landed(blocks, Err(e));
+                    let from = failed_from.load(Ordering::Relaxed);
+                    also.landed(from..blocks.end, Err(e));
                 }
             };
             self.remote.fetch(range, land, done);
@@ -426,3 +432,6 @@ impl Drop for Blocks {
         let _ = self.file.set_len(0);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,7 +22,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lru::LruCache;
 use object_store::path::Path as StorePath;
 
-use super::{Location, Remote, Version, block_on, fnv};
+use super::location::Location;
+use super::names::fnv;
+use super::object::{Remote, Version};
+use super::runtime::block_on;
 use crate::error::{Error, Result};
 use crate::source::{Meta, Type};
 
@@ -292,7 +295,6 @@ mod tests {
     use object_store::path::Path as StorePath;
     use object_store::{ObjectStoreExt, PutPayload};
 
-    use super::super::{Location, block_on};
     use super::*;
 
     /// A bucket in memory, `keys` in it, served from `prefix`.

@@ -1,0 +1,146 @@
+//! One remote object opened for ranged reads, pinned to the version it had when it was opened.
+//!
+//! The protocol work (signing, credentials from the environment, instance and container
+//! credentials, retries with backoff) is the `object_store` crate's. What npzfs adds: the
+//! object's version (ETag) is taken when it is opened and every ranged GET asks for exactly
+//! that version (If-Match), so an object replaced while mounted gives EIO, never bytes of two
+//! versions.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures_util::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore};
+
+use super::names::explain;
+use super::runtime::runtime;
+use crate::error::{Error, Result};
+
+/// One version of an object: every ranged GET asks for exactly this one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// Size in bytes.
+    pub size: u64,
+    /// The ETag (S3 and most HTTP servers give one).
+    pub etag: Option<String>,
+    /// Last-Modified.
+    pub modified: SystemTime,
+}
+
+impl Version {
+    /// The version `meta` describes.
+    pub fn of(meta: &ObjectMeta) -> Version {
+        Version {
+            size: meta.size,
+            etag: meta.e_tag.clone(),
+            modified: meta.last_modified.into(),
+        }
+    }
+}
+
+/// An object opened for ranged reads.
+pub struct Remote {
+    store: Arc<dyn ObjectStore>,
+    path: StorePath,
+    /// The URL without credentials or query, for messages.
+    display: String,
+    version: Version,
+}
+
+impl Remote {
+    /// The object at `path` in `store`, as it was in `version`, shown as `display` (any store:
+    /// a bucket, an HTTP server, or one in memory for tests).
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        path: StorePath,
+        version: Version,
+        display: String,
+    ) -> Remote {
+        Remote {
+            store,
+            path,
+            display,
+            version,
+        }
+    }
+
+    /// The URL as messages show it (no credentials, no query).
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// The object's size.
+    pub fn size(&self) -> u64 {
+        self.version.size
+    }
+
+    /// The version of the object opened: every request asks for it.
+    pub fn version(&self) -> &Version {
+        &self.version
+    }
+
+    /// Fetches `range` of the version opened, on the I/O threads: each piece of the body is
+    /// handed to `land` (its offset in the object, its bytes) as it arrives, so the first
+    /// blocks of a long request serve their readers before the last one is in; then `done`
+    /// says whether all of `range` came (never on the caller's thread).
+    pub fn fetch(
+        self: &Arc<Self>,
+        range: Range<u64>,
+        mut land: impl FnMut(u64, &[u8]) -> Result<()> + Send + 'static,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) {
+        let runtime = match runtime() {
+            Ok(runtime) => runtime,
+            Err(e) => return done(Err(e)),
+        };
+        let me = self.clone();
+        runtime.spawn(async move {
+            let options = GetOptions {
+                if_match: me.version.etag.clone(),
+                range: Some(GetRange::Bounded(range.clone())),
+                ..Default::default()
+            };
+            let mut at = range.start;
+            let streamed = async {
+                let got = me.store.get_opts(&me.path, options).await;
+                let mut body = got.map_err(|e| me.failed(&range, &e))?.into_stream();
+                while let Some(piece) = body.next().await {
+                    let piece = piece.map_err(|e| me.failed(&range, &e))?;
+                    if at + piece.len() as u64 > range.end {
+                        break;
+                    }
+                    land(at, &piece)?;
+                    at += piece.len() as u64;
+                }
+                Ok(())
+            };
+            let result = streamed.await.and_then(|()| match at == range.end {
+                true => Ok(()),
+                false => Err(Error::Remote {
+                    url: me.display.clone(),
+                    cause: format!(
+                        "asked for {} bytes at {}, got another length",
+                        range.end - range.start,
+                        range.start,
+                    ),
+                }),
+            });
+            done(result);
+        });
+    }
+
+    fn failed(&self, range: &Range<u64>, e: &object_store::Error) -> Error {
+        let cause = match e {
+            object_store::Error::Precondition { .. } => {
+                "the object was replaced since it was mounted (its ETag changed)".to_string()
+            }
+            other => explain(other),
+        };
+        Error::Remote {
+            url: self.display.clone(),
+            cause: format!("bytes {}..{}: {cause}", range.start, range.end),
+        }
+    }
+}
