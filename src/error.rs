@@ -206,6 +206,28 @@ impl Error {
         }
     }
 
+    /// This error as member `name`'s. A failed read of the archive keeps its kind (and so its
+    /// errno and exit code) and says which member it was for; a member's bytes found wrong
+    /// become `cannot read <name>: <cause>`; anything else is left as it is.
+    pub fn for_member(self, name: &str) -> Error {
+        match self {
+            Error::Io { verb, what, cause } => Error::Io {
+                verb,
+                what: format!("{what} for {name}"),
+                cause,
+            },
+            Error::Remote { url, cause } => Error::Remote {
+                url,
+                cause: format!("{cause} (reading {name})"),
+            },
+            Error::Corrupt { cause, .. } => Error::Corrupt {
+                what: name.to_string(),
+                cause,
+            },
+            other => other,
+        }
+    }
+
     /// A failed system call on a source tree: `cannot <verb> <what>: <cause>`.
     pub fn in_source(verb: &'static str, what: impl Into<String>, cause: io::Error) -> Error {
         Error::SourceIo {

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::npy;
 use crate::zipfile::inflate::{Point, inflate_at};
 use crate::zipfile::members::{Member, Method};
+use crate::zipfile::methods::{read_error, zip_error};
 use crate::zipfile::zip_crate_member;
 
 /// The `.npy` header of member `number`, if it is a valid one.
@@ -34,7 +35,9 @@ pub fn prefix(archive: &Archive, member: &Member, number: usize, want: usize) ->
     match member.method {
         Method::Stored => {
             let mut out = vec![0u8; want];
-            archive.read_exact_at(&mut out, start)?;
+            archive
+                .read_exact_at(&mut out, start)
+                .map_err(|e| e.for_member(&member.name))?;
             Ok(out)
         }
         Method::Deflated => {
@@ -46,24 +49,17 @@ pub fn prefix(archive: &Archive, member: &Member, number: usize, want: usize) ->
                 zip_crate_member(archive, &member.name, number, member.header_start)?;
             let reader = zip
                 .by_index(found)
-                .map_err(|e| corrupt(member, e.to_string()))?;
+                .map_err(|e| zip_error(&member.name, "cannot start decoding", e))?;
             let mut out = Vec::with_capacity(want);
             reader
                 .take(want as u64)
                 .read_to_end(&mut out)
-                .map_err(|e| corrupt(member, e.to_string()))?;
+                .map_err(|e| read_error(&member.name, "corrupt compressed stream", &e))?;
             Ok(out)
         }
         Method::Other(n) => Err(Error::Unsupported {
             what: member.name.clone(),
             cause: format!("compression method {n}"),
         }),
-    }
-}
-
-fn corrupt(member: &Member, cause: String) -> Error {
-    Error::Corrupt {
-        what: member.name.clone(),
-        cause,
     }
 }

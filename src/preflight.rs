@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, cause};
+use crate::error::{Error, Result, cause};
 
 /// What the mount about to be made needs.
 #[derive(Clone, Copy, Debug)]
@@ -30,22 +30,21 @@ const FUSE_CONF: &str = "/etc/fuse.conf";
 
 /// Checks the FUSE device, fusermount3 and its configuration, as far as this mount needs
 /// them. Fails with [`Error::Mount`] (exit 7) naming the missing piece and its fix.
-pub fn check(mountpoint: &Path, needs: Needs) -> Result<(), Error> {
-    let fail = |why: String| Error::Mount {
-        path: mountpoint.to_path_buf(),
-        cause: why,
-    };
-    check_device().map_err(fail)?;
+pub fn check(mountpoint: &Path, needs: Needs) -> Result<()> {
+    check_device(mountpoint)?;
     // Without CAP_SYS_ADMIN mount(2) is refused, and fusermount3 (setuid root) mounts for us.
     if !can_mount_directly() || needs.auto_unmount {
-        check_fusermount().map_err(fail)?;
+        check_fusermount(mountpoint)?;
     }
     // SAFETY: getuid has no preconditions.
     if needs.allow_other && unsafe { libc::getuid() } != 0 && !user_allow_other() {
-        return Err(fail(format!(
-            "option allow_other (or allow_root) needs user_allow_other in {FUSE_CONF} when \
+        return Err(refused(
+            mountpoint,
+            format!(
+                "option allow_other (or allow_root) needs user_allow_other in {FUSE_CONF} when \
              not root; add that line to {FUSE_CONF} as root, or mount without it"
-        )));
+            ),
+        ));
     }
     Ok(())
 }
@@ -74,7 +73,15 @@ pub fn explain(mountpoint: &Path, err: &io::Error) -> Error {
     }
 }
 
-fn check_device() -> Result<(), String> {
+/// The mount on `mountpoint` cannot be made, for `why` (exit 7).
+fn refused(mountpoint: &Path, why: String) -> Error {
+    Error::Mount {
+        path: mountpoint.to_path_buf(),
+        cause: why,
+    }
+}
+
+fn check_device(mountpoint: &Path) -> Result<()> {
     let opened = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -84,7 +91,7 @@ fn check_device() -> Result<(), String> {
         Ok(_) => return Ok(()),
         Err(e) => e,
     };
-    Err(match err.raw_os_error() {
+    let why = match err.raw_os_error() {
         Some(libc::ENOENT) if fuse_in_kernel() => format!(
             "{DEV_FUSE} does not exist (a container started without the FUSE device?); start \
              the container with --device /dev/fuse, or create it as root: mknod -m 0666 \
@@ -117,7 +124,8 @@ fn check_device() -> Result<(), String> {
              start the container with --device /dev/fuse"
         ),
         _ => format!("cannot open {DEV_FUSE}: {}", cause(&err)),
-    })
+    };
+    Err(refused(mountpoint, why))
 }
 
 /// Whether the kernel knows the `fuse` file system type (built in or loaded).
@@ -150,24 +158,25 @@ pub fn passthrough_possible() -> bool {
     initial && can_mount_directly()
 }
 
-fn check_fusermount() -> Result<(), String> {
+fn check_fusermount(mountpoint: &Path) -> Result<()> {
+    let fail = |why: String| refused(mountpoint, why);
     let Some(path) = find_fusermount() else {
-        return Err(
+        return Err(fail(
             "fusermount3 is not installed, and ordinary users mount through it; install the \
              fuse3 package (apt-get install fuse3, or dnf install fuse3)"
                 .into(),
-        );
+        ));
     };
-    let meta =
-        fs::metadata(&path).map_err(|e| format!("cannot use {}: {}", path.display(), cause(&e)))?;
+    let meta = fs::metadata(&path)
+        .map_err(|e| fail(format!("cannot use {}: {}", path.display(), cause(&e))))?;
     let setuid_root = meta.uid() == 0 && meta.mode() & libc::S_ISUID != 0;
     // SAFETY: geteuid has no preconditions.
     if !setuid_root && unsafe { libc::geteuid() } != 0 {
-        return Err(format!(
+        return Err(fail(format!(
             "{0} is not setuid root, so it cannot mount for an ordinary user; as root: \
              chown root {0} && chmod u+s {0} (or reinstall fuse3)",
             path.display()
-        ));
+        )));
     }
     Ok(())
 }

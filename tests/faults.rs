@@ -2,6 +2,7 @@
 //! cache directory deleted. (The daemon killed mid-decode and a full cache disk are in
 //! mount_cache.rs, a stale mount in cli.rs, a truncated or renamed archive in mount.rs.)
 //! In every case the daemon stays up, other members serve exactly, and no client hangs.
+//! Below the mount: a failed read of the archive stays that read's error, never "corrupt".
 
 mod common;
 
@@ -231,4 +232,80 @@ fn a_cache_directory_deleted_while_mounted_is_made_again() {
     assert_eq!(fs::read(m.path("x.npy")).unwrap(), x);
     assert!(cache.is_dir(), "the cache directory is made again");
     assert!(is_mounted(&m.mnt));
+}
+
+/// An archive of a stored and a deflated member, opened and listed, then cut to nothing on
+/// disk: every later read of it fails, as a local disk's EIO would, where the archive says
+/// there are bytes. `b.npy`'s start is resolved before the cut.
+fn cut_after_listing() -> (
+    tempfile::NamedTempFile,
+    npzfs::bytes::Archive,
+    Vec<npzfs::zipfile::Member>,
+) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let entries = [
+        Entry::stored("a.npy", pattern(1, 0, 3000)),
+        Entry::deflated("b.npy", compressible(2, 200_000)),
+    ];
+    write_zip(file.path(), b"", &entries);
+    let archive = npzfs::bytes::Archive::open(file.path()).unwrap();
+    let members = npzfs::zipfile::members::read_members(&archive).unwrap();
+    members[1].data_start(&archive).unwrap();
+    file.as_file().set_len(0).unwrap();
+    (file, archive, members)
+}
+
+/// The failed read's own error, naming the member, never "corrupt".
+fn assert_read_failure(e: &npzfs::error::Error, member: &str) {
+    assert!(matches!(e, npzfs::error::Error::Io { .. }), "{e:?}");
+    assert_eq!(e.errno(), libc::EIO);
+    let text = e.to_string();
+    assert!(
+        text.starts_with("cannot read ") && text.contains("at offset "),
+        "{text}"
+    );
+    assert!(text.contains(&format!("for {member}")), "{text}");
+}
+
+#[test]
+fn a_failed_read_of_the_archive_is_the_reads_error_not_a_corrupt_member() {
+    let (_file, archive, members) = cut_after_listing();
+    // A local header, a deflate stream, the zip crate's reader: each keeps the read's error.
+    let e = members[0].data_start(&archive).unwrap_err();
+    assert_read_failure(&e, "a.npy");
+    let b = &members[1];
+    let range = (b.data_start(&archive).unwrap(), b.compressed_size);
+    let point = npzfs::zipfile::inflate::Point::start();
+    let e = npzfs::zipfile::inflate::inflate_at(&archive, range, &point, 100, "b.npy").unwrap_err();
+    assert_read_failure(&e, "b.npy");
+    let e = npzfs::zipfile::zip_crate_member(&archive, "b.npy", 1, b.header_start)
+        .err()
+        .unwrap();
+    assert_read_failure(&e, "b.npy");
+    // At mount, an archive that cannot be read is one that cannot be opened (exit 3), not a
+    // damaged one (exit 4).
+    let e = npzfs::zipfile::members::read_members(&archive).unwrap_err();
+    assert_eq!(e.exit_code(), 3, "{e}");
+    assert!(e.to_string().contains("at offset"), "{e}");
+}
+
+#[test]
+fn a_damaged_local_header_is_still_a_corrupt_member() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let mut bytes = common::build_zip(b"", &[Entry::stored("a.npy", pattern(1, 0, 3000))]);
+    bytes[0] ^= 0xff;
+    fs::write(file.path(), &bytes).unwrap();
+    let archive = npzfs::bytes::Archive::open(file.path()).unwrap();
+    let members = npzfs::zipfile::members::read_members(&archive).unwrap();
+    let e = members[0].data_start(&archive).unwrap_err();
+    assert!(matches!(e, npzfs::error::Error::Corrupt { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "cannot read a.npy: no local header at offset 0"
+    );
+    // An archive cut short on disk before it is opened is damaged: exit 4.
+    fs::write(file.path(), &bytes[..bytes.len() - 30]).unwrap();
+    let archive = npzfs::bytes::Archive::open(file.path()).unwrap();
+    let e = npzfs::zipfile::members::read_members(&archive).unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
 }

@@ -133,13 +133,17 @@ impl Archive {
             Backend::Local { file, .. } => file,
             Backend::Remote(blocks) => return blocks.read_exact_at(buf, offset),
         };
-        file.read_exact_at(buf, offset).map_err(|e| {
-            Error::io(
-                "read",
-                format!("{} at offset {offset}", self.path.display()),
-                e,
-            )
-        })
+        file.read_exact_at(buf, offset)
+            .map_err(|e| self.pread_failed(offset, e))
+    }
+
+    /// A failed `pread` of the local archive: `cannot read <path> at offset <n>: <cause>`.
+    fn pread_failed(&self, offset: u64, e: std::io::Error) -> Error {
+        Error::io(
+            "read",
+            format!("{} at offset {offset}", self.path.display()),
+            e,
+        )
     }
 
     /// Bytes `[start, end)` of the archive to `done`, which must only hand them to the kernel
@@ -218,10 +222,20 @@ impl Archive {
     }
 }
 
-/// `Read` and `Seek` over an archive's bytes (local or remote).
+/// `Read` and `Seek` over an archive's bytes (local or remote). A failed read is returned as
+/// an `io::Error` carrying the archive's own [`Error`] (a `pread` or a remote fetch), which
+/// [`Reader::failure`] gets back: through the zip crate, a read failure stays one.
 pub struct Reader<'a> {
     archive: &'a Archive,
     at: u64,
+}
+
+impl Reader<'_> {
+    /// The archive's error inside `e`, if `e` is a failed read of this reader (rather than
+    /// something a parser made of the bytes it read).
+    pub fn failure(e: &std::io::Error) -> Option<Error> {
+        e.get_ref()?.downcast_ref::<Error>().cloned()
+    }
 }
 
 impl std::io::Read for Reader<'_> {
@@ -229,12 +243,13 @@ impl std::io::Read for Reader<'_> {
         let left = self.archive.size().saturating_sub(self.at);
         let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let part = &mut buf[..n];
-        match &self.archive.backend {
-            Backend::Local { file, .. } => file.read_exact_at(part, self.at)?,
-            Backend::Remote(blocks) => blocks
+        let read = match &self.archive.backend {
+            Backend::Local { file, .. } => file
                 .read_exact_at(part, self.at)
-                .map_err(|e| std::io::Error::other(e.to_string()))?,
-        }
+                .map_err(|e| self.archive.pread_failed(self.at, e)),
+            Backend::Remote(blocks) => blocks.read_exact_at(part, self.at),
+        };
+        read.map_err(std::io::Error::other)?;
         self.at += n as u64;
         Ok(n)
     }
@@ -274,6 +289,21 @@ mod tests {
         let err = Archive::open(d.path()).err().unwrap();
         assert_eq!(err.exit_code(), 3);
         assert!(err.to_string().contains("is a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_read_through_the_reader_keeps_the_archives_error() {
+        use std::io::Read;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"0123456789").unwrap();
+        let a = Archive::open(f.path()).unwrap();
+        f.as_file().set_len(4).unwrap();
+        let e = a.reader().read_to_end(&mut Vec::new()).unwrap_err();
+        let kept = Reader::failure(&e).unwrap();
+        assert!(matches!(kept, Error::Io { .. }), "{kept:?}");
+        assert!(kept.to_string().contains("at offset 0"), "{kept}");
+        // An error the reader did not make is not taken for one.
+        assert!(Reader::failure(&std::io::ErrorKind::UnexpectedEof.into()).is_none());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::bytes::Archive;
 use crate::error::Error;
 use crate::zipfile::inflate::{History, Inflater, Point, SPAN, span_after};
 use crate::zipfile::members::Method;
+use crate::zipfile::methods::{read_error, zip_error};
 use crate::zipfile::zip_crate_member;
 
 /// Decoded bytes written (and announced to readers) at a time.
@@ -275,7 +276,8 @@ fn decode(
 /// at block boundaries to record a seek point every span of output ([`span_after`]).
 fn inflate(pipe: Pipe, slot: &Slot, job: &Job, archive: &Archive) -> Result<(), Stop> {
     let name = slot.name.as_str();
-    let mut inflater = Inflater::new().map_err(|e| corrupt(name, e))?;
+    let failed = |e: Error| Stop::Failed(e.for_member(name));
+    let mut inflater = Inflater::new().map_err(failed)?;
     let mut input = vec![0u8; INPUT];
     let (mut in_pos, mut in_len, mut consumed_total) = (0usize, 0usize, 0u64);
     let mut out = vec![0u8; CHUNK];
@@ -291,15 +293,13 @@ fn inflate(pipe: Pipe, slot: &Slot, job: &Job, archive: &Archive) -> Result<(), 
             let n = (job.compressed_size - consumed_total).min(INPUT as u64) as usize;
             archive
                 .read_exact_at(&mut input[..n], job.data_start + consumed_total)
-                .map_err(|_| {
-                    corrupt(name, "the archive cannot be read (changed while mounted?)")
-                })?;
+                .map_err(failed)?;
             (in_pos, in_len) = (0, n);
             consumed_total += n as u64;
         }
         let step = inflater
             .inflate(&input[in_pos..in_len], &mut out[out_len..], true)
-            .map_err(|e| corrupt(name, e))?;
+            .map_err(failed)?;
         in_pos += step.used;
         out_len += step.made;
         out_total += step.made as u64;
@@ -342,7 +342,7 @@ fn unzip(pipe: Pipe, slot: &Slot, job: &Job, archive: &Archive) -> Result<(), St
         zip_crate_member(archive, name, slot.key.number, job.header_start).map_err(Stop::Failed)?;
     let mut reader = zip
         .by_index(found)
-        .map_err(|e| corrupt(name, format!("cannot start decoding ({e})")))?;
+        .map_err(|e| Stop::Failed(zip_error(name, "cannot start decoding", e)))?;
     let mut out = vec![0u8; CHUNK];
     loop {
         if slot.is_cancelled() {
@@ -354,7 +354,10 @@ fn unzip(pipe: Pipe, slot: &Slot, job: &Job, archive: &Archive) -> Result<(), St
                 Ok(0) => break,
                 Ok(n) => len += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(corrupt(name, format!("corrupt compressed stream ({e})"))),
+                Err(e) => {
+                    let e = read_error(name, "corrupt compressed stream", &e);
+                    return Err(Stop::Failed(e));
+                }
             }
         }
         let end = len < out.len();

@@ -166,12 +166,15 @@ fn make_sparse(shared: &Arc<Shared>, slot: &Arc<Slot>, archive: &Arc<Archive>, j
     let table = shared
         .store
         .open_seek(slot.key)
-        .ok_or_else(|| "missing".to_string())
+        .ok_or_else(|| {
+            let missing = std::io::Error::from_raw_os_error(libc::ENOENT);
+            Error::io("open", "the seek index", missing)
+        })
         .and_then(|file| SeekTable::load(file, job.expected()));
     let table = match table {
         Ok(table) => table,
         Err(e) => {
-            log::warn!("cannot read back the seek index of {}: {e}", slot.name);
+            log::warn!("{e} (just written for {})", slot.name);
             return false;
         }
     };

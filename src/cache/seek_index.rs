@@ -23,7 +23,19 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 
 use super::spans::Layout;
+use crate::error::{Error, Result};
 use crate::zipfile::inflate::{HISTORY, Point};
+
+/// What the index's errors name: `cannot read the seek index: <cause>`.
+const WHAT: &str = "the seek index";
+
+/// The index is damaged, stale or not one: `cannot read the seek index: <cause>`.
+fn damaged(cause: impl Into<String>) -> Error {
+    Error::Corrupt {
+        what: WHAT.into(),
+        cause: cause.into(),
+    }
+}
 
 const MAGIC: &[u8; 8] = b"NPZSEEK2";
 const FOOTER: usize = 8 + 8 + 8 + 4 + 4 + 8 + 4;
@@ -66,14 +78,18 @@ pub struct SeekTable {
 impl SeekTable {
     /// Reads and checks the index in `file` against `expected`: any damage, any disagreement
     /// with the member, any point that cannot be right is an error.
-    pub fn load(mut file: File, expected: Expected) -> Result<SeekTable, String> {
-        let len = file.metadata().map_err(|e| e.to_string())?.len();
+    pub fn load(mut file: File, expected: Expected) -> Result<SeekTable> {
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", WHAT, e))?
+            .len();
         // Windows pack to at most about their own size: 33 KiB per point, a point per SPAN.
         if len > expected.size / 16 + (1 << 20) {
-            return Err(format!("{len} bytes is too large"));
+            return Err(damaged(format!("{len} bytes is too large")));
         }
         let mut bytes = Vec::with_capacity(len as usize);
-        file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        file.read_to_end(&mut bytes)
+            .map_err(|e| Error::io("read", WHAT, e))?;
         let rows = parse(&bytes, expected)?;
         let layout = Layout::new(rows.iter().map(|r| r.out).collect(), expected.size);
         Ok(SeekTable { rows, file, layout })
@@ -110,14 +126,14 @@ impl SeekTable {
     }
 
     /// Point `i` with its history, read from the file.
-    pub fn point(&self, i: usize) -> Result<Point, String> {
-        let row = self.rows.get(i).ok_or("no such point")?;
+    pub fn point(&self, i: usize) -> Result<Point> {
+        let row = self.rows.get(i).ok_or_else(|| damaged("no such point"))?;
         let mut packed = vec![0u8; row.packed_len as usize];
         self.file
             .read_exact_at(&mut packed, row.history_at)
-            .map_err(|e| format!("cannot read the seek index: {e}"))?;
+            .map_err(|e| Error::io("read", WHAT, e))?;
         let history = unpack(&packed, row.history_len as usize)
-            .ok_or_else(|| format!("the history of point {i} is damaged"))?;
+            .ok_or_else(|| damaged(format!("the history of point {i} is damaged")))?;
         Ok(Point {
             out: row.out,
             input: row.input,
@@ -215,31 +231,31 @@ impl Writer {
     }
 }
 
-fn parse(bytes: &[u8], expected: Expected) -> Result<Vec<Row>, String> {
+fn parse(bytes: &[u8], expected: Expected) -> Result<Vec<Row>> {
     let (body, trailer) = bytes
         .split_last_chunk::<4>()
-        .ok_or("shorter than its checksum")?;
+        .ok_or_else(|| damaged("shorter than its checksum"))?;
     if crc32fast::hash(body) != u32::from_le_bytes(*trailer) {
-        return Err("checksum mismatch".into());
+        return Err(damaged("checksum mismatch"));
     }
     let footer_at = body
         .len()
         .checked_sub(FOOTER - 4)
-        .ok_or("shorter than its footer")?;
+        .ok_or_else(|| damaged("shorter than its footer"))?;
     let mut f = Reader {
         bytes: &body[footer_at..],
     };
     if f.take(8)? != MAGIC {
-        return Err("not a seek index of this version".into());
+        return Err(damaged("not a seek index of this version"));
     }
     let (size, compressed_size, crc32) = (f.u64()?, f.u64()?, f.u32()?);
     if (size, compressed_size, crc32) != (expected.size, expected.compressed_size, expected.crc32) {
-        return Err("written for another member".into());
+        return Err(damaged("written for another member"));
     }
     let count = f.u32()? as usize;
-    let table_at = usize::try_from(f.u64()?).map_err(|_| "bad table offset")?;
+    let table_at = usize::try_from(f.u64()?).map_err(|_| damaged("bad table offset"))?;
     if count == 0 || table_at.checked_add(count * ROW) != Some(footer_at) {
-        return Err("the table does not fit".into());
+        return Err(damaged("the table does not fit"));
     }
     let mut t = Reader {
         bytes: &body[table_at..footer_at],
@@ -271,7 +287,7 @@ fn parse(bytes: &[u8], expected: Expected) -> Result<Vec<Row>, String> {
             || row.history_len as usize != expected_history
             || history_end.is_none_or(|e| e > table_at as u64)
         {
-            return Err(format!("point {i} cannot be right"));
+            return Err(damaged(format!("point {i} cannot be right")));
         }
         rows.push(row);
     }
@@ -299,26 +315,26 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.bytes.len() {
-            return Err("truncated".into());
+            return Err(damaged("truncated"));
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
         Ok(head)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32> {
         let mut a = [0u8; 4];
         a.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(a))
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
@@ -374,7 +390,7 @@ mod tests {
         bytes
     }
 
-    fn load(bytes: &[u8], expected: Expected) -> Result<SeekTable, String> {
+    fn load(bytes: &[u8], expected: Expected) -> Result<SeekTable> {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(bytes).unwrap();
         use std::io::Seek;
@@ -410,7 +426,11 @@ mod tests {
         for len in [0, 3, 4, 40, bytes.len() - 1] {
             assert!(load(&bytes[..len], MEMBER).is_err(), "cut at {len}");
         }
-        assert!(load(&bytes, Expected { crc32: 1, ..MEMBER }).is_err());
+        let e = load(&bytes, Expected { crc32: 1, ..MEMBER }).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "cannot read the seek index: written for another member"
+        );
         // A checksum made to match does not make impossible points pass.
         let mut bad = points();
         bad[2].out = bad[1].out;

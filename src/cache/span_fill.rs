@@ -35,10 +35,7 @@ pub fn seek_table(store: &Store, key: FileKey, member: &Member) -> Option<SeekTa
     match SeekTable::load(file, expected) {
         Ok(table) => Some(table),
         Err(e) => {
-            log::warn!(
-                "seek index of {} cannot be used ({e}): decoding from the start",
-                member.name
-            );
+            log::warn!("{e}; decoding {} from the start instead", member.name);
             store.drop_seek(key);
             None
         }
@@ -148,7 +145,8 @@ fn decode(sparse: &Sparse, archive: &Archive, name: &str, i: usize, len: u64) ->
         what: name.to_string(),
         cause,
     };
-    let point = sparse.table.point(i).map_err(corrupt)?;
+    // A damaged index is a corrupt span of this member, a failed read of it the read's error.
+    let point = sparse.table.point(i).map_err(|e| e.for_member(name))?;
     let len = usize::try_from(len).map_err(|_| corrupt("span too large".into()))?;
     let range = (sparse.data_start, sparse.compressed_size);
     inflate_at(archive, range, &point, len, name)

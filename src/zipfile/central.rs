@@ -9,7 +9,8 @@
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 
-use crate::bytes::Archive;
+use crate::bytes::{Archive, Reader};
+use crate::error::{Error, Result};
 
 /// Signature of the end of central directory record.
 const END_SIGNATURE: u32 = 0x0605_4b50;
@@ -68,12 +69,22 @@ struct Directory {
     shift: u64,
 }
 
-/// Reads every entry of the central directory of `archive`, or says in a few words why it
-/// cannot.
-pub fn read(archive: &Archive) -> Result<Vec<Record>, String> {
+/// The archive is not a ZIP we can read: `cannot read archive <path>: not a ZIP archive or
+/// damaged (<why>)` (exit code 4).
+fn damaged(archive: &Archive, why: impl std::fmt::Display) -> Error {
+    Error::ArchiveFormat {
+        path: archive.path().to_path_buf(),
+        cause: format!("not a ZIP archive or damaged ({why})"),
+    }
+}
+
+/// Reads every entry of the central directory of `archive`. A directory that is not there or
+/// not right is [`Error::ArchiveFormat`], saying in a few words why; a failed read of the
+/// archive is the read's own error (a local I/O error, a remote failure).
+pub fn read(archive: &Archive) -> Result<Vec<Record>> {
     let len = archive.size();
     if len < END_LEN {
-        return Err(format!("only {len} bytes"));
+        return Err(damaged(archive, format!("only {len} bytes")));
     }
     // The end record is the last signature whose record fits: searched backwards through the
     // longest comment it can have, and the first one that leads to a directory wins (bytes
@@ -85,9 +96,7 @@ pub fn read(archive: &Archive) -> Result<Vec<Record>, String> {
     for window in [4096, u64::from(u16::MAX)] {
         let from = len.saturating_sub(END_LEN + window);
         let mut tail = vec![0u8; (len - from) as usize];
-        archive
-            .read_exact_at(&mut tail, from)
-            .map_err(|_| "the end of the file cannot be read".to_string())?;
+        archive.read_exact_at(&mut tail, from)?;
         let candidates = (0..=tail.len() - END_LEN as usize)
             .rev()
             .filter(|&at| u32_at(&tail, at) == END_SIGNATURE)
@@ -97,20 +106,22 @@ pub fn read(archive: &Archive) -> Result<Vec<Record>, String> {
                 .and_then(|dir| records(archive, &dir))
             {
                 Ok(entries) => return Ok(entries),
-                Err(e) => {
+                // Another candidate may still lead to a directory; a failed read ends the search.
+                Err(e @ Error::ArchiveFormat { .. }) => {
                     first_error.get_or_insert(e);
                 }
+                Err(e) => return Err(e),
             }
         }
         if from == 0 {
             break;
         }
     }
-    Err(first_error.unwrap_or_else(|| "no end of central directory record".into()))
+    Err(first_error.unwrap_or_else(|| damaged(archive, "no end of central directory record")))
 }
 
 /// The directory an end record at `at` describes, its zip64 record consulted if present.
-fn directory(archive: &Archive, end: &[u8], at: u64) -> Result<Directory, String> {
+fn directory(archive: &Archive, end: &[u8], at: u64) -> Result<Directory> {
     let mut size = u64::from(u32_at(end, 12));
     let mut offset = u64::from(u32_at(end, 16));
     let mut records = END_LEN;
@@ -124,46 +135,57 @@ fn directory(archive: &Archive, end: &[u8], at: u64) -> Result<Directory, String
     let start = (at + END_LEN)
         .checked_sub(records)
         .and_then(|end_of_dir| end_of_dir.checked_sub(size))
-        .ok_or("the central directory is larger than the file")?;
+        .ok_or_else(|| damaged(archive, "the central directory is larger than the file"))?;
     let shift = start
         .checked_sub(offset)
-        .ok_or("bad offset for the central directory")?;
+        .ok_or_else(|| damaged(archive, "bad offset for the central directory"))?;
     Ok(Directory { start, size, shift })
 }
 
 /// The zip64 end record, if a locator right before the end record at `at` points to one
 /// right before itself (where zipfile looks).
-fn zip64_end(archive: &Archive, at: u64) -> Result<Option<[u8; END64_LEN as usize]>, String> {
+fn zip64_end(archive: &Archive, at: u64) -> Result<Option<[u8; END64_LEN as usize]>> {
     let Some(locator_at) = at.checked_sub(LOCATOR_LEN) else {
         return Ok(None);
     };
     let mut locator = [0u8; LOCATOR_LEN as usize];
-    if archive.read_exact_at(&mut locator, locator_at).is_err()
-        || u32_at(&locator, 0) != LOCATOR_SIGNATURE
-    {
+    archive.read_exact_at(&mut locator, locator_at)?;
+    if u32_at(&locator, 0) != LOCATOR_SIGNATURE {
         return Ok(None);
     }
     if u32_at(&locator, 4) != 0 || u32_at(&locator, 16) > 1 {
-        return Err("archives that span several disks are not supported".into());
+        return Err(damaged(
+            archive,
+            "archives that span several disks are not supported",
+        ));
     }
+    let missing = || {
+        damaged(
+            archive,
+            "the zip64 end of central directory record is missing",
+        )
+    };
+    let end64_at = locator_at.checked_sub(END64_LEN).ok_or_else(missing)?;
     let mut end64 = [0u8; END64_LEN as usize];
-    let found = locator_at
-        .checked_sub(END64_LEN)
-        .is_some_and(|end64_at| archive.read_exact_at(&mut end64, end64_at).is_ok());
-    if !found || u32_at(&end64, 0) != END64_SIGNATURE {
-        return Err("the zip64 end of central directory record is missing".into());
+    archive.read_exact_at(&mut end64, end64_at)?;
+    if u32_at(&end64, 0) != END64_SIGNATURE {
+        return Err(missing());
     }
     Ok(Some(end64))
 }
 
 /// Every entry of `dir`, read through a buffer from its start to its stated size.
-fn records(archive: &Archive, dir: &Directory) -> Result<Vec<Record>, String> {
+fn records(archive: &Archive, dir: &Directory) -> Result<Vec<Record>> {
     let mut reader = BufReader::with_capacity(256 << 10, archive.reader());
     reader
         .seek(SeekFrom::Start(dir.start))
-        .map_err(|_| "the central directory cannot be read")?;
+        .map_err(|_| damaged(archive, "bad offset for the central directory"))?;
     let mut reader = reader.take(dir.size);
-    let truncated = |_| "the central directory is truncated".to_string();
+    // Running out of the directory's stated size is a format problem; a failed read is not.
+    let truncated = |e: std::io::Error| {
+        Reader::failure(&e)
+            .unwrap_or_else(|| damaged(archive, "the central directory is truncated"))
+    };
     // Each entry takes at least ENTRY_LEN bytes: a lying count cannot reserve more than that.
     let mut out = Vec::with_capacity((dir.size / ENTRY_LEN as u64) as usize);
     let mut read = 0u64;
@@ -172,9 +194,12 @@ fn records(archive: &Archive, dir: &Directory) -> Result<Vec<Record>, String> {
     while read < dir.size {
         reader.read_exact(&mut fixed).map_err(truncated)?;
         if u32_at(&fixed, 0) != ENTRY_SIGNATURE {
-            return Err(format!(
-                "bad signature in the central directory at offset {}",
-                dir.start + read
+            return Err(damaged(
+                archive,
+                format!(
+                    "bad signature in the central directory at offset {}",
+                    dir.start + read
+                ),
             ));
         }
         let (name_len, extra_len, comment_len) = (
@@ -187,13 +212,19 @@ fn records(archive: &Archive, dir: &Directory) -> Result<Vec<Record>, String> {
         read += (ENTRY_LEN + variable.len()) as u64;
         let raw_name = variable[..name_len].to_vec();
         let extra = &variable[name_len..name_len + extra_len];
-        out.push(record(&fixed, raw_name, extra, dir.shift)?);
+        out.push(record(archive, &fixed, raw_name, extra, dir.shift)?);
     }
     Ok(out)
 }
 
-/// One entry from its fixed part, name and extra field.
-fn record(fixed: &[u8], raw_name: Vec<u8>, extra: &[u8], shift: u64) -> Result<Record, String> {
+/// One entry of `archive` from its fixed part, name and extra field.
+fn record(
+    archive: &Archive,
+    fixed: &[u8],
+    raw_name: Vec<u8>,
+    extra: &[u8],
+    shift: u64,
+) -> Result<Record> {
     let flags = u16_at(fixed, 8);
     let mut size = u64::from(u32_at(fixed, 24));
     let mut compressed_size = u64::from(u32_at(fixed, 20));
@@ -207,10 +238,8 @@ fn record(fixed: &[u8], raw_name: Vec<u8>, extra: &[u8], shift: u64) -> Result<R
                 for field in [&mut size, &mut compressed_size, &mut header_start] {
                     if *field == u64::from(u32::MAX) {
                         *field = values.next().ok_or_else(|| {
-                            format!(
-                                "corrupt zip64 extra field of {:?}",
-                                String::from_utf8_lossy(&raw_name)
-                            )
+                            let name = String::from_utf8_lossy(&raw_name);
+                            damaged(archive, format!("corrupt zip64 extra field of {name:?}"))
                         })?;
                     }
                 }
@@ -307,12 +336,7 @@ mod tests {
 
     /// An archive of nothing but a central directory of one entry (`name`, `flags`, the
     /// fixed part's sizes and offset, `extra`) and its end record, read back.
-    fn one_record(
-        name: &[u8],
-        flags: u16,
-        fixed: [u32; 3],
-        extra: &[u8],
-    ) -> Result<Record, String> {
+    fn one_record(name: &[u8], flags: u16, fixed: [u32; 3], extra: &[u8]) -> Result<Record> {
         let mut cd = Vec::new();
         cd.extend_from_slice(&ENTRY_SIGNATURE.to_le_bytes());
         cd.extend_from_slice(&[20, 0, 20, 0]);
@@ -384,6 +408,37 @@ mod tests {
         let stale = one_record(raw, 0, [0; 3], &field(1)).unwrap();
         assert_eq!(stale.name, "café.npy");
         assert_eq!(stale.raw_name, raw);
+    }
+
+    #[test]
+    fn a_failed_read_is_the_reads_error_and_a_bad_directory_a_format_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.zip");
+        let mut bytes = vec![0u8; 100];
+        bytes.extend_from_slice(&END_SIGNATURE.to_le_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, 0, 1, 0, 1, 0]);
+        bytes.extend_from_slice(&46u32.to_le_bytes()); // a 46-byte directory...
+        bytes.extend_from_slice(&[0; 6]); // ...at offset 0: zeros, no entry signature
+        std::fs::write(&path, &bytes).unwrap();
+        let archive = Archive::open(&path).unwrap();
+        let e = read(&archive).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::ARCHIVE_FORMAT, "{e}");
+        assert!(
+            e.to_string().ends_with(
+                "not a ZIP archive or damaged (bad signature in the central directory at \
+                 offset 54)"
+            ),
+            "{e}"
+        );
+        // The same file cut on disk after it was opened: its end cannot be read, which says
+        // nothing about its format.
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(10))
+            .unwrap();
+        let e = read(&archive).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
     }
 
     #[test]

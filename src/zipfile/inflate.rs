@@ -75,22 +75,22 @@ pub fn inflate_at(
     len: usize,
     name: &str,
 ) -> Result<Vec<u8>> {
-    let corrupt = |cause: String| Error::Corrupt {
-        what: name.to_string(),
-        cause,
-    };
-    let changed = |_| corrupt("the archive cannot be read (changed while mounted?)".into());
+    // A failed read is the read's own error, zlib's refusal this member's corrupt stream.
+    let failed = |e: Error| e.for_member(name);
     let mut previous = [0u8; 1];
     if point.bits > 0 && point.input > 0 {
         archive
             .read_exact_at(&mut previous, data_start + point.input - 1)
-            .map_err(changed)?;
+            .map_err(failed)?;
     }
-    let mut inflater = Inflater::at(point, previous[0]).map_err(corrupt)?;
+    let mut inflater = Inflater::at(point, previous[0]).map_err(failed)?;
     let mut out = vec![0u8; len];
     let mut input = vec![0u8; INPUT];
     let (mut made, mut consumed) = (0usize, point.input);
-    let ends_early = || corrupt("the deflate stream ends early".into());
+    let ends_early = || Error::Corrupt {
+        what: name.to_string(),
+        cause: "the deflate stream ends early".into(),
+    };
     while made < len {
         let n = compressed_size.saturating_sub(consumed).min(INPUT as u64) as usize;
         if n == 0 {
@@ -98,12 +98,12 @@ pub fn inflate_at(
         }
         archive
             .read_exact_at(&mut input[..n], data_start + consumed)
-            .map_err(changed)?;
+            .map_err(failed)?;
         let mut pos = 0;
         while pos < n && made < len {
             let step = inflater
                 .inflate(&input[pos..n], &mut out[made..], false)
-                .map_err(corrupt)?;
+                .map_err(failed)?;
             pos += step.used;
             made += step.made;
             if step.end || (step.used == 0 && step.made == 0) {
@@ -132,6 +132,15 @@ pub struct Step {
     pub boundary: Option<u8>,
 }
 
+/// zlib refused a stream: `cannot read a deflate stream: <cause>`, until its holder makes it
+/// its member's ([`Error::for_member`]).
+fn refused(cause: String) -> Error {
+    Error::Corrupt {
+        what: "a deflate stream".into(),
+        cause,
+    }
+}
+
 /// A raw-deflate inflater that can stop at block boundaries and start at a [`Point`].
 pub struct Inflater {
     // zlib's API requires the stream not to move while initialised: boxed.
@@ -143,7 +152,7 @@ unsafe impl Send for Inflater {}
 
 impl Inflater {
     /// An inflater at the start of a raw deflate stream.
-    pub fn new() -> Result<Inflater, String> {
+    pub fn new() -> Result<Inflater> {
         let mut strm = Box::new(z::z_stream::default());
         // SAFETY: `strm` is a zeroed z_stream that stays at this address; the version and size
         // are the library's own.
@@ -156,14 +165,14 @@ impl Inflater {
             )
         };
         if rc != z::Z_OK {
-            return Err(format!("cannot start inflate (zlib error {rc})"));
+            return Err(refused(format!("cannot start inflate (zlib error {rc})")));
         }
         Ok(Inflater { strm })
     }
 
     /// An inflater positioned at `point`; `previous` is the compressed byte before
     /// `point.input` (needed when `point.bits` is not 0).
-    pub fn at(point: &Point, previous: u8) -> Result<Inflater, String> {
+    pub fn at(point: &Point, previous: u8) -> Result<Inflater> {
         let mut inflater = Inflater::new()?;
         if point.bits > 0 {
             let value = c_int::from(previous >> (8 - point.bits));
@@ -171,7 +180,7 @@ impl Inflater {
             let rc =
                 unsafe { z::inflatePrime(&mut *inflater.strm, c_int::from(point.bits), value) };
             if rc != z::Z_OK {
-                return Err(format!("cannot restart inflate (zlib error {rc})"));
+                return Err(refused(format!("cannot restart inflate (zlib error {rc})")));
             }
         }
         if !point.history.is_empty() {
@@ -181,19 +190,14 @@ impl Inflater {
                 z::inflateSetDictionary(&mut *inflater.strm, point.history.as_ptr(), len)
             };
             if rc != z::Z_OK {
-                return Err(format!("cannot restart inflate (zlib error {rc})"));
+                return Err(refused(format!("cannot restart inflate (zlib error {rc})")));
             }
         }
         Ok(inflater)
     }
 
     /// Inflates from `input` into `output`; with `blocks`, returns at every block boundary.
-    pub fn inflate(
-        &mut self,
-        input: &[u8],
-        output: &mut [u8],
-        blocks: bool,
-    ) -> Result<Step, String> {
+    pub fn inflate(&mut self, input: &[u8], output: &mut [u8], blocks: bool) -> Result<Step> {
         let avail_in = u32::try_from(input.len()).unwrap_or(u32::MAX);
         let avail_out = u32::try_from(output.len()).unwrap_or(u32::MAX);
         self.strm.next_in = input.as_ptr();
@@ -211,8 +215,8 @@ impl Inflater {
         let end = match rc {
             z::Z_OK | z::Z_BUF_ERROR => false,
             z::Z_STREAM_END => true,
-            z::Z_NEED_DICT => return Err("the stream needs a preset dictionary".into()),
-            rc => return Err(format!("corrupt deflate stream (zlib error {rc})")),
+            z::Z_NEED_DICT => return Err(refused("the stream needs a preset dictionary".into())),
+            rc => return Err(refused(format!("corrupt deflate stream (zlib error {rc})"))),
         };
         // data_type (zlib.h): bit 7 = stopped at a block boundary, bit 6 = the block just
         // ended was the last one, bits 0-2 = unused bits in the last byte consumed.

@@ -78,19 +78,26 @@ impl Member {
         if let Some(start) = self.data_start.get() {
             return Ok(*start);
         }
-        let mut header = vec![0u8; LOCAL_HEADER_LEN as usize];
+        // Only bytes within the archive are read: one that ends inside the local header is
+        // `start_from`'s truncated header, a format problem; a failed read is the read's own
+        // error (a local I/O error, a remote failure), never a verdict on the archive.
+        let size = archive.size();
+        let within = |end: u64| (end.min(size).saturating_sub(self.header_start)) as usize;
+        let mut header = vec![0u8; within(self.header_start + LOCAL_HEADER_LEN)];
         archive
             .read_exact_at(&mut header, self.header_start)
-            .map_err(|_| self.unreadable())?;
+            .map_err(|e| e.for_member(&self.name))?;
         // The name the local header gives (it must be this member's), then the whole check.
-        let name_len = usize::from(u16::from_le_bytes([header[26], header[27]]));
-        header.resize(LOCAL_HEADER_LEN as usize + name_len, 0);
-        archive
-            .read_exact_at(
-                &mut header[LOCAL_HEADER_LEN as usize..],
-                self.header_start + LOCAL_HEADER_LEN,
-            )
-            .map_err(|_| self.corrupt("local header is truncated".into()))?;
+        if header.len() == LOCAL_HEADER_LEN as usize {
+            let name_len = u64::from(u16::from_le_bytes([header[26], header[27]]));
+            header.resize(within(self.header_start + LOCAL_HEADER_LEN + name_len), 0);
+            archive
+                .read_exact_at(
+                    &mut header[LOCAL_HEADER_LEN as usize..],
+                    self.header_start + LOCAL_HEADER_LEN,
+                )
+                .map_err(|e| e.for_member(&self.name))?;
+        }
         self.start_from(&header, archive.size())
     }
 
@@ -112,7 +119,10 @@ impl Member {
     pub fn start_from(&self, bytes: &[u8], size: u64) -> Result<u64> {
         let fixed = LOCAL_HEADER_LEN as usize;
         if bytes.len() < fixed {
-            return Err(self.unreadable());
+            return Err(self.corrupt(format!(
+                "local header at offset {} is truncated",
+                self.header_start
+            )));
         }
         let u16_at = |i: usize| u64::from(u16::from_le_bytes([bytes[i], bytes[i + 1]]));
         let signature = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
@@ -146,13 +156,6 @@ impl Member {
         Ok(*self.data_start.get_or_init(|| start))
     }
 
-    fn unreadable(&self) -> Error {
-        self.corrupt(format!(
-            "local header at offset {} is unreadable",
-            self.header_start
-        ))
-    }
-
     fn corrupt(&self, cause: String) -> Error {
         Error::Corrupt {
             what: self.name.clone(),
@@ -169,7 +172,9 @@ impl Member {
     }
 }
 
-/// Reads and validates the central directory of `archive`.
+/// Reads and validates the central directory of `archive`. A damaged archive is
+/// [`Error::ArchiveFormat`] (exit 4), a remote failure [`Error::Remote`] (exit 9), a local
+/// file that cannot be read [`Error::ArchiveOpen`] (exit 3).
 pub fn read_members(archive: &Archive) -> Result<Vec<Member>> {
     let format_err = |cause: String| Error::ArchiveFormat {
         path: archive.path().to_path_buf(),
@@ -178,8 +183,15 @@ pub fn read_members(archive: &Archive) -> Result<Vec<Member>> {
     if archive.size() == 0 {
         return Err(format_err("the file is empty".into()));
     }
-    let records = central::read(archive)
-        .map_err(|why| format_err(format!("not a ZIP archive or damaged ({why})")))?;
+    let records = central::read(archive).map_err(|e| match e {
+        // A failed pread leaves the archive unopened: exit 3 with the read's own words, not
+        // the "internal error" a serving-time I/O error would be at startup.
+        e @ Error::Io { .. } => Error::ArchiveOpen {
+            path: archive.path().to_path_buf(),
+            cause: e.to_string(),
+        },
+        e => e,
+    })?;
     let mut members = Vec::with_capacity(records.len());
     for record in records {
         let method = match record.method {
