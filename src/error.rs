@@ -64,6 +64,15 @@ pub const EXIT_CODES: &[(i32, &str)] = &[
     ),
 ];
 
+/// Why a ranged read of a remote object failed, where the reader's errno says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteFailure {
+    /// No answer within `remote_timeout` (retries included).
+    TimedOut,
+    /// The object was replaced since it was opened (its ETag no longer matches).
+    Changed,
+}
+
 /// Result with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -122,6 +131,14 @@ pub enum Error {
     Reported(Arc<Error>),
     /// A remote object cannot be read (at mount: exit 9; while serving: EIO).
     Remote { url: String, cause: String },
+    /// A ranged read of a remote object failed in a way a reader's errno tells apart: it took
+    /// too long (ETIMEDOUT), or the object changed since it was opened (ESTALE, as NFS says
+    /// of a file replaced under an open handle). At mount: exit 9, like any remote failure.
+    RemoteRead {
+        url: String,
+        cause: String,
+        why: RemoteFailure,
+    },
     /// A member's decoding was stopped (no one held it any more, or the mount went away).
     Stopped { what: String },
 }
@@ -149,6 +166,10 @@ impl Error {
             },
             Error::Usage(_) => libc::EINVAL,
             Error::Stopped { .. } | Error::Remote { .. } => libc::EIO,
+            Error::RemoteRead { why, .. } => match why {
+                RemoteFailure::TimedOut => libc::ETIMEDOUT,
+                RemoteFailure::Changed => libc::ESTALE,
+            },
             Error::Reported(e) => e.errno(),
             Error::ArchiveOpen { .. }
             | Error::ArchiveFormat { .. }
@@ -172,7 +193,7 @@ impl Error {
             Error::AlreadyMounted { .. } => exit::ALREADY_MOUNTED,
             Error::Mount { .. } | Error::Session { .. } => exit::MOUNT,
             Error::CacheDir { .. } => exit::CACHE_DIR,
-            Error::Remote { .. } => exit::REMOTE,
+            Error::Remote { .. } | Error::RemoteRead { .. } => exit::REMOTE,
             Error::Daemon { code, .. } => *code,
             _ => exit::INTERNAL,
         }
@@ -219,6 +240,11 @@ impl Error {
             Error::Remote { url, cause } => Error::Remote {
                 url,
                 cause: format!("{cause} (reading {name})"),
+            },
+            Error::RemoteRead { url, cause, why } => Error::RemoteRead {
+                url,
+                cause: format!("{cause} (reading {name})"),
+                why,
             },
             Error::Corrupt { cause, .. } => Error::Corrupt {
                 what: name.to_string(),
@@ -297,7 +323,9 @@ impl fmt::Display for Error {
             } => write!(f, "cannot {verb} {what}: {}", cause(err)),
             Error::Stopped { what } => write!(f, "cannot read {what}: its decoding was stopped"),
             Error::Reported(e) => write!(f, "{e}"),
-            Error::Remote { url, cause } => write!(f, "cannot read {url}: {cause}"),
+            Error::Remote { url, cause } | Error::RemoteRead { url, cause, .. } => {
+                write!(f, "cannot read {url}: {cause}")
+            }
         }
     }
 }

@@ -35,9 +35,9 @@ const DESCRIPTION_MORE: &[&str] = &[
      below it a directory, other objects files) or http(s)://HOST/PATH/x.npz (any server that \
      honours Range). Bytes are fetched in 1 MiB blocks into the cache (cache_size= counts \
      them), sequential readers get readahead, and every request asks for the version (ETag) \
-     seen first: an object replaced while mounted gives EIO, never a mix of versions. \
+     seen first: an object replaced while mounted gives ESTALE, never a mix of versions. \
      Throttling and server errors are retried with backoff; a server that stops answering \
-     gives EIO after about twice remote_timeout=. Failures at mount exit with code 9.",
+     gives ETIMEDOUT (EIO if it refuses connections) after about twice remote_timeout=. Failures at mount exit with code 9.",
     "mount(8) and fstab use it as file system type fuse.npzfs through mount.fuse3(8), which \
      must find npzfs in the PATH it gives helpers (/usr/local/bin and /usr/bin are in it).",
 ];

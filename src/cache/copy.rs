@@ -20,7 +20,7 @@ use crate::bytes::Archive;
 use crate::error::Error;
 
 /// Bytes copied (and checked) at a time.
-const CHUNK: u64 = 8 << 20;
+const COPY_CHUNK: u64 = 8 << 20;
 /// The copy waits while the member is being read (the reader comes first: on 2 cores a copy
 /// beside a first sequential read made it 0.84x), but never longer than this in all, so that
 /// a reader that never stops still gets its passthrough.
@@ -46,7 +46,7 @@ pub fn run(slot: &Slot, archive: &Archive, job: &Job) -> Result<(), Stop> {
     let dst = slot.file();
     let cloned = reflink(src, job.data_start, dst, job.size);
     let mut crc = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; CHUNK.min(job.size) as usize];
+    let mut buf = vec![0u8; COPY_CHUNK.min(job.size) as usize];
     let mut done = 0u64;
     while done < job.size {
         while slot.read_within(RECENT_MS) && Instant::now() < yield_until {
@@ -58,7 +58,7 @@ pub fn run(slot: &Slot, archive: &Archive, job: &Job) -> Result<(), Stop> {
         if slot.is_cancelled() {
             return Err(Stop::Cancelled);
         }
-        let len = CHUNK.min(job.size - done);
+        let len = COPY_CHUNK.min(job.size - done);
         if !cloned {
             copy_range(src, job.data_start + done, dst, done, len, &mut buf).map_err(|e| {
                 let what = format!("{} into the cache", slot.name);

@@ -71,7 +71,7 @@ pub fn run(
 /// thread beside the decoder: writing into the page cache of a new file cost a third of the
 /// decode time of a 1 GiB member here (5.8 s without the writes, 8.0 s with them), and on its
 /// own core it overlaps with decoding instead.
-struct Sink<'a> {
+struct Output<'a> {
     slot: &'a Slot,
     job: &'a Job,
     written: u64,
@@ -82,7 +82,7 @@ struct Sink<'a> {
     span_crc: crc32fast::Hasher,
 }
 
-/// One decoded chunk on its way to the [`Sink`].
+/// One decoded chunk on its way to the [`Output`].
 struct Chunk {
     buf: Vec<u8>,
     len: usize,
@@ -91,7 +91,7 @@ struct Chunk {
     points: Vec<Point>,
 }
 
-impl Sink<'_> {
+impl Output<'_> {
     /// Writes `chunk` and, unless it is the `last`, lets readers have it. The last chunk is
     /// announced only once size and CRC-32 check out, so a member that fails them never
     /// reaches a reader whole.
@@ -189,7 +189,7 @@ impl Sink<'_> {
     }
 }
 
-/// The decoder's end of the pipeline to the [`Sink`].
+/// The decoder's end of the pipeline to the [`Output`].
 struct Pipe<'a> {
     chunks: SyncSender<Chunk>,
     spent: Receiver<Vec<u8>>,
@@ -228,7 +228,7 @@ fn decode(
         return super::copy::run(slot, archive, job).map(|()| None);
     }
     let deflate = job.method == Method::Deflated;
-    let sink = Sink {
+    let output = Output {
         slot,
         job,
         written: 0,
@@ -242,7 +242,7 @@ fn decode(
     std::thread::scope(|s| {
         let writer = std::thread::Builder::new()
             .name("npzfs-write".into())
-            .spawn_scoped(s, move || sink.drain(chunks_rx, spent_tx))
+            .spawn_scoped(s, move || output.drain(chunks_rx, spent_tx))
             .map_err(|e| {
                 Stop::Failed(Error::io(
                     "start",

@@ -242,7 +242,7 @@ fn parse(bytes: &[u8], expected: Expected) -> Result<Vec<Row>> {
         .len()
         .checked_sub(FOOTER - 4)
         .ok_or_else(|| damaged("shorter than its footer"))?;
-    let mut f = Reader {
+    let mut f = Cursor {
         bytes: &body[footer_at..],
     };
     if f.take(8)? != MAGIC {
@@ -257,7 +257,7 @@ fn parse(bytes: &[u8], expected: Expected) -> Result<Vec<Row>> {
     if count == 0 || table_at.checked_add(count * ROW) != Some(footer_at) {
         return Err(damaged("the table does not fit"));
     }
-    let mut t = Reader {
+    let mut t = Cursor {
         bytes: &body[table_at..footer_at],
     };
     let mut rows: Vec<Row> = Vec::with_capacity(count);
@@ -310,11 +310,11 @@ fn unpack(packed: &[u8], len: usize) -> Option<Vec<u8>> {
     (history.len() == len).then_some(history)
 }
 
-struct Reader<'a> {
+struct Cursor<'a> {
     bytes: &'a [u8],
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.bytes.len() {
             return Err(damaged("truncated"));

@@ -16,7 +16,7 @@ use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore};
 
 use super::names::explain;
 use super::runtime::runtime;
-use crate::error::{Error, Result};
+use crate::error::{Error, RemoteFailure, Result};
 
 /// One version of an object: every ranged GET asks for exactly this one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,15 +132,65 @@ impl Remote {
     }
 
     fn failed(&self, range: &Range<u64>, e: &object_store::Error) -> Error {
-        let cause = match e {
-            object_store::Error::Precondition { .. } => {
-                "the object was replaced since it was mounted (its ETag changed)".to_string()
-            }
-            other => explain(other),
+        let (cause, why) = match e {
+            object_store::Error::Precondition { .. } => (
+                "the object was replaced since it was mounted (its ETag changed)".to_string(),
+                Some(RemoteFailure::Changed),
+            ),
+            other => (
+                explain(other),
+                timed_out(other).then_some(RemoteFailure::TimedOut),
+            ),
         };
-        Error::Remote {
-            url: self.display.clone(),
-            cause: format!("bytes {}..{}: {cause}", range.start, range.end),
+        let (url, cause) = (
+            self.display.clone(),
+            format!("bytes {}..{}: {cause}", range.start, range.end),
+        );
+        match why {
+            Some(why) => Error::RemoteRead { url, cause, why },
+            None => Error::Remote { url, cause },
         }
+    }
+}
+
+/// Whether `e` is a request that got no answer in time (the client's timeout, after its
+/// retries): the HTTP stack's own error, somewhere down `e`'s chain of sources, says so.
+fn timed_out(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut at: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(source) = at {
+        if source
+            .downcast_ref::<HttpError>()
+            .is_some_and(|h| matches!(h.kind(), HttpErrorKind::Timeout))
+        {
+            return true;
+        }
+        at = source.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::client::{HttpError, HttpErrorKind};
+
+    fn generic(kind: HttpErrorKind) -> object_store::Error {
+        let io = std::io::Error::other("no answer");
+        object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(HttpError::new(kind, io)),
+        }
+    }
+
+    #[test]
+    fn a_timeout_is_told_from_a_refused_connection_and_a_changed_object() {
+        assert!(timed_out(&generic(HttpErrorKind::Timeout)));
+        assert!(!timed_out(&generic(HttpErrorKind::Connect)));
+        let changed = object_store::Error::Precondition {
+            path: "k".into(),
+            source: "412".into(),
+        };
+        assert!(!timed_out(&changed));
     }
 }

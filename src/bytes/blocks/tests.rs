@@ -244,11 +244,11 @@ fn cut_short(got: GetResult) -> GetResult {
 /// and the set forgotten with exactly the blocks filed (less those the test evicted).
 #[derive(Default)]
 struct TestBooks {
-    ledger: Mutex<Ledger>,
+    ledger: Mutex<Tally>,
 }
 
 #[derive(Default, Debug)]
-struct Ledger {
+struct Tally {
     charged: u64,
     filed_bytes: u64,
     refunded: u64,
@@ -291,7 +291,7 @@ impl Books for TestBooks {
 impl TestBooks {
     /// The ledger, even after a failed assertion held it (a set dropped while the test
     /// unwinds still forgets, and must not panic again).
-    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+    fn ledger(&self) -> MutexGuard<'_, Tally> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -539,6 +539,8 @@ fn an_object_replaced_after_opening_fails_its_reads_and_never_mixes_versions() {
         let said = e.to_string();
         assert!(said.contains("replaced"), "{said}");
         assert!(said.contains("mem://ds/x.npz"), "{said}");
+        // The cause reaches the reader: a changed object is ESTALE, not a generic EIO.
+        assert_eq!(e.errno(), libc::ESTALE, "{said}");
     }
     // The block of the version opened still serves; the new version's never came.
     assert_eq!(read(&f.blocks, 0..100).unwrap(), want[..100]);
