@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 
-use super::job::Job;
+use super::job::Start;
 use super::ledger::{Ledger, Victims};
 use super::pool::Shared;
 use super::slot::{Slot, SlotId, Sparse};
@@ -84,22 +84,23 @@ impl ArchiveCache {
             },
             InCache::Nothing => {}
         }
-        let data_start = member.data_start(&self.archive)?;
+        // Where its bytes start: read now from a local archive (a damaged local header fails
+        // the open), by the decoding thread from one whose reads may wait on the network.
+        if !self.archive.reads_wait() {
+            member.data_start(&self.archive)?;
+        }
+        let start = Start::of(member);
         let (file, part) = store
             .create_part(key)
             .map_err(|e| Error::io("create", format!("a cache file for {}", member.name), e))?;
         match span_fill::seek_table(store, key, member) {
             Some(table) => {
-                let sparse = Sparse {
-                    table,
-                    data_start,
-                    compressed_size: member.compressed_size,
-                };
+                let sparse = Sparse { table, start };
                 log::debug!("{}: served span by span from its seek index", member.name);
                 let slot = Slot::sparse((store.id, key), member.name.clone(), file, part, sparse);
                 self.go_live(Arc::new(slot), true)
             }
-            None => self.start_first_pass(key, member, data_start, (file, part)),
+            None => self.start_first_pass(key, member, start, (file, part)),
         }
     }
 
@@ -124,7 +125,7 @@ impl ArchiveCache {
         &self,
         key: FileKey,
         member: &Member,
-        data_start: u64,
+        start: Start,
         (file, part): (File, PathBuf),
     ) -> Result<()> {
         // Seek points pay off from two spans on; a smaller member is decoded whole anyway
@@ -150,15 +151,7 @@ impl ArchiveCache {
             }
             return Ok(());
         }
-        let job = Job {
-            header_start: member.header_start,
-            data_start,
-            compressed_size: member.compressed_size,
-            size: member.size,
-            crc32: member.crc32,
-            method: member.method,
-        };
-        if let Err(e) = first_pass::spawn(&self.shared, &slot, &self.archive, job, seek) {
+        if let Err(e) = first_pass::spawn(&self.shared, &slot, &self.archive, start, seek) {
             // No decoder will ever fill this slot: it fails (no one waits on it), and our pin
             // goes, which files it out of the cache.
             let err = first_pass::failed_to_start(&slot, e);

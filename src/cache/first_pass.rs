@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 
 use super::copy;
 use super::decoder;
-use super::job::{Job, Stop};
+use super::job::{Job, Start, Stop};
 use super::pool::Shared;
 use super::seek_index::{self, SeekTable};
 use super::slot::{Slot, Sparse};
@@ -30,18 +30,19 @@ use crate::bytes::Archive;
 use crate::error::{Error, Result, cause};
 use crate::zipfile::members::Method;
 
-/// Starts the first pass of `slot` on its own thread; `seek` is where its seek index goes.
+/// Starts the first pass of `slot` on its own thread, which first resolves where the
+/// member's bytes start (`start`); `seek` is where its seek index goes.
 pub fn spawn(
     shared: &Arc<Shared>,
     slot: &Arc<Slot>,
     archive: &Arc<Archive>,
-    job: Job,
+    start: Start,
     seek: Option<(File, PathBuf)>,
 ) -> std::io::Result<()> {
     let (shared, slot, archive) = (shared.clone(), slot.clone(), archive.clone());
     std::thread::Builder::new()
         .name(format!("npzfs-decode-{}", slot.key.number))
-        .spawn(move || run(&shared, &slot, &archive, &job, seek))
+        .spawn(move || run(&shared, &slot, &archive, &start, seek))
         .map(drop)
 }
 
@@ -49,19 +50,29 @@ fn run(
     shared: &Arc<Shared>,
     slot: &Arc<Slot>,
     archive: &Arc<Archive>,
-    job: &Job,
+    start: &Start,
     seek: Option<(File, PathBuf)>,
 ) {
     let (seek_file, seek_part) = seek.unzip();
     let writer = seek_file.map(seek_index::Writer::new);
-    let (mut result, writer) = match decoder::run(slot, archive, job, writer) {
+    let job = start.resolve(archive).map(|at| start.job(at));
+    let decoded = match &job {
+        Ok(job) => decoder::run(slot, archive, job, writer),
+        Err(e) => {
+            log::warn!("{e}");
+            Err(Stop::Failed(e.clone()))
+        }
+    };
+    let (mut result, writer) = match decoded {
         Ok(writer) => (Ok(()), writer),
         Err(stop) => (Err(stop), None),
     };
-    if result.is_ok() && slot.window.is_some() {
+    if let (Ok(()), Ok(job)) = (&result, &job)
+        && slot.window.is_some()
+    {
         // Its file has holes: never published as complete. Sparse from now on.
         if keep_seek(shared, slot, job, writer, seek_part)
-            && make_sparse(shared, slot, archive, job)
+            && make_sparse(shared, slot, archive, start, job)
         {
             return;
         }
@@ -69,7 +80,7 @@ fn run(
             what: slot.name.clone(),
             cause: "cannot keep the seek index of a member larger than the cache".into(),
         }));
-    } else if result.is_ok() {
+    } else if let (Ok(()), Ok(job)) = (&result, &job) {
         // Verified: counted, then readers may have the rest (so a reader that has every byte
         // sees the count). The sync that makes the file safe to adopt after a power loss is
         // the slow part (~1 s per GiB here), so it comes after.
@@ -162,7 +173,13 @@ fn keep_seek(
 
 /// A windowed first pass is done: the member becomes sparse, charged for the spans its
 /// window still holds, and the reads that waited behind the window are asked again.
-fn make_sparse(shared: &Arc<Shared>, slot: &Arc<Slot>, archive: &Arc<Archive>, job: &Job) -> bool {
+fn make_sparse(
+    shared: &Arc<Shared>,
+    slot: &Arc<Slot>,
+    archive: &Arc<Archive>,
+    start: &Start,
+    job: &Job,
+) -> bool {
     let table = shared
         .store
         .open_seek(slot.key)
@@ -182,8 +199,7 @@ fn make_sparse(shared: &Arc<Shared>, slot: &Arc<Slot>, archive: &Arc<Archive>, j
     shared.stats().count_decode(slot.key.size);
     let sparse = Sparse {
         table,
-        data_start: job.data_start,
-        compressed_size: job.compressed_size,
+        start: start.clone(),
     };
     let (victims, late) = {
         let mut ledger = shared.lock();

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use super::job::Start;
 use super::seek_index::SeekTable;
 use super::spans::{DISK_BLOCK, Gather, ReadPlan, SpanBook};
 use super::store::FileKey;
@@ -57,10 +58,9 @@ enum Fill {
 pub struct Sparse {
     /// The member's seek points.
     pub table: SeekTable,
-    /// Where the member's compressed bytes start in the archive.
-    pub data_start: u64,
-    /// How many compressed bytes there are.
-    pub compressed_size: u64,
+    /// Where the member's compressed bytes start in the archive (resolved by the first span
+    /// fill that needs it), and how many there are.
+    pub start: Start,
 }
 
 /// A member in the cache.

@@ -148,6 +148,7 @@ fn decode(sparse: &Sparse, archive: &Archive, name: &str, i: usize, len: u64) ->
     // A damaged index is a corrupt span of this member, a failed read of it the read's error.
     let point = sparse.table.point(i).map_err(|e| e.for_member(name))?;
     let len = usize::try_from(len).map_err(|_| corrupt("span too large".into()))?;
-    let range = (sparse.data_start, sparse.compressed_size);
+    let data_start = sparse.start.resolve(archive)?;
+    let range = (data_start, sparse.start.compressed_size());
     inflate_at(archive, range, &point, len, name)
 }

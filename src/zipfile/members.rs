@@ -38,8 +38,9 @@ pub enum Problem {
 }
 
 /// One ZIP entry, validated once and never mutated afterwards (but for its lazily resolved
-/// `data_start`, which is written at most once).
-#[derive(Debug)]
+/// `data_start`, which is written at most once). A clone carries the start as far as it was
+/// resolved, and resolves its own from then on.
+#[derive(Clone, Debug)]
 pub struct Member {
     /// The name as the archive spells it, for messages.
     pub name: String,

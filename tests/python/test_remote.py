@@ -156,11 +156,15 @@ def test_a_killed_server_gives_eio_in_bounded_time_and_the_mount_recovers(nginx,
         print(f"a dead server's read failed after {took:.2f} s")
 
 
-def test_opening_a_member_never_waits_for_a_slow_server(tmp_path):
+@pytest.mark.parametrize("compressed", [False, True], ids=["stored", "deflated"])
+def test_opening_a_member_never_waits_for_a_slow_server(tmp_path, compressed):
     """The first open of a member needs its local header (where its bytes start); it is
-    fetched by the first read, like any bytes, so the open answers at once even when every
-    GET takes seconds, and the read waits for its own range only."""
-    local = big(tmp_path)
+    fetched by the first read (a stored member) or by the decoding thread (a deflated one),
+    like any bytes, so the open answers at once even when every GET takes seconds, and the
+    read waits for its own range only."""
+    local = tmp_path / "big.npz"
+    save = np.savez_compressed if compressed else np.savez
+    save(local, x=np.arange(BIG, dtype=np.float32), small=np.arange(10))
     server = Flaky(local)
     try:
         with npzfs.mount(server.url(), cache_dir=tmp_path / "cache") as m:
