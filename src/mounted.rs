@@ -109,6 +109,7 @@ pub fn prepare(opts: &Options) -> Result<Service> {
         }
     };
     if opts.sources.iter().any(|s| remote::is_remote(s)) {
+        remote::set_requests(opts.remote_requests);
         return Ok(Service(Build::Remote {
             sources: opts.sources.clone(),
             how: how(),

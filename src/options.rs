@@ -120,6 +120,8 @@ pub struct Options {
     pub max_archives: Option<usize>,
     /// `remote_timeout=`: how long a remote request may take, and its retries as long again.
     pub remote_timeout: std::time::Duration,
+    /// `remote_requests=`: readahead requests of remote sources in flight at once.
+    pub remote_requests: usize,
 }
 
 /// The outcome of parsing: options, or text that clap already formatted (help, version,
@@ -209,6 +211,7 @@ fn mount_options(cli: &Cli, sources: Vec<PathBuf>, mountpoint: PathBuf) -> Resul
         rmdir: false,
         max_archives: None,
         remote_timeout: crate::remote::DEFAULT_TIMEOUT,
+        remote_requests: crate::remote::DEFAULT_REQUESTS,
     };
     let mut threads_given = false;
     for opt in cli.options.iter().flat_map(|list| list.split(',')) {
@@ -256,6 +259,9 @@ fn apply(o: &mut Options, opt: &str) -> Result<()> {
         ("remote_timeout", Some(v)) => {
             let secs = number(key, v, 10, 3600)?.max(1);
             o.remote_timeout = std::time::Duration::from_secs(secs);
+        }
+        ("remote_requests", Some(v)) => {
+            o.remote_requests = number(key, v, 10, 1024)?.max(1) as usize
         }
         ("threads", Some(v)) => o.threads = number(key, v, 10, 64)?.max(1) as usize,
         ("read_ahead_kb", Some(v)) => o.read_ahead_kb = number(key, v, 10, 1 << 20)? as u32,

@@ -30,16 +30,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::books::{Books, SetId};
 use super::disk::{punch_hole, unmap_pages};
-use super::readahead::Readahead;
+use super::readahead::{PART, Readahead};
 use super::reply::{ReadDone, answer};
 use crate::error::{Error, Result};
+use crate::remote::Fetch;
 use crate::remote::Remote;
 
 /// Bytes per block: a random 4 KiB read of an uncached region costs one request of this.
 pub const BLOCK: u64 = 1 << 20;
-/// Blocks one request asks for at most: a readahead window goes out as a few requests side by
-/// side, which servers answer faster than one long one.
-const PER_REQUEST: usize = 8;
+/// Blocks one request asks for at most: a readahead window goes out in parts side by side,
+/// which servers answer faster than one long request.
+const PER_REQUEST: usize = PART as usize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Have {
@@ -109,6 +110,7 @@ impl Blocks {
                 *h = Have::Present;
             }
         }
+        let cap = Readahead::cap_for(books.budget(), BLOCK);
         static SERIAL: AtomicU64 = AtomicU64::new(0);
         let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
         Ok(Arc::new(Blocks {
@@ -125,10 +127,20 @@ impl Blocks {
             state: Mutex::new(BlockTable {
                 have,
                 waiting: Vec::new(),
-                readahead: Readahead::default(),
+                readahead: Readahead::new(cap),
                 closed: false,
             }),
         }))
+    }
+
+    /// How many blocks are on their way now.
+    #[cfg(test)]
+    pub fn fetching(&self) -> usize {
+        self.lock()
+            .have
+            .iter()
+            .filter(|&&h| h == Have::Fetching)
+            .count()
     }
 
     /// The blocks present now, with their lengths.
@@ -173,22 +185,23 @@ impl Blocks {
             return done(Ok(&[]));
         }
         let (first, last) = (offset / BLOCK, (end - 1) / BLOCK);
-        let mut fetch = Vec::new();
         let mut st = self.lock();
-        let sequential = st.readahead.note(offset, end);
+        let mut wanted = Vec::new();
         for k in first..=last {
             if st.have[k as usize] == Have::Absent {
                 st.have[k as usize] = Have::Fetching;
-                fetch.push(k);
+                wanted.push(k);
             }
         }
-        if sequential {
-            let count = st.have.len() as u64;
-            let ahead = Readahead::ahead(last, count, |k| st.have[k as usize] == Have::Absent);
-            for &k in &ahead {
-                st.have[k as usize] = Have::Fetching;
-            }
-            fetch.extend(ahead);
+        let BlockTable {
+            have, readahead, ..
+        } = &mut *st;
+        let count = have.len() as u64;
+        let ahead = readahead.plan((offset, end), (BLOCK, count), |k| {
+            have[k as usize] == Have::Absent
+        });
+        for &k in &ahead {
+            have[k as usize] = Have::Fetching;
         }
         if (first..=last).all(|k| st.have[k as usize] == Have::Present) {
             // Read under the lock: an eviction punches under it too, never under a read. The
@@ -196,11 +209,11 @@ impl Blocks {
             if to_kernel {
                 self.reply(offset, end, done);
                 drop(st);
-                return self.start(&fetch);
+                return self.start(&ahead, Fetch::Ahead);
             }
             let bytes = self.pread(offset, end);
             drop(st);
-            self.start(&fetch);
+            self.start(&ahead, Fetch::Ahead);
             return answer(done, bytes);
         }
         st.waiting.push(Waiting {
@@ -210,7 +223,8 @@ impl Blocks {
             to_kernel,
         });
         drop(st);
-        self.start(&fetch);
+        self.start(&wanted, Fetch::Wanted);
+        self.start(&ahead, Fetch::Ahead);
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`, waiting for them (never call this on the
@@ -279,7 +293,7 @@ impl Blocks {
     /// Fetches the blocks `ks` (sorted): one request per contiguous run of at most
     /// [`PER_REQUEST`] blocks, all at once. Each block is written as its bytes arrive and
     /// serves its readers as soon as it is whole.
-    fn start(self: &Arc<Self>, ks: &[u64]) {
+    fn start(self: &Arc<Self>, ks: &[u64], how: Fetch) {
         let mut i = 0;
         while i < ks.len() {
             let mut j = i + 1;
@@ -318,7 +332,7 @@ impl Blocks {
                     also.landed(from..blocks.end, Err(e));
                 }
             };
-            self.remote.fetch(range, land, done);
+            self.remote.fetch(range, how, land, done);
             i = j;
         }
     }

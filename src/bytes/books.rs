@@ -23,4 +23,6 @@ pub trait Books: Send + Sync {
     fn settle(&self, set: SetId, filed: &[(u64, u64)], refund: u64);
     /// The set is going with these present blocks: they leave the books.
     fn forget(&self, set: SetId, present: &[u64]);
+    /// The whole budget, in bytes: readahead is sized by it.
+    fn budget(&self) -> u64;
 }

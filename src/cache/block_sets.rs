@@ -24,6 +24,10 @@ impl Books for Pool {
     fn forget(&self, set: SetId, present: &[u64]) {
         self.lock().forget_blocks(set, present);
     }
+
+    fn budget(&self) -> u64 {
+        self.lock().budget()
+    }
 }
 
 impl Cache {

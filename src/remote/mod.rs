@@ -19,5 +19,5 @@ pub mod runtime;
 
 pub use location::{DEFAULT_TIMEOUT, Found, Location, find, is_remote};
 pub use names::{display, fnv};
-pub use object::{Remote, Version};
-pub use runtime::block_on;
+pub use object::{Fetch, Remote, Version};
+pub use runtime::{DEFAULT_REQUESTS, block_on, set_requests};

@@ -15,7 +15,7 @@ use object_store::path::Path as StorePath;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore};
 
 use super::names::explain;
-use super::runtime::runtime;
+use super::runtime::{ahead, runtime};
 use crate::error::{Error, RemoteFailure, Result};
 
 /// One version of an object: every ranged GET asks for exactly this one.
@@ -38,6 +38,16 @@ impl Version {
             modified: meta.last_modified.into(),
         }
     }
+}
+
+/// Why a range is fetched, which decides when its request may go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// A read waits for it: it goes at once.
+    Wanted,
+    /// Readahead: it waits for one of the `remote_requests=` permits, so that a sequential
+    /// reader's window never crowds out what readers are waiting for.
+    Ahead,
 }
 
 /// An object opened for ranged reads.
@@ -88,6 +98,7 @@ impl Remote {
     pub fn fetch(
         self: &Arc<Self>,
         range: Range<u64>,
+        how: Fetch,
         mut land: impl FnMut(u64, &[u8]) -> Result<()> + Send + 'static,
         done: impl FnOnce(Result<()>) + Send + 'static,
     ) {
@@ -97,6 +108,11 @@ impl Remote {
         };
         let me = self.clone();
         runtime.spawn(async move {
+            // Held until the body is in: readahead requests in flight stay within the limit.
+            let _permit = match how {
+                Fetch::Ahead => ahead().acquire().await.ok(),
+                Fetch::Wanted => None,
+            };
             let options = GetOptions {
                 if_match: me.version.etag.clone(),
                 range: Some(GetRange::Bounded(range.clone())),

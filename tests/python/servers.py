@@ -32,18 +32,37 @@ def wait_for_port(port: int, secs: float = 20.0) -> bool:
     return False
 
 
-class Nginx:
-    """nginx serving `root` on a free loopback port; its access log counts the GETs."""
+LUA_MODULES = ["/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so"]
 
-    def __init__(self, work: Path):
+
+def have_lua() -> bool:
+    """Whether nginx's Lua module (Debian's libnginx-mod-http-lua) is there, for `latency`."""
+    return all(Path(m).exists() for m in LUA_MODULES)
+
+
+class Nginx:
+    """nginx serving `root` on a free loopback port; its access log counts the GETs.
+
+    A link like an object store's, on the loopback address: `latency` seconds before each
+    response's first byte (Lua's non-blocking `ngx.sleep`, so requests wait side by side, not
+    in turn) and `rate` per connection (nginx's `limit_rate`, e.g. "50m")."""
+
+    def __init__(self, work: Path, latency: float = 0.0, rate: str = "", root: Path = None):
         self.work = work
-        self.root = work / "root"
+        work.mkdir(parents=True, exist_ok=True)
+        self.root = root or work / "root"
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log = work / "access.log"
         conf = work / "nginx.conf"
+        modules = "".join(f"load_module {m};\n" for m in LUA_MODULES) if latency else ""
+        shaping = ""
+        if latency:
+            shaping += f"access_by_lua_block {{ ngx.sleep({latency}) }}\n"
+        if rate:
+            shaping += f"limit_rate {rate};\n"
         conf.write_text(
-            f"""daemon off;
+            f"""{modules}daemon off;
 {"user root root;" if os.geteuid() == 0 else ""}
 pid {work}/nginx.pid;
 error_log {work}/error.log;
@@ -58,6 +77,9 @@ http {{
   server {{
     listen 127.0.0.1:{self.port};
     root {self.root};
+    location / {{
+      {shaping}
+    }}
   }}
 }}
 """

@@ -280,6 +280,10 @@ impl Books for TestBooks {
         }
     }
 
+    fn budget(&self) -> u64 {
+        1 << 30
+    }
+
     fn forget(&self, _set: SetId, present: &[u64]) {
         let mut l = self.ledger();
         if l.forgotten.replace(present.to_vec()).is_some() {
@@ -457,46 +461,64 @@ fn overlapping_concurrent_reads_of_an_absent_block_cost_one_request() {
 }
 
 #[test]
-fn two_mib_read_in_a_row_keep_the_next_blocks_fetched() {
-    use crate::bytes::readahead::READAHEAD;
-    let count = 40;
+fn a_sequential_reader_gets_a_window_that_grows_in_parts_and_a_jump_drops_it() {
+    use crate::bytes::readahead::{FIRST_WINDOW, PART};
+    let count = 200;
     let size = count * BLOCK;
     let f = fixture(size);
     let want = content(size);
     let mib = |k: u64| want[(k * BLOCK) as usize..((k + 1) * BLOCK) as usize].to_vec();
+    let asked = || -> Vec<Range<u64>> {
+        let mut asked: Vec<Range<u64>> = f
+            .store
+            .gets()
+            .into_iter()
+            .map(|g| match g {
+                Some(GetRange::Bounded(r)) => r.start / BLOCK..r.end.div_ceil(BLOCK),
+                other => panic!("not a bounded range: {other:?}"),
+            })
+            .collect();
+        asked.sort_by_key(|r| r.start);
+        asked
+    };
     assert_eq!(read(&f.blocks, 0..BLOCK).unwrap(), mib(0));
     assert_eq!(f.store.count(), 1, "one MiB is not yet sequential");
-    // The second MiB in a row: block 1 and the window after it, at most 8 blocks a request.
+    // The second MiB in a row: block 1, and a small first window after it.
     assert_eq!(read(&f.blocks, BLOCK..2 * BLOCK).unwrap(), mib(1));
-    let window = 2..2 + READAHEAD;
-    wait_for("the window landed", || {
-        f.blocks.present().len() == 2 + READAHEAD as usize
-    });
-    let mut asked: Vec<Range<u64>> = f
-        .store
-        .gets()
-        .into_iter()
-        .map(|g| match g {
-            Some(GetRange::Bounded(r)) => r.start / BLOCK..r.end.div_ceil(BLOCK),
-            other => panic!("not a bounded range: {other:?}"),
-        })
-        .collect();
-    asked.sort_by_key(|r| r.start);
-    assert_eq!(asked, [0..1, 1..9, 9..17, 17..window.end]);
-    // Reads in the window cost nothing until half of it is missing.
-    for k in 2..READAHEAD / 2 + 1 {
+    wait_for("the first window asked for", || f.store.count() == 3);
+    assert_eq!(asked(), [0..1, 1..2, 2..2 + FIRST_WINDOW]);
+    // Read on in a row: the window doubles, in parts of PART blocks, never a block twice.
+    for k in 2..24 {
         assert_eq!(read(&f.blocks, k * BLOCK..(k + 1) * BLOCK).unwrap(), mib(k));
     }
-    assert_eq!(f.store.count(), 4);
-    // Block 9 read: blocks 18..26 are missing from its window, half of it: one request.
-    let k = READAHEAD / 2 + 1;
-    assert_eq!(read(&f.blocks, k * BLOCK..(k + 1) * BLOCK).unwrap(), mib(k));
-    wait_for("the refill asked for", || f.store.count() == 5);
-    let refill = window.end..window.end + READAHEAD / 2;
-    assert_eq!(f.store.gets()[4], blocks_range(refill.clone(), size));
-    wait_for("the refill landed", || {
-        f.blocks.present().len() == refill.end as usize
-    });
+    wait_for("every part landed", || f.blocks.fetching() == 0);
+    let ranges = asked();
+    assert!(ranges.iter().all(|r| r.end - r.start <= PART), "{ranges:?}");
+    for pair in ranges.windows(2) {
+        assert_eq!(
+            pair[0].end, pair[1].start,
+            "a gap or a block asked twice: {ranges:?}"
+        );
+    }
+    let furthest = ranges.last().map_or(0, |r| r.end);
+    assert!(
+        furthest >= 24 + 2 * FIRST_WINDOW,
+        "the window did not grow: {ranges:?}"
+    );
+    assert!(
+        furthest < count - 2,
+        "the window reached the end: {ranges:?}"
+    );
+    assert_eq!(f.blocks.present().len() as u64, furthest);
+    // A jump: that block alone, no readahead, until the reader is sequential again.
+    let before = f.store.count();
+    let k = count - 2;
+    assert_eq!(
+        read(&f.blocks, k * BLOCK..k * BLOCK + 4096).unwrap(),
+        mib(k)[..4096]
+    );
+    assert_eq!(f.store.count(), before + 1);
+    assert_eq!(asked().last(), Some(&(k..k + 1)));
     f.books.assert_balanced(&f.blocks);
 }
 
