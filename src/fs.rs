@@ -7,7 +7,6 @@
 //! the open handles; members, trees and archives are immutable and read without locks.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,11 +14,11 @@ use crate::archive_fs::{ArchiveFs, Placement};
 use crate::attr::Shown;
 pub use crate::attr::{Attr, BLOCK_SIZE, DirEntry, FsStats, Kind, Ownership};
 use crate::bytes::Archive;
-use crate::bytes::Blocks;
+use crate::bytes::Plain;
 pub use crate::bytes::ReadDone;
 use crate::cache::{Cache, CacheConfig, CacheStats};
 use crate::error::{Error, Result};
-use crate::forest::{Forest, Overrides, Plain};
+use crate::forest::{Forest, Overrides};
 use crate::handles::{Handles, Opened, Served};
 use crate::info;
 use crate::remote::Remote;
@@ -39,10 +38,8 @@ enum Mount {
 pub enum Target {
     /// Member `.1` of archive `.0`.
     Member(Arc<ArchiveFs>, usize),
-    /// A regular file of a source tree.
-    File(Arc<File>),
-    /// A remote object of a source tree (not an archive), read through the cache's blocks.
-    Object(Arc<Blocks>),
+    /// A plain file of a source tree: on disk, or an object of a bucket.
+    Plain(Arc<Plain>),
 }
 
 /// How a mount of sources is to be served (beyond the cache).
@@ -300,10 +297,7 @@ impl<B> NpzFs<B> {
             let Mount::Forest(f) = &self.mount else {
                 return Err(Error::NotFound);
             };
-            let target = match f.open_file(ino)? {
-                Plain::File(file) => Target::File(Arc::new(file)),
-                Plain::Object(blocks) => Target::Object(blocks),
-            };
+            let target = Target::Plain(Arc::new(f.open_file(ino)?));
             return Ok(self
                 .handles
                 .open(ino, target, Served::Source, None, register));
@@ -333,14 +327,7 @@ impl<B> NpzFs<B> {
         };
         match &handle.target {
             Target::Member(fs, number) => fs.read(*number, handle.served, offset, size, done),
-            Target::File(file) => {
-                let mut buf = vec![0; size as usize];
-                match read_full(file, &mut buf, offset) {
-                    Ok(n) => done(Ok(&buf[..n])),
-                    Err(e) => done(Err(Error::in_source("read", "a source file", e))),
-                }
-            }
-            Target::Object(blocks) => blocks.read(offset, offset + u64::from(size), done),
+            Target::Plain(plain) => plain.read(offset, size, done),
         }
     }
 
@@ -376,18 +363,4 @@ impl<B> NpzFs<B> {
             Mount::Forest(f) => f.open_archives(),
         }
     }
-}
-
-/// Reads as much of `buf` as the file has at `offset` (less only at its end).
-fn read_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }

@@ -349,6 +349,7 @@ impl Blocks {
         let mut ready = Vec::new();
         let mut copies = Vec::new();
         let mut added = Vec::new();
+        let mut again = Vec::new();
         {
             let mut st = self.lock();
             let closed = st.closed;
@@ -385,7 +386,21 @@ impl Blocks {
             for w in ready {
                 self.reply(w.offset, w.end, w.done);
             }
+            // A block a read still waits for may have been evicted since it landed (the
+            // budget is small, or readahead filled it): no fetch would ever bring it back.
+            let BlockTable { have, waiting, .. } = &mut *st;
+            for w in waiting.iter() {
+                for k in w.offset / BLOCK..=(w.end - 1) / BLOCK {
+                    if !closed && have[k as usize] == Have::Absent {
+                        have[k as usize] = Have::Fetching;
+                        again.push(k);
+                    }
+                }
+            }
         }
+        again.sort_unstable();
+        again.dedup();
+        self.start(&again, Fetch::Wanted);
         if result.is_ok() {
             // Charged above for every block; those not added (closed, or there already)
             // give theirs back.

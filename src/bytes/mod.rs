@@ -5,6 +5,7 @@
 //!
 //! * [`archive`]: [`Archive`], the one face of both kinds.
 //! * [`blocks`]: a remote object's blocks: fetched, stored, replied from.
+//! * [`plain`]: a plain file of a source tree (on disk or in a bucket), read the same way.
 //! * [`readahead`]: when and how far to fetch ahead of a sequential reader.
 //! * [`books`]: what a block set reports to the mount's budget ([`Books`], which the cache
 //!   implements).
@@ -16,6 +17,7 @@ pub mod blocks;
 pub mod books;
 pub mod disk;
 pub mod identity;
+pub mod plain;
 pub mod readahead;
 pub mod reply;
 
@@ -23,4 +25,5 @@ pub use archive::{Archive, Reader};
 pub use blocks::{BLOCK, Blocks};
 pub use books::{Books, SetId};
 pub use identity::Identity;
+pub use plain::Plain;
 pub use reply::{ReadDone, answer};

@@ -39,22 +39,23 @@ pub struct Readahead {
 }
 
 impl Readahead {
-    /// A readahead whose window grows to `cap` blocks at most (at least [`FIRST_WINDOW`], at
-    /// most [`MAX_WINDOW`]).
+    /// A readahead whose window grows to `cap` blocks at most ([`MAX_WINDOW`] at most; 0: no
+    /// readahead at all).
     pub fn new(cap: u64) -> Readahead {
         Readahead {
             next: u64::MAX,
             streak: 0,
             window: 0,
             ahead_to: 0,
-            cap: cap.clamp(FIRST_WINDOW, MAX_WINDOW),
+            cap: cap.min(MAX_WINDOW),
         }
     }
 
     /// The window cap for a cache of `budget` bytes and blocks of `block` bytes: an eighth of
-    /// the budget, so that readahead never evicts what a reader is about to use.
+    /// the budget, so that readahead never evicts what a reader is about to use (a cache of
+    /// less than 8 blocks gets no readahead).
     pub fn cap_for(budget: u64, block: u64) -> u64 {
-        (budget / 8 / block.max(1)).clamp(FIRST_WINDOW, MAX_WINDOW)
+        (budget / 8 / block.max(1)).min(MAX_WINDOW)
     }
 
     /// Notes a read of `[offset, end)` (blocks of `block` bytes, `count` in the object) and
@@ -75,12 +76,12 @@ impl Readahead {
             self.ahead_to = 0;
         }
         self.next = end;
-        if self.streak < STREAK || end == 0 {
+        if self.streak < STREAK || end == 0 || self.cap == 0 {
             return Vec::new();
         }
         let after = (end - 1) / block + 1;
         if self.window == 0 {
-            self.window = FIRST_WINDOW;
+            self.window = FIRST_WINDOW.min(self.cap);
         }
         if self.ahead_to.saturating_sub(after) > self.window / 2 {
             return Vec::new();
@@ -165,6 +166,12 @@ mod tests {
     fn the_cap_follows_the_budget_within_its_bounds() {
         assert_eq!(Readahead::cap_for(4 << 30, MIB), 256);
         assert_eq!(Readahead::cap_for(256 * MIB, MIB), 32);
-        assert_eq!(Readahead::cap_for(MIB, MIB), FIRST_WINDOW);
+        assert_eq!(Readahead::cap_for(32 * MIB, MIB), 4);
+        assert_eq!(Readahead::cap_for(4 * MIB, MIB), 0);
+        // A small cap: the first window is the cap; no cap, no readahead.
+        let mut r = Readahead::new(4);
+        assert_eq!(read(&mut r, 0, 2, 100), vec![2, 3, 4, 5]);
+        let mut r = Readahead::new(0);
+        assert!(read(&mut r, 0, 20, 100).is_empty());
     }
 }

@@ -26,7 +26,6 @@ mod perms;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -34,7 +33,7 @@ use std::time::SystemTime;
 
 use crate::archive_fs::ArchiveFs;
 use crate::attr::{Attr, DirEntry, Kind};
-use crate::bytes::Blocks;
+use crate::bytes::Plain;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::remote::{self, Found, dir::RemoteDir};
@@ -76,14 +75,6 @@ pub struct Forest {
     listings: Mutex<HashMap<u64, Arc<Vec<Listed>>>>,
     next_fh: AtomicU64,
     mounted_at: SystemTime,
-}
-
-/// A regular file of a source, opened.
-pub enum Plain {
-    /// A file on disk.
-    File(File),
-    /// A remote object, read by range through the cache's blocks.
-    Object(Arc<Blocks>),
 }
 
 /// A node of the mount, found.

@@ -672,3 +672,24 @@ fn a_request_failing_midway_fails_only_reads_of_the_blocks_it_did_not_bring() {
     assert_eq!(f.store.count(), 3);
     f.books.assert_balanced(&f.blocks);
 }
+
+#[test]
+fn a_block_evicted_while_a_read_waits_for_its_neighbour_is_fetched_again() {
+    let size = 3 * BLOCK;
+    let f = fixture(size);
+    let want = content(size);
+    // Block 1 is on its way, held; then a read of both blocks 0 and 1 fetches block 0.
+    f.store.hold(BLOCK);
+    let first = start_read(&f.blocks, BLOCK..BLOCK + 10, false);
+    let both = start_read(&f.blocks, BLOCK - 10..BLOCK + 10, false);
+    wait_for("block 0 landed", || f.blocks.present() == [(0, BLOCK)]);
+    // Evicted while the read still waits for block 1: nothing else would bring it back.
+    f.books.evict(&f.blocks, 0);
+    assert!(f.blocks.present().is_empty());
+    f.store.open_gate();
+    let at = BLOCK as usize;
+    assert_eq!(answer_of(&first).unwrap(), want[at..at + 10]);
+    assert_eq!(answer_of(&both).unwrap(), want[at - 10..at + 10]);
+    assert_eq!(f.store.count(), 3, "block 0 fetched twice, block 1 once");
+    f.books.assert_balanced(&f.blocks);
+}
