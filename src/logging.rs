@@ -37,16 +37,12 @@ pub fn init(level: log::LevelFilter) {
     // The HTTP and TLS stack of remote sources: its debug lines are about connections and
     // certificates, and at trace it would print request headers, credentials included. Its
     // warnings and errors only, at any verbosity, unless RUST_LOG names it.
-    for quiet in [
-        "reqwest",
-        "hyper",
-        "hyper_util",
-        "h2",
-        "rustls",
-        "object_store",
-    ] {
+    for quiet in ["reqwest", "hyper", "hyper_util", "h2", "object_store"] {
         builder.filter_module(quiet, log::LevelFilter::Warn);
     }
+    // rustls logs a certificate it cannot verify as an error on every attempt; npzfs's own
+    // message names the problem once (`remote::location`).
+    builder.filter_module("rustls", log::LevelFilter::Off);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }

@@ -65,7 +65,13 @@ impl Location {
                 "a URL with a query (a pre-signed URL) is not supported".into(),
             ));
         }
-        let (store, pages, path) = client(url, timeout)?;
+        Location::with_retries(url, timeout, RETRIES)
+    }
+
+    /// The location of `url`, whose requests are tried `1 + retries` times at most.
+    fn with_retries(url: &str, timeout: Duration, retries: usize) -> Result<Location> {
+        let display = display(url);
+        let (store, pages, path) = client(url, timeout, retries)?;
         Ok(Location {
             store,
             path,
@@ -157,6 +163,51 @@ pub enum Found {
     Prefix(Location),
 }
 
+/// Retries of a request that failed in a way that may pass (throttling, a 5xx, a connection
+/// refused or cut), with backoff, within `remote_timeout`.
+const RETRIES: usize = 10;
+
+/// The object at `at`, if there is one. An `https://` server is asked once first: a
+/// certificate the system does not trust never becomes trusted by asking again, so that is
+/// the answer at once; any other failure is asked again, with retries.
+fn head(url: &str, at: &Location, timeout: Duration) -> Result<Option<ObjectMeta>> {
+    if url.starts_with("https://") {
+        let once = Location::with_retries(url, timeout, 0)?;
+        match block_on(once.store.head(&once.path))? {
+            Ok(meta) => return Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => {
+                if let Some(why) = certificate_problem(&e) {
+                    return Err(Error::Remote {
+                        url: at.display.clone(),
+                        cause: format!(
+                            "the server's TLS certificate is not trusted ({why}): add the CA \
+                             that signed it to the system's store, or name a file of CA \
+                             certificates in SSL_CERT_FILE"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    at.head(&at.path)
+}
+
+/// What the TLS library said of a certificate it refused, if that is why `e` failed: the
+/// innermost cause down `e`'s sources that speaks of a certificate.
+fn certificate_problem(e: &object_store::Error) -> Option<String> {
+    let mut found = None;
+    let mut at: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(source) = at {
+        let text = source.to_string();
+        if text.contains("certificate") {
+            found = Some(text);
+        }
+        at = source.source();
+    }
+    found
+}
+
 /// What `url` names: an object (one HEAD), or, for `s3://` URLs that end in `/` or name no
 /// object, a prefix with at least one object below it (one listing request). Each request
 /// gives up after `timeout`.
@@ -164,7 +215,7 @@ pub fn find(url: &str, timeout: Duration) -> Result<Found> {
     let mut at = Location::of(url, timeout)?;
     let as_prefix = url.ends_with('/') || at.path.as_ref().is_empty();
     if !as_prefix {
-        match at.head(&at.path)? {
+        match head(url, &at, timeout)? {
             Some(meta) => {
                 let (path, display) = (at.path.clone(), at.display.clone());
                 let object = at.object(path, Version::of(&meta), display);
@@ -215,14 +266,14 @@ type Client = (
 );
 
 /// The store and the object's path in it, for `url`; each request gives up after `timeout`.
-fn client(url: &str, timeout: Duration) -> Result<Client> {
+fn client(url: &str, timeout: Duration, retries: usize) -> Result<Client> {
     let fail = |cause: String| Error::Remote {
         url: display(url),
         cause,
     };
     let retry = RetryConfig {
         backoff: BackoffConfig::default(),
-        max_retries: 10,
+        max_retries: retries,
         retry_timeout: timeout,
     };
     let env_true = |name: &str| std::env::var(name).is_ok_and(|v| v == "true" || v == "1");

@@ -45,9 +45,11 @@ class Nginx:
 
     A link like an object store's, on the loopback address: `latency` seconds before each
     response's first byte (Lua's non-blocking `ngx.sleep`, so requests wait side by side, not
-    in turn) and `rate` per connection (nginx's `limit_rate`, e.g. "50m")."""
+    in turn) and `rate` per connection (nginx's `limit_rate`, e.g. "50m"). With `tls`, a
+    (certificate, key) pair of PEM files, it serves https."""
 
-    def __init__(self, work: Path, latency: float = 0.0, rate: str = "", root: Path = None):
+    def __init__(self, work: Path, latency: float = 0.0, rate: str = "", root: Path = None,
+                 tls: tuple = None):
         self.work = work
         work.mkdir(parents=True, exist_ok=True)
         self.root = root or work / "root"
@@ -56,6 +58,9 @@ class Nginx:
         self.log = work / "access.log"
         conf = work / "nginx.conf"
         modules = "".join(f"load_module {m};\n" for m in LUA_MODULES) if latency else ""
+        self.scheme = "https" if tls else "http"
+        listen = f"127.0.0.1:{self.port}" + (" ssl" if tls else "")
+        certs = f"ssl_certificate {tls[0]};\n    ssl_certificate_key {tls[1]};" if tls else ""
         shaping = ""
         if latency:
             shaping += f"access_by_lua_block {{ ngx.sleep({latency}) }}\n"
@@ -75,7 +80,8 @@ http {{
   uwsgi_temp_path {work}/uwsgi;
   scgi_temp_path {work}/scgi;
   server {{
-    listen 127.0.0.1:{self.port};
+    listen {listen};
+    {certs}
     root {self.root};
     location / {{
       {shaping}
@@ -107,7 +113,7 @@ http {{
                 time.sleep(0.02)
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{name}"
 
     def gets(self) -> int:
         """GET requests served so far."""
@@ -234,3 +240,20 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
 
 def have_nginx() -> bool:
     return os.path.exists(NGINX)
+
+
+def make_ca(work: Path) -> tuple:
+    """A certificate authority of the test's own, and a certificate for 127.0.0.1 it signed:
+    (the CA's certificate, the server's certificate, the server's key), PEM files in `work`."""
+    work.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (work / n for n in ("ca.key", "ca.pem", "srv.key", "srv.csr", "srv.pem"))
+    run = lambda *a: subprocess.run(["openssl", *map(str, a)], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+        "-subj", "/CN=npzfs test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    ext = work / "srv.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+        "-days", "2", "-extfile", ext)
+    return ca, cert, key

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from arrays import ARRAYS, assert_same
 from conftest import is_mounted, npzfs_bin, wait_until
-from servers import Flaky, Nginx, have_nginx
+from servers import Flaky, Nginx, have_nginx, make_ca
 
 import npzfs
 
@@ -181,6 +181,31 @@ def test_opening_a_member_never_waits_for_a_slow_server(tmp_path, compressed):
             assert_same(np.load(m.path / "x.npy", mmap_mode="r"), np.arange(BIG, dtype=np.float32))
     finally:
         server.shutdown()
+
+
+def test_https_is_served_when_its_ca_is_trusted_and_refused_at_once_when_not(tmp_path, monkeypatch):
+    ca, cert, key = make_ca(tmp_path / "tls")
+    server = Nginx(tmp_path / "nginx", tls=(cert, key))
+    try:
+        big(server.root)
+        url = server.url("big.npz")
+        # A certificate the system does not trust: one line naming it, exit 9, no retries.
+        (tmp_path / "mnt").mkdir()
+        started = time.monotonic()
+        run = run_npzfs(url, tmp_path / "mnt")
+        took = time.monotonic() - started
+        assert run.returncode == 9, run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and "certificate is not trusted" in lines[0], run.stderr
+        assert "SSL_CERT_FILE" in lines[0]
+        assert took < 2.0, f"refused after {took:.1f} s"
+        assert server.gets() == 0, "no request went through"
+        # The test's CA made trusted: served, every byte right.
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        with npzfs.mount(url, cache_dir=tmp_path / "cache") as m:
+            assert_same(np.load(m.path / "x.npy", mmap_mode="r"), np.arange(BIG, dtype=np.float32))
+    finally:
+        server.stop()
 
 
 def test_throttling_is_retried_and_a_server_without_ranges_is_refused(tmp_path):
