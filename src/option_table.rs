@@ -75,9 +75,10 @@ pub const MOUNT_OPTIONS: &[OptionSpec] = &[
     valued(
         "remote_timeout",
         "SECS",
-        "for an s3:// or http(s):// source: how long one request may take, and how long \
-         throttled or failed requests are retried (with backoff); a read the server never \
-         answers fails with ETIMEDOUT after at most about twice this (default 30)",
+        "for an s3:// or http(s):// source: how long one request may take; one that takes \
+         longer, is throttled or fails is asked again (backoff with jitter) until twice this \
+         has passed, so a read the server never answers fails with ETIMEDOUT after about \
+         twice this (default 30)",
     ),
     valued(
         "remote_requests",

@@ -164,7 +164,7 @@ pub enum Found {
 }
 
 /// Retries of a request that failed in a way that may pass (throttling, a 5xx, a connection
-/// refused or cut), with backoff, within `remote_timeout`.
+/// refused or cut, no answer in time), with backoff and jitter, within twice `remote_timeout`.
 const RETRIES: usize = 10;
 
 /// The object at `at`, if there is one. An `https://` server is asked once first: a
@@ -271,10 +271,12 @@ fn client(url: &str, timeout: Duration, retries: usize) -> Result<Client> {
         url: display(url),
         cause,
     };
+    // A request that takes `timeout` (a stalled response) is asked again too: retries go on
+    // until twice `timeout` has passed since the first try.
     let retry = RetryConfig {
         backoff: BackoffConfig::default(),
         max_retries: retries,
-        retry_timeout: timeout,
+        retry_timeout: 2 * timeout,
     };
     let env_true = |name: &str| std::env::var(name).is_ok_and(|v| v == "true" || v == "1");
     let options = ClientOptions::new()

@@ -41,15 +41,21 @@ def have_lua() -> bool:
 
 
 class Nginx:
-    """nginx serving `root` on a free loopback port; its access log counts the GETs.
+    """nginx on a free loopback port, serving `root` (or passing every request on to
+    `upstream`, e.g. moto's S3 server); its access log counts the GETs.
 
     A link like an object store's, on the loopback address: `latency` seconds before each
     response's first byte (Lua's non-blocking `ngx.sleep`, so requests wait side by side, not
-    in turn) and `rate` per connection (nginx's `limit_rate`, e.g. "50m"). With `tls`, a
-    (certificate, key) pair of PEM files, it serves https."""
+    in turn) and `rate` per connection (nginx's `limit_rate`, e.g. "50m"). With `faults`, a
+    share of requests for each of the ways a store fails: answered 503 with S3's SlowDown
+    body, cut after their first 64 KiB, or stalled `stall` seconds before their first byte
+    (from a fixed seed); the log then gives each request's status, bytes sent, time taken and
+    fault (`-`, `503`, `cut` or `stall`). With `tls`, a (certificate, key) pair of PEM files,
+    it serves https."""
 
     def __init__(self, work: Path, latency: float = 0.0, rate: str = "", root: Path = None,
-                 tls: tuple = None):
+                 tls: tuple = None, faults: float = 0.0, stall: float = 2.0,
+                 upstream: str = ""):
         self.work = work
         work.mkdir(parents=True, exist_ok=True)
         self.root = root or work / "root"
@@ -57,15 +63,17 @@ class Nginx:
         self.port = free_port()
         self.log = work / "access.log"
         conf = work / "nginx.conf"
-        modules = "".join(f"load_module {m};\n" for m in LUA_MODULES) if latency else ""
+        lua = bool(latency or faults)
+        modules = "".join(f"load_module {m};\n" for m in LUA_MODULES) if lua else ""
         self.scheme = "https" if tls else "http"
         listen = f"127.0.0.1:{self.port}" + (" ssl" if tls else "")
         certs = f"ssl_certificate {tls[0]};\n    ssl_certificate_key {tls[1]};" if tls else ""
-        shaping = ""
-        if latency:
-            shaping += f"access_by_lua_block {{ ngx.sleep({latency}) }}\n"
+        shaping = _shaping(latency, faults, stall)
         if rate:
             shaping += f"limit_rate {rate};\n"
+        if upstream:
+            # Host as the client sent it: an S3 request's signature covers it.
+            shaping += f"proxy_pass {upstream};\nproxy_set_header Host $http_host;\n"
         conf.write_text(
             f"""{modules}daemon off;
 {"user root root;" if os.geteuid() == 0 else ""}
@@ -73,12 +81,14 @@ pid {work}/nginx.pid;
 error_log {work}/error.log;
 events {{}}
 http {{
-  access_log {self.log};
+  {SHAPED_LOG if lua else ""}
+  access_log {self.log} {"shaped" if lua else "combined"};
   client_body_temp_path {work}/body;
   proxy_temp_path {work}/proxy;
   fastcgi_temp_path {work}/fastcgi;
   uwsgi_temp_path {work}/uwsgi;
   scgi_temp_path {work}/scgi;
+  {"init_worker_by_lua_block { math.randomseed(7) }" if faults else ""}
   server {{
     listen {listen};
     {certs}
@@ -123,6 +133,41 @@ http {{
             return 0
 
 
+SHAPED_LOG = """log_format shaped '"$request" $status $body_bytes_sent $request_time $fault';"""
+
+
+def _shaping(latency: float, faults: float, stall: float) -> str:
+    """The Lua that delays each response and injects faults (see `Nginx`)."""
+    if not (latency or faults):
+        return ""
+    lua = f"ngx.sleep({latency})\n" if latency else ""
+    cut = ""
+    if faults:
+        lua += f"""local r = math.random()
+if r < {faults} then
+  ngx.var.fault = "503"
+  ngx.status = 503
+  ngx.header["Content-Type"] = "application/xml"
+  ngx.say("<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>")
+  return ngx.exit(503)
+elseif r < {2 * faults} then
+  ngx.var.fault = "cut"
+  ngx.ctx.cut = true
+elseif r < {3 * faults} then
+  ngx.var.fault = "stall"
+  ngx.sleep({stall})
+end
+"""
+        cut = """body_filter_by_lua_block {
+  if ngx.ctx.cut then
+    ngx.ctx.sent = (ngx.ctx.sent or 0) + #(ngx.arg[1] or "")
+    if ngx.ctx.sent > 65536 then return ngx.ERROR end
+  end
+}
+"""
+    return f'set $fault "-";\naccess_by_lua_block {{\n{lua}}}\n{cut}'
+
+
 class Moto:
     """moto's S3 server on a free loopback port, and the environment that points npzfs (and
     boto3) at it."""
@@ -162,14 +207,16 @@ class Moto:
 
 class Flaky(http.server.ThreadingHTTPServer):
     """Serves one file with Range, ETag and If-Match; `throttle` GETs are answered 503 first,
-    with `ignore_range` it sends the whole file to every GET, and every GET waits `delay`
-    seconds before its answer."""
+    `stalls` GETs wait `stall` seconds before answering, with `ignore_range` it sends the whole
+    file to every GET, and every GET waits `delay` seconds before its answer."""
 
     def __init__(self, path: Path):
         self.path = path
         self.throttle = 0
         self.ignore_range = False
         self.delay = 0.0
+        self.stalls = 0
+        self.stall = 0.0
         self.gets = 0
         self.refused = 0
         super().__init__(("127.0.0.1", 0), _FlakyHandler)
@@ -206,6 +253,9 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
         s.gets += 1
         if s.delay:
             time.sleep(s.delay)  # a slow store, on purpose
+        if s.stalls > 0:
+            s.stalls -= 1
+            time.sleep(s.stall)
         if s.throttle > 0:
             s.throttle -= 1
             s.refused += 1

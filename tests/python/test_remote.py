@@ -6,6 +6,7 @@ cache (one request for a random read, none for a second read or a remount); cred
 out of /proc/mounts."""
 
 import errno
+import mmap
 import os
 import subprocess
 import time
@@ -154,6 +155,32 @@ def test_a_killed_server_gives_eio_in_bounded_time_and_the_mount_recovers(nginx,
             f.seek(30 << 20)
             assert len(f.read(4096)) == 4096
         print(f"a dead server's read failed after {took:.2f} s")
+
+
+def test_a_response_that_stalls_past_the_timeout_is_asked_again(tmp_path):
+    """A request that gets no answer within remote_timeout is retried (GETs are idempotent),
+    so one stalled response costs the read the timeout, not an error."""
+    local = big(tmp_path)
+    server = Flaky(local)
+    with npzfs.mount(server.url(), cache_dir=tmp_path / "cache",
+                     options={"remote_timeout": "1"}) as m:
+        gets = server.gets
+        server.stall, server.stalls = 10.0, 1
+        started = time.monotonic()
+        # O_DIRECT: the kernel would read again a range whose read failed; this asks once.
+        fd = os.open(m.path / "x.npy", os.O_RDONLY | os.O_DIRECT)
+        try:
+            buf = mmap.mmap(-1, 4096)
+            assert os.preadv(fd, [buf], 6 << 20) == 4096
+            got = bytes(buf)
+        finally:
+            os.close(fd)
+        took = time.monotonic() - started
+    want = np.arange(BIG, dtype=np.float32).tobytes()
+    at = (6 << 20) - 128  # the .npy header is 128 bytes
+    assert got == want[at : at + 4096]
+    assert server.stalls == 0 and server.gets >= gets + 2
+    assert 1.0 <= took < 2 * 1 + 1, f"the read took {took:.2f} s"
 
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["stored", "deflated"])
