@@ -9,9 +9,11 @@
 //! waits (parked, as reads behind a decoder do) until every block it needs has landed. A
 //! response is written to the file piece by piece as it arrives, and each block serves its
 //! readers as soon as it is whole, not when the request ends. A read that finds a block
-//! already fetching waits for that fetch: overlapping concurrent reads cost one request. A
-//! reader that has read 2 MiB in a row is sequential: the blocks after its read are kept
-//! fetched ([`super::readahead`]).
+//! already fetching waits for that fetch: overlapping concurrent reads cost one request. An
+//! object of at most [`SMALL`] bytes is fetched whole by its first read: a shard's first open
+//! (end record, central directory) and its members' reads then cost one round trip. A reader
+//! that has read 2 MiB in a row is sequential: the blocks after its read are kept fetched
+//! ([`super::readahead`]).
 //! No request thread ever waits for the network: fetches run on the remote client's I/O
 //! threads, which answer the parked reads.
 //!
@@ -41,6 +43,8 @@ pub const BLOCK: u64 = 1 << 20;
 /// Blocks one request asks for at most: a readahead window goes out in parts side by side,
 /// which servers answer faster than one long request.
 const PER_REQUEST: usize = PART as usize;
+/// An object this small is fetched whole by its first read, in one request.
+pub const SMALL: u64 = 2 * BLOCK;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Have {
@@ -186,8 +190,15 @@ impl Blocks {
         }
         let (first, last) = (offset / BLOCK, (end - 1) / BLOCK);
         let mut st = self.lock();
+        // A small object's first read brings all of it: an archive's first open (its end and
+        // central directory) then costs one round trip, and its members' reads none.
+        let whole = self.size <= SMALL && st.have.iter().all(|&h| h == Have::Absent);
+        let fetch = match whole {
+            true => 0..=st.have.len() as u64 - 1,
+            false => first..=last,
+        };
         let mut wanted = Vec::new();
-        for k in first..=last {
+        for k in fetch {
             if st.have[k as usize] == Have::Absent {
                 st.have[k as usize] = Have::Fetching;
                 wanted.push(k);

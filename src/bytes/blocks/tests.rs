@@ -438,8 +438,35 @@ fn a_read_of_an_absent_range_fetches_it_and_answers_its_bytes() {
 }
 
 #[test]
+fn a_small_object_is_fetched_whole_by_its_first_read_and_block_by_block_after() {
+    let size = SMALL;
+    let f = fixture(size);
+    let want = content(size);
+    // The end of the object, as an archive's first open reads it: the whole object comes.
+    let got = read(&f.blocks, size - 22..size).unwrap();
+    assert_eq!(got, want[(size - 22) as usize..]);
+    assert_eq!(f.store.gets(), [blocks_range(0..2, size)]);
+    assert_eq!(read(&f.blocks, 0..4096).unwrap(), want[..4096]);
+    assert_eq!(f.store.count(), 1, "the rest was already here");
+    // Once it has blocks, an evicted one comes back alone.
+    f.books.evict(&f.blocks, 0);
+    assert_eq!(read(&f.blocks, 10..20).unwrap(), want[10..20]);
+    assert_eq!(f.store.gets()[1], block_range(0, size));
+    // A larger object's first read asks for its own block only.
+    let size = SMALL + 1;
+    let g = fixture(size);
+    assert_eq!(
+        read(&g.blocks, size - 1..size).unwrap(),
+        content(size)[(size - 1) as usize..]
+    );
+    assert_eq!(g.store.gets(), [block_range(2, size)]);
+    f.books.assert_balanced(&f.blocks);
+    g.books.assert_balanced(&g.blocks);
+}
+
+#[test]
 fn overlapping_concurrent_reads_of_an_absent_block_cost_one_request() {
-    let size = 2 * BLOCK;
+    let size = 2 * BLOCK + 1;
     let f = fixture(size);
     let want = content(size);
     f.store.close_gate();
@@ -548,7 +575,7 @@ fn an_evicted_block_is_fetched_again() {
 
 #[test]
 fn an_object_replaced_after_opening_fails_its_reads_and_never_mixes_versions() {
-    let size = 2 * BLOCK;
+    let size = 2 * BLOCK + 1;
     let f = fixture(size);
     let want = content(size);
     assert_eq!(read(&f.blocks, 0..100).unwrap(), want[..100]);
