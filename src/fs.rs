@@ -164,6 +164,15 @@ impl<B> NpzFs<B> {
         }
     }
 
+    /// Whether an operation on `ino` may wait on the network (it is in a remote source): the
+    /// adapter then answers it off the request threads. Reads never wait.
+    pub fn may_wait(&self, ino: Ino) -> bool {
+        match &self.mount {
+            Mount::Archive(fs) => fs.archive().reads_wait(),
+            Mount::Forest(f) => f.may_wait(ino),
+        }
+    }
+
     /// The child `name` of directory `parent`.
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         match &self.mount {

@@ -1,11 +1,14 @@
 //! `impl fuser::Filesystem`: each operation calls one core function and replies; a failure
 //! is logged once, here, with the operation, the inode and the errno (ENOENT and friends at
 //! debug, everything else at warn). The core (`fs.rs`) owns the handles, passthrough
-//! included; this file only turns its answers into fuser's replies.
+//! included; this file only turns its answers into fuser's replies. An operation whose answer
+//! may wait on the network (an inode of a remote source) is answered from the slow lane
+//! (`lane.rs`), never on the request thread.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
@@ -19,18 +22,38 @@ use fuser::{
 use crate::error::Error;
 use crate::fs::{Attr, BLOCK_SIZE, Kind, NpzFs};
 use crate::handles::{Opened, Served};
+use crate::lane::Lane;
+
+type Core = NpzFs<BackingId>;
 
 /// The FUSE face of [`NpzFs`].
 pub struct Fuse {
-    fs: NpzFs<BackingId>,
+    fs: Arc<Core>,
     /// Whether to ask the kernel for passthrough (the `nopassthrough` option turns it off).
     passthrough: bool,
+    lane: Lane,
 }
 
 impl Fuse {
     /// Wraps the core for `fuser`.
     pub fn new(fs: NpzFs<BackingId>, passthrough: bool) -> Fuse {
-        Fuse { fs, passthrough }
+        Fuse {
+            fs: Arc::new(fs),
+            passthrough,
+            lane: Lane::default(),
+        }
+    }
+
+    /// Runs `op` (which answers the kernel) on the slow lane when answering about `ino` may
+    /// wait on the network, else here.
+    fn answer(&self, ino: u64, op: impl FnOnce(&Core) + Send + 'static) {
+        match self.fs.may_wait(ino) {
+            true => {
+                let fs = self.fs.clone();
+                self.lane.run(move || op(&fs));
+            }
+            false => op(&self.fs),
+        }
     }
 }
 
@@ -100,6 +123,30 @@ fn file_type(kind: Kind) -> FileType {
     }
 }
 
+/// Opens `ino` and replies: by passthrough to a complete cache file, or a handle of the
+/// core's.
+fn open(fs: &Core, ino: INodeNo, write: bool, reply: ReplyOpen) {
+    // KEEP_CACHE with passthrough makes the kernel fail the open (EIO): empty flags there.
+    match fs.open_with(ino.0, write, |file| reply.open_backing(file)) {
+        Ok(Opened {
+            fh,
+            backing: Some(id),
+            ..
+        }) => {
+            log::debug!("open ino {}: passthrough to its cache file", ino.0);
+            reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+        }
+        // A file of a source tree may change: its pages are dropped on open.
+        Ok(opened) if opened.served == Served::Source => {
+            reply.opened(FileHandle(opened.fh), FopenFlags::empty())
+        }
+        // A member's open keeps the page cache across opens and processes; never
+        // DIRECT_IO, which breaks shared mmap (the kernel then answers mmap with ENODEV).
+        Ok(opened) => reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE),
+        Err(e) => reply.error(fail("open", ino.0, &e)),
+    }
+}
+
 impl Filesystem for Fuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // readdirplus answers `ls -l` without a lookup per entry; the flags are optional, so a
@@ -129,43 +176,23 @@ impl Filesystem for Fuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, name.as_bytes()) {
+        let name = name.as_bytes().to_vec();
+        self.answer(parent.0, move |fs| match fs.lookup(parent.0, &name) {
             Ok(a) => reply.entry(&a.ttl, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail("lookup", parent.0, &e)),
-        }
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
+        self.answer(ino.0, move |fs| match fs.getattr(ino.0) {
             Ok(a) => reply.attr(&a.ttl, &file_attr(&a)),
             Err(e) => reply.error(fail("getattr", ino.0, &e)),
-        }
+        });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
-        // KEEP_CACHE with passthrough makes the kernel fail the open (EIO): empty flags there.
-        match self
-            .fs
-            .open_with(ino.0, write, |file| reply.open_backing(file))
-        {
-            Ok(Opened {
-                fh,
-                backing: Some(id),
-                ..
-            }) => {
-                log::debug!("open ino {}: passthrough to its cache file", ino.0);
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
-            }
-            // A file of a source tree may change: its pages are dropped on open.
-            Ok(opened) if opened.served == Served::Source => {
-                reply.opened(FileHandle(opened.fh), FopenFlags::empty())
-            }
-            // A member's open keeps the page cache across opens and processes; never
-            // DIRECT_IO, which breaks shared mmap (the kernel then answers mmap with ENODEV).
-            Ok(opened) => reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(fail("open", ino.0, &e)),
-        }
+        self.answer(ino.0, move |fs| open(fs, ino, write, reply));
     }
 
     fn read(
@@ -213,7 +240,7 @@ impl Filesystem for Fuse {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
+        self.answer(ino.0, move |fs| match fs.opendir(ino.0) {
             // An archive's listing never changes: the kernel may keep it across opendir calls.
             Ok((fh, true)) => reply.opened(
                 FileHandle(fh),
@@ -221,7 +248,7 @@ impl Filesystem for Fuse {
             ),
             Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(fail("opendir", ino.0, &e)),
-        }
+        });
     }
 
     fn readdir(
@@ -232,14 +259,16 @@ impl Filesystem for Fuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let listed = self.fs.readdir(ino.0, fh.0, offset, &mut |e| {
-            let name = OsStr::from_bytes(&e.name);
-            reply.add(INodeNo(e.ino), e.next_offset, file_type(e.kind), name)
+        self.answer(ino.0, move |fs| {
+            let listed = fs.readdir(ino.0, fh.0, offset, &mut |e| {
+                let name = OsStr::from_bytes(&e.name);
+                reply.add(INodeNo(e.ino), e.next_offset, file_type(e.kind), name)
+            });
+            match listed {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("readdir", ino.0, &e)),
+            }
         });
-        match listed {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("readdir", ino.0, &e)),
-        }
     }
 
     fn readdirplus(
@@ -250,25 +279,27 @@ impl Filesystem for Fuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let listed = self.fs.readdir(ino.0, fh.0, offset, &mut |e| {
-            let Some(a) = e.attr.or_else(|| self.fs.getattr(e.ino).ok()) else {
-                return false;
-            };
-            let name = OsStr::from_bytes(&e.name);
-            let attr = file_attr(&a);
-            reply.add(
-                INodeNo(e.ino),
-                e.next_offset,
-                name,
-                &a.ttl,
-                &attr,
-                Generation(0),
-            )
+        self.answer(ino.0, move |fs| {
+            let listed = fs.readdir(ino.0, fh.0, offset, &mut |e| {
+                let Some(a) = e.attr.or_else(|| fs.getattr(e.ino).ok()) else {
+                    return false;
+                };
+                let name = OsStr::from_bytes(&e.name);
+                let attr = file_attr(&a);
+                reply.add(
+                    INodeNo(e.ino),
+                    e.next_offset,
+                    name,
+                    &a.ttl,
+                    &attr,
+                    Generation(0),
+                )
+            });
+            match listed {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("readdirplus", ino.0, &e)),
+            }
         });
-        match listed {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("readdirplus", ino.0, &e)),
-        }
     }
 
     fn releasedir(
@@ -296,17 +327,18 @@ impl Filesystem for Fuse {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.fs.getxattr(ino.0, name.as_bytes()) {
+        let name = name.as_bytes().to_vec();
+        self.answer(ino.0, move |fs| match fs.getxattr(ino.0, &name) {
             Ok(value) => xattr_reply(value, size, reply),
             Err(e) => reply.error(fail("getxattr", ino.0, &e)),
-        }
+        });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.fs.listxattr(ino.0) {
+        self.answer(ino.0, move |fs| match fs.listxattr(ino.0) {
             Ok(names) => xattr_reply(names, size, reply),
             Err(e) => reply.error(fail("listxattr", ino.0, &e)),
-        }
+        });
     }
 
     fn ioctl(

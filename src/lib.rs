@@ -50,6 +50,7 @@ pub mod fs;
 pub mod fuse;
 pub mod handles;
 pub mod info;
+pub mod lane;
 pub mod list;
 pub mod logging;
 pub mod manpage;

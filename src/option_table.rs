@@ -67,11 +67,7 @@ pub const MOUNT_OPTIONS: &[OptionSpec] = &[
         "permission bits removed from 0444 (files) and 0555 (directories), or from the \
          source's own bits",
     ),
-    valued(
-        "threads",
-        "N",
-        "request threads, 1 to 64 (default 2; 8 with a remote source)",
-    ),
+    valued("threads", "N", "request threads, 1 to 64 (default 2)"),
     valued(
         "remote_timeout",
         "SECS",

@@ -17,10 +17,6 @@ pub use crate::option_table::{GENERIC_HELP, GENERIC_OPTIONS, MOUNT_OPTIONS, Opti
 /// Request threads when `threads=` is not given: two with `clone_fd` cut cold page-fault
 /// latency from 48 to 18 us here (ARCHITECTURE.md).
 pub const DEFAULT_THREADS: usize = 2;
-/// Request threads of a mount with a remote source when `threads=` is not given: a lookup
-/// that lists a prefix, or the first open of a remote archive, waits on the network on its
-/// request thread, and other requests go on meanwhile on the others.
-pub const REMOTE_THREADS: usize = 8;
 /// Readahead for the mount's bdi when `read_ahead_kb=` is not given: +50% on cold reads and
 /// mmap scans here against the kernel's 128 KiB; 4096 raised random-read p99 (ARCHITECTURE.md).
 pub const DEFAULT_READ_AHEAD_KB: u32 = 1024;
@@ -213,13 +209,8 @@ fn mount_options(cli: &Cli, sources: Vec<PathBuf>, mountpoint: PathBuf) -> Resul
         remote_timeout: crate::remote::DEFAULT_TIMEOUT,
         remote_requests: crate::remote::DEFAULT_REQUESTS,
     };
-    let mut threads_given = false;
     for opt in cli.options.iter().flat_map(|list| list.split(',')) {
-        threads_given |= opt.trim().starts_with("threads=");
         apply(&mut o, opt.trim())?;
-    }
-    if !threads_given && o.sources.iter().any(|s| crate::remote::is_remote(s)) {
-        o.threads = REMOTE_THREADS;
     }
     if o.auto_unmount && !o.allow_other && !o.allow_root {
         return Err(Error::Usage(

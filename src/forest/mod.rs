@@ -170,6 +170,18 @@ impl Forest {
         }
     }
 
+    /// Whether answering about `ino` may wait on the network: it is in a remote source (or is
+    /// the top of several sources, one of them remote).
+    pub fn may_wait(&self, ino: Ino) -> bool {
+        let Ok(e) = self.entity(ino::split(ino).0) else {
+            return false;
+        };
+        match e.is {
+            Is::Top => self.sources.iter().any(|s| s.dir.is_remote()),
+            _ => self.sources[e.source].dir.is_remote(),
+        }
+    }
+
     /// Whether `ino` is an entry of the sources itself (an archive's own directory included),
     /// not a node inside an archive.
     pub fn is_entry(&self, ino: Ino) -> bool {

@@ -28,6 +28,11 @@ pub enum SourceFile {
 }
 
 impl Origin {
+    /// Whether it is in a bucket or on a server: answering about it may wait on the network.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Origin::Remote(_))
+    }
+
     /// Where `rel` is, for messages.
     pub fn display(&self, rel: &Path) -> String {
         match self {

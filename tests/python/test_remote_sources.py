@@ -7,13 +7,15 @@ beside good ones, and the errors at mount."""
 import errno
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from arrays import ARRAYS, assert_same
 from conftest import is_mounted, npzfs_bin, wait_until
-from servers import Nginx, have_nginx
+from servers import Flaky, Nginx, have_nginx
 
 import npzfs
 
@@ -152,6 +154,44 @@ def test_remote_and_local_sources_side_by_side(bucket, tmp_path):
             assert wait_until(lambda: not is_mounted(mnt))
     finally:
         nginx.stop()
+
+
+def test_a_slow_store_never_holds_up_local_sources(tmp_path):
+    """With one request thread, four first opens of a remote archive whose every GET takes
+    3 s are in flight, and the local source beside it still answers at once: operations that
+    may wait on the network are answered off the request threads."""
+    np.savez(tmp_path / "w.npz", w=np.arange(7), v=np.arange(5))
+    server = Flaky(tmp_path / "w.npz")
+    local = tmp_path / "local"
+    local.mkdir()
+    np.savez(local / "l.npz", q=np.arange(3))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    run = run_npzfs(local, server.url(), mnt, "-o", f"cache_dir={tmp_path / 'cache'},threads=1")
+    assert run.returncode == 0, run.stderr
+    try:
+        server.delay = 3.0
+        slow = []
+
+        def first_open(name):
+            slow.append(np.load(mnt / "w" / name, mmap_mode="r").tolist())
+
+        threads = [threading.Thread(target=first_open, args=(n,)) for n in ("w.npy", "v.npy") * 2]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: server.gets >= 1), "the remote archive was never asked for"
+        started = time.monotonic()
+        assert sorted(os.listdir(mnt / "local" / "l")) == ["q.npy"]
+        assert_same(np.load(mnt / "local" / "l" / "q.npy", mmap_mode="r"), np.arange(3))
+        took = time.monotonic() - started
+        for t in threads:
+            t.join(30)
+        assert took < 1.5, f"the local source waited {took:.2f} s behind the slow store"
+        assert sorted(slow) == [list(range(5))] * 2 + [list(range(7))] * 2
+    finally:
+        server.delay = 0
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+        assert wait_until(lambda: not is_mounted(mnt))
 
 
 def test_errors_at_mount_are_one_line_exit_9(bucket, tmp_path):
