@@ -57,15 +57,16 @@ def footprint(pid: int) -> tuple:
 def soak(mnt: Path, want: dict, secs: float) -> list:
     """READERS threads read random ranges of random members for `secs`, each range checked
     against `want`, dropping the pages they read so that the next pass asks the daemon again;
-    returns every reader's failures and the longest read (seconds)."""
+    returns every reader's failures, its longest read (seconds) and how many it made."""
     names = sorted(want)
     out = []
 
     def reader(seed: int):
         rng = random.Random(seed)
         deadline = time.monotonic() + secs
-        bad, longest = [], 0.0
+        bad, longest, reads = [], 0.0, 0
         while time.monotonic() < deadline:
+            reads += 1
             name = rng.choice(names)
             data = want[name]
             length = rng.choice([4096, 65536, 1 << 20, 4 << 20])
@@ -86,7 +87,7 @@ def soak(mnt: Path, want: dict, secs: float) -> list:
                 bad.append(f"{name} @{at}+{length}: {e}")
             finally:
                 os.close(fd)
-        out.append((bad, longest))
+        out.append((bad, longest, reads))
 
     threads = [threading.Thread(target=reader, args=(seed,)) for seed in range(READERS)]
     for t in threads:
@@ -98,11 +99,12 @@ def soak(mnt: Path, want: dict, secs: float) -> list:
 
 
 def faults_seen(front: Nginx) -> dict:
-    """What the front end's log shows of the faults: 503s, and bodies cut short."""
+    """What the front end's log shows of the faults: 503s, bodies cut short, stalls."""
     lines = front.log.read_text().splitlines()
     return {
         "503": sum(1 for line in lines if '" 503 ' in line),
         "cut": sum(1 for line in lines if line.endswith(" cut")),
+        "stall": sum(1 for line in lines if line.endswith(" stall")),
         "GET": sum(1 for line in lines if '"GET ' in line),
     }
 
@@ -139,14 +141,17 @@ def check_soak(sources: list, mnt: Path, cache: Path, want: dict, front: Nginx, 
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
         assert daemon.wait(30) == 0, log.read_text()[-2000:]
-    failures = [f for bad, _ in first + rest for f in bad]
+    failures = [f for bad, _, _ in first + rest for f in bad]
     assert not failures, f"{len(failures)} bad reads, e.g. {failures[:3]}\n{log.read_text()}"
     # A read waits for at most its own request's retries: within about twice remote_timeout
     # (README), plus the transfer of a 4 MiB read at 50 MB/s.
-    longest = max(longest for _, longest in first + rest)
+    longest = max(longest for _, longest, _ in first + rest)
     assert longest < 2 * TIMEOUT + 2, f"a read took {longest:.1f} s"
     seen = faults_seen(front)
-    assert seen["503"] > 0 and seen["cut"] > 0, seen
+    reads = sum(n for _, _, n in first + rest)
+    print(f"{reads} reads checked, longest {longest:.2f} s; front end: {seen}; daemon RSS "
+          f"{before[0] >> 20} -> {after[0] >> 20} MiB, descriptors {before[1]} -> {after[1]}")
+    assert seen["503"] > 0 and seen["cut"] > 0 and seen["stall"] > 0, seen
     assert after[0] - before[0] < 24 << 20, f"RSS grew from {before[0]} to {after[0]} bytes"
     assert after[1] - before[1] <= READERS, f"descriptors grew from {before[1]} to {after[1]}"
 
