@@ -18,8 +18,6 @@ shaping): each epoch's seconds and their median, the median (and range) of the r
 boto3 / npzfs (at least 1.0: npzfs as fast or faster), the requests each shard cost through
 the front end (from its access log), and the daemon's resident memory after each epoch. The
 sums of both readers must agree. Run as root: the page cache is dropped before each epoch.
-nginx's limit_rate lets the start of each response (several MiB) through at once, so a 1 MiB
-shard sees the 25 ms but hardly the rate: the link here is one of latency.
 """
 
 import argparse

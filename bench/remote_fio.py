@@ -1,8 +1,8 @@
 """mountpoint-s3's fio read shapes (its scripts/fio/read/: bs=256k, ioengine=sync, sequential by
 1 and by 4 threads, random) against a remote archive through npzfs, on a link like an object
 store's: nginx on the loopback address behind tests/python/servers.py's shaping front end, 25 ms
-before each response's first byte (Lua's `ngx.sleep`) and 50m per connection (`limit_rate`;
-nginx's m is MiB), in the same run as the link's own figures. nginx is the server these figures
+before each response's first byte and each response paced at 50m (50 MiB/s) per connection
+(tests/python/shaper.lua), in the same run as the link's own figures. nginx is the server these figures
 are taken from: it seeks to a range, so a range costs the same whatever the object's size.
 
     .venv/bin/python bench/remote_fio.py [--mib 1024] [--secs 20] [--runs 3]
@@ -33,10 +33,7 @@ Baselines, each run: for the sequential jobs, 16 curls side by side each fetchin
 the archive by one range (aggregate MB/s: what the link gives many connections) and one curl of
 the whole archive; for the random jobs, one GET of a 1 MiB range (curl's own time_total,
 median of 8 at random places), since npzfs fetches 1 MiB blocks for a random read: a reader
-waiting for one such GET per read gets bs / that time. Nominally 25 ms + 1 MiB at 50 MiB/s =
-45 ms, it measures about 26 ms: limit_rate lets a response's first MiBs out at once (an 8 MiB
-range took 89 ms, not 185), which npzfs's 8 MiB readahead parts get and the 64 MiB ranges of
-the 16 curls mostly do not.
+waiting for one such GET per read gets bs / that time (25 ms + 1 MiB at 50 MiB/s = 45 ms).
 Ratios are each run's figure over its own baseline, the median and range over the runs.
 Run as root (drops the page cache). Needs fio and Debian's libnginx-mod-http-lua.
 """

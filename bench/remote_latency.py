@@ -1,7 +1,7 @@
 """Remote archives where users live: an HTTP server tens of milliseconds away that carries
 50 MB/s per connection, on the loopback address (nginx with its Lua module in front of the
-files: `ngx.sleep` before each response, `limit_rate` per connection), in the same run as its
-baselines.
+files, tests/python/shaper.lua: a sleep before each response's first byte, each response
+paced at --rate), in the same run as its baselines.
 
     .venv/bin/python bench/remote_latency.py [--mib 256] [--latency-ms 25] [--rate 50m] [--runs 3]
 

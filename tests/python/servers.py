@@ -44,14 +44,14 @@ class Nginx:
     """nginx on a free loopback port, serving `root` (or passing every request on to
     `upstream`, e.g. moto's S3 server); its access log counts the GETs.
 
-    A link like an object store's, on the loopback address: `latency` seconds before each
-    response's first byte (Lua's non-blocking `ngx.sleep`, so requests wait side by side, not
-    in turn) and `rate` per connection (nginx's `limit_rate`, e.g. "50m"). With `faults`, a
-    share of requests for each of the ways a store fails: answered 503 with S3's SlowDown
-    body, cut after their first 64 KiB, or stalled `stall` seconds before their first byte
-    (from a fixed seed); the log then gives each request's status, bytes sent, time taken and
-    fault (`-`, `503`, `cut` or `stall`). With `tls`, a (certificate, key) pair of PEM files,
-    it serves https."""
+    A link like an object store's, on the loopback address (`shaper.lua`, with nginx's Lua
+    module): `latency` seconds before each response's first byte (a non-blocking sleep, so
+    requests wait side by side, not in turn) and each response paced at `rate` per connection
+    (nginx's size syntax: "50m" is 50 MiB a second). With `faults`, a share of requests for each
+    of the ways a store fails: answered 503 with S3's SlowDown body, cut after their first
+    64 KiB, or stalled `stall` seconds before their first byte (from a fixed seed). A shaped
+    server's log gives each request's status, bytes sent, time taken and fault (`-`, `503`,
+    `cut` or `stall`). With `tls`, a (certificate, key) pair of PEM files, it serves https."""
 
     def __init__(self, work: Path, latency: float = 0.0, rate: str = "", root: Path = None,
                  tls: tuple = None, faults: float = 0.0, stall: float = 2.0,
@@ -62,39 +62,54 @@ class Nginx:
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log = work / "access.log"
-        conf = work / "nginx.conf"
-        lua = bool(latency or faults)
-        modules = "".join(f"load_module {m};\n" for m in LUA_MODULES) if lua else ""
+        shaped = bool(latency or rate or faults)
         self.scheme = "https" if tls else "http"
         listen = f"127.0.0.1:{self.port}" + (" ssl" if tls else "")
         certs = f"ssl_certificate {tls[0]};\n    ssl_certificate_key {tls[1]};" if tls else ""
-        shaping = _shaping(latency, faults, stall)
-        if rate:
-            shaping += f"limit_rate {rate};\n"
-        if upstream:
-            # Host as the client sent it: an S3 request's signature covers it.
-            shaping += f"proxy_pass {upstream};\nproxy_set_header Host $http_host;\n"
+        origin = ""  # the server block that serves the files, behind the shaper
+        if shaped:
+            if upstream:
+                host, _, port = upstream.removeprefix("http://").rstrip("/").partition(":")
+            else:
+                host, port = "127.0.0.1", free_port()
+                origin = f"server {{ listen {host}:{port}; root {self.root}; access_log off; }}"
+            handling = f"""set $fault "-";
+      set $shape_latency {latency};
+      set $shape_rate {_bytes(rate) if rate else 0};
+      set $shape_faults {faults};
+      set $shape_stall {stall};
+      set $shape_origin_host {host};
+      set $shape_origin_port {port or 80};
+      content_by_lua_file {SHAPER};"""
+        elif upstream:
+            handling = f"proxy_pass {upstream};\n      proxy_set_header Host $http_host;"
+        else:
+            handling = ""
+        conf = work / "nginx.conf"
         conf.write_text(
-            f"""{modules}daemon off;
+            f"""{"".join(f"load_module {m};" for m in LUA_MODULES) if shaped else ""}
+daemon off;
 {"user root root;" if os.geteuid() == 0 else ""}
 pid {work}/nginx.pid;
 error_log {work}/error.log;
 events {{}}
 http {{
-  {SHAPED_LOG if lua else ""}
-  access_log {self.log} {"shaped" if lua else "combined"};
+  {SHAPED_LOG if shaped else ""}
+  access_log {self.log} {"shaped" if shaped else "combined"};
+  client_body_buffer_size 16m;
   client_body_temp_path {work}/body;
   proxy_temp_path {work}/proxy;
   fastcgi_temp_path {work}/fastcgi;
   uwsgi_temp_path {work}/uwsgi;
   scgi_temp_path {work}/scgi;
   {"init_worker_by_lua_block { math.randomseed(7) }" if faults else ""}
+  {origin}
   server {{
     listen {listen};
     {certs}
     root {self.root};
     location / {{
-      {shaping}
+      {handling}
     }}
   }}
 }}
@@ -134,38 +149,13 @@ http {{
 
 
 SHAPED_LOG = """log_format shaped '"$request" $status $body_bytes_sent $request_time $fault';"""
+SHAPER = Path(__file__).with_name("shaper.lua")
 
 
-def _shaping(latency: float, faults: float, stall: float) -> str:
-    """The Lua that delays each response and injects faults (see `Nginx`)."""
-    if not (latency or faults):
-        return ""
-    lua = f"ngx.sleep({latency})\n" if latency else ""
-    cut = ""
-    if faults:
-        lua += f"""local r = math.random()
-if r < {faults} then
-  ngx.var.fault = "503"
-  ngx.status = 503
-  ngx.header["Content-Type"] = "application/xml"
-  ngx.say("<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>")
-  return ngx.exit(503)
-elseif r < {2 * faults} then
-  ngx.var.fault = "cut"
-  ngx.ctx.cut = true
-elseif r < {3 * faults} then
-  ngx.var.fault = "stall"
-  ngx.sleep({stall})
-end
-"""
-        cut = """body_filter_by_lua_block {
-  if ngx.ctx.cut then
-    ngx.ctx.sent = (ngx.ctx.sent or 0) + #(ngx.arg[1] or "")
-    if ngx.ctx.sent > 65536 then return ngx.ERROR end
-  end
-}
-"""
-    return f'set $fault "-";\naccess_by_lua_block {{\n{lua}}}\n{cut}'
+def _bytes(size: str) -> int:
+    """nginx's size syntax: "50m" is 50 MiB, "64k" 64 KiB."""
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(size[-1].lower(), 1)
+    return int(float(size.rstrip("kKmMgG")) * scale)
 
 
 class Moto:
