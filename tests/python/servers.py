@@ -89,6 +89,7 @@ class Nginx:
         conf.write_text(
             f"""{"".join(f"load_module {m};" for m in LUA_MODULES) if shaped else ""}
 daemon off;
+{"worker_processes 2;" if shaped else ""}
 {"user root root;" if os.geteuid() == 0 else ""}
 pid {work}/nginx.pid;
 error_log {work}/error.log;

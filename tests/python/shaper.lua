@@ -87,7 +87,7 @@ end
 ngx.update_time()
 local start, sent = ngx.now(), 0
 while length == nil or sent < length do
-  local want = 65536
+  local want = 262144
   if length then
     want = math.min(want, length - sent)
   end
