@@ -5,27 +5,34 @@ use std::fs::File;
 
 use memmap2::Mmap;
 
-/// Drops this process's page-table entries for `len` bytes of `map` from `start` (widened to
-/// whole pages), once the kernel has copied a reply out of them: the pages stay in the page
-/// cache, and the daemon's resident set does not grow with every page it has served.
+/// How far around a faulting address the kernel maps pages already in the page cache
+/// (`fault_around_bytes`, 64 KiB by default), in windows aligned to it.
+const FAULT_AROUND: usize = 64 << 10;
+
+/// Drops this process's page-table entries for `len` bytes of `map` from `start`, once the
+/// kernel has copied a reply out of them: the pages stay in the page cache, and the daemon's
+/// resident set does not grow with every page it has served. The range is widened to the
+/// kernel's fault-around windows: copying the reply mapped their neighbours too, and a daemon
+/// serving small replies from many files (a shard's members) kept them, ~100 KiB a shard.
 pub fn unmap_pages(map: &Mmap, start: u64, len: u64) {
-    // SAFETY: sysconf has no preconditions.
-    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-    let from = start / page * page;
-    let to = start.saturating_add(len).div_ceil(page) * page;
-    let to = to.min(map.len() as u64);
+    let base = map.as_ptr() as usize;
+    let (Ok(start), Ok(len)) = (usize::try_from(start), usize::try_from(len)) else {
+        return;
+    };
+    let from = ((base + start) & !(FAULT_AROUND - 1)).max(base);
+    let to = (base + start)
+        .saturating_add(len)
+        .next_multiple_of(FAULT_AROUND)
+        .min(base + map.len());
     if to <= from {
         return;
     }
-    // SAFETY: the range lies within the mapping, which is read-only and file-backed:
+    // SAFETY: the range lies within the mapping (`from` is page-aligned: the mapping's base
+    // is, and so is a multiple of FAULT_AROUND), which is read-only and file-backed:
     // MADV_DONTNEED only unmaps its pages, and a later access faults them back in from the
     // page cache with the same bytes.
     unsafe {
-        libc::madvise(
-            map.as_ptr().add(from as usize) as *mut libc::c_void,
-            (to - from) as usize,
-            libc::MADV_DONTNEED,
-        );
+        libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
     }
 }
 
