@@ -70,6 +70,9 @@ impl ArchiveFs {
             .iter()
             .any(|m| (m.method.is_compressed() || materialize) && !m.is_dir);
         let tree = Tree::build(&members);
+        if let Some(line) = tree.oddities().summary() {
+            log::warn!("{}: {line}", archive.path().display());
+        }
         let id = archive.identity();
         let mtime = match u64::try_from(id.mtime) {
             Ok(secs) => {

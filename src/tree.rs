@@ -41,6 +41,75 @@ pub struct Node {
 #[derive(Debug)]
 pub struct Tree {
     nodes: Vec<Node>,
+    oddities: Oddities,
+}
+
+/// Names the tree could not show as the archive gives them, counted by cause, for one log
+/// line per archive (the name-by-name detail is at debug): an archive of hostile names, or a
+/// directory of thousands of such shards, must not flood the journal.
+#[derive(Debug, Default)]
+pub struct Oddities {
+    /// Members with no usable name: not shown.
+    pub unnamed: Noted,
+    /// Members whose path a later member has too: the last entry wins.
+    pub duplicates: Noted,
+    /// Files whose path a directory needs: shown as `name (N)`.
+    pub clashes: Noted,
+}
+
+/// How many names had one oddity, and the first few of them.
+#[derive(Debug, Default)]
+pub struct Noted {
+    pub count: usize,
+    pub first: Vec<String>,
+}
+
+/// Names quoted per cause in the summary line.
+const QUOTED: usize = 3;
+
+impl Noted {
+    fn add(&mut self, name: &[u8]) {
+        self.count += 1;
+        if self.first.len() < QUOTED {
+            self.first
+                .push(format!("{:?}", String::from_utf8_lossy(name)));
+        }
+    }
+}
+
+impl Oddities {
+    /// One line for all of them (None if there are none), e.g. `2 member names not shown as
+    /// given: 1 without a usable name, not shown ("/"); 1 duplicated, the last entry wins
+    /// ("a.npy")`.
+    pub fn summary(&self) -> Option<String> {
+        let causes = [
+            (&self.unnamed, "without a usable name, not shown"),
+            (
+                &self.duplicates,
+                "duplicated, the last entry wins as in Python's zipfile",
+            ),
+            (
+                &self.clashes,
+                "also a directory's path, the file shown as \"NAME (N)\"",
+            ),
+        ];
+        let total: usize = causes.iter().map(|(n, _)| n.count).sum();
+        if total == 0 {
+            return None;
+        }
+        let parts: Vec<String> = causes
+            .iter()
+            .filter(|(n, _)| n.count > 0)
+            .map(|(n, what)| {
+                let more = if n.count > n.first.len() { ", ..." } else { "" };
+                format!("{} {what} ({}{more})", n.count, n.first.join(", "))
+            })
+            .collect();
+        Some(format!(
+            "{total} member names not shown as given: {}",
+            parts.join("; ")
+        ))
+    }
 }
 
 impl Tree {
@@ -48,6 +117,7 @@ impl Tree {
     /// for duplicate file paths the last entry wins (as in Python's `zipfile`); where a file
     /// and a directory share a path the directory keeps the name and the file is shown as
     /// `name (1)` (or the first free `name (N)`); a name with no usable component is skipped.
+    /// Each of these is counted in [`Tree::oddities`] and logged at debug.
     pub fn build(members: &[Member]) -> Tree {
         // Room for every member and the root up front: growing a table of 10^6 inos rehashes
         // each key from its node (a cache miss apiece) about twenty times over.
@@ -66,7 +136,8 @@ impl Tree {
         for (i, member) in members.iter().enumerate() {
             let comps = sanitise(&member.name);
             let Some((last, dirs)) = comps.split_last() else {
-                log::warn!("member {:?} has no usable name: not shown", member.name);
+                log::debug!("member {:?} has no usable name: not shown", member.name);
+                b.oddities.unnamed.add(member.name.as_bytes());
                 continue;
             };
             let mut parent = ROOT;
@@ -109,6 +180,11 @@ impl Tree {
             .ok_or(Error::NotFound)
     }
 
+    /// The names it could not show as given, by cause.
+    pub fn oddities(&self) -> &Oddities {
+        &self.oddities
+    }
+
     /// Number of nodes, the root included.
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -138,6 +214,7 @@ struct Builder {
     nodes: Vec<Node>,
     by_name: HashTable<Ino>,
     hasher: foldhash::quality::RandomState,
+    oddities: Oddities,
 }
 
 /// The hash of a (parent, name) key.
@@ -205,11 +282,12 @@ impl Builder {
             return;
         };
         if let NodeKind::File { member: old } = &mut self.node_mut(ino).kind {
-            log::warn!(
-                "duplicate member name {:?}: the last entry wins, as in Python's zipfile",
-                members[*old].name
+            let name = &members[*old].name;
+            log::debug!(
+                "duplicate member name {name:?}: the last entry wins, as in Python's zipfile"
             );
             *old = member;
+            self.oddities.duplicates.add(name.as_bytes());
         } else {
             let aside = self.free_name(parent, name);
             self.push(parent, &aside, NodeKind::File { member });
@@ -217,13 +295,14 @@ impl Builder {
     }
 
     /// The first `name (N)` free in `parent`, for a file that clashes with a directory.
-    fn free_name(&self, parent: Ino, name: &[u8]) -> Box<[u8]> {
+    fn free_name(&mut self, parent: Ino, name: &[u8]) -> Box<[u8]> {
+        self.oddities.clashes.add(name);
         let base = String::from_utf8_lossy(name);
         let mut n = 1u64;
         loop {
             let candidate: Box<[u8]> = format!("{base} ({n})").into_bytes().into();
             if self.find(parent, &candidate).is_none() {
-                log::warn!(
+                log::debug!(
                     "{base:?} is both a file and a directory: the file is shown as {:?}",
                     String::from_utf8_lossy(&candidate)
                 );
@@ -255,6 +334,45 @@ impl Builder {
                 *subdirs = count;
             }
         }
-        Tree { nodes: self.nodes }
+        Tree {
+            nodes: self.nodes,
+            oddities: self.oddities,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_not_shown_as_given_are_counted_by_cause_with_the_first_few_quoted() {
+        let mut names: Vec<String> = (0..40).map(|i| "/".repeat(i + 1)).collect();
+        names.extend(
+            ["a.npy", "a.npy", "a.npy", "clash", "clash/x.npy", "ok.npy"].map(String::from),
+        );
+        let members: Vec<Member> = names.iter().map(|n| Member::named(n)).collect();
+        let tree = Tree::build(&members);
+        let odd = tree.oddities();
+        assert_eq!(odd.unnamed.count, 40);
+        assert_eq!(odd.unnamed.first, [r#""/""#, r#""//""#, r#""///""#]);
+        assert_eq!((odd.duplicates.count, odd.clashes.count), (2, 1));
+        let line = odd.summary().unwrap();
+        let want = [
+            "43 member names not shown as given: 40 without a usable name, not shown",
+            r#"("/", "//", "///", ...)"#,
+            r#"2 duplicated, the last entry wins as in Python's zipfile ("a.npy", "a.npy")"#,
+            r#"1 also a directory's path, the file shown as "NAME (N)" ("clash")"#,
+        ];
+        for part in want {
+            assert!(line.contains(part), "{part} not in {line}");
+        }
+        assert!(tree.lookup(ROOT, b"clash (1)").is_ok());
+        assert!(
+            Tree::build(&[Member::named("ok.npy")])
+                .oddities()
+                .summary()
+                .is_none()
+        );
     }
 }

@@ -387,3 +387,33 @@ fn serving_a_large_stored_member_does_not_grow_the_daemon() {
         "the daemon grew by {grown} bytes serving {len}"
     );
 }
+
+#[test]
+fn an_archive_of_hostile_names_logs_one_line_for_all_of_them() {
+    if !fuse_or_skip("an_archive_of_hostile_names_logs_one_line") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("hostile.npz");
+    let mut entries: Vec<Entry> = (1..=200)
+        .map(|k| Entry::stored(&"/".repeat(k), pattern(k as u64, 0, 10)))
+        .collect();
+    entries.push(Entry::stored("dup.npy", pattern(1, 0, 10)));
+    entries.push(Entry::stored("dup.npy", pattern(2, 0, 20)));
+    entries.push(Entry::stored("ok.npy", pattern(3, 0, 30)));
+    write_zip(&archive, b"", &entries);
+    let mut m = Mounted::foreground(&archive, &[]);
+    assert_eq!(fs::read(m.path("ok.npy")).unwrap(), pattern(3, 0, 30));
+    common::mount::unmount(&m.mnt);
+    let child = m.daemon.as_mut().unwrap();
+    assert!(wait_until(10, || child.try_wait().unwrap().is_some()));
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("hostile.npz")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("201 member names not shown as given: 200 without a usable name"),
+        "{log}"
+    );
+    assert!(!log.contains("has no usable name"), "{log}");
+}

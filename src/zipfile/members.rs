@@ -286,6 +286,26 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
+impl Member {
+    /// An empty stored member called `name` (a directory if it ends in `/`), for tests of what
+    /// is built from members.
+    pub fn named(name: &str) -> Member {
+        Member {
+            name: name.to_string(),
+            method: Method::Stored,
+            header_start: 0,
+            compressed_size: 0,
+            size: 0,
+            crc32: 0,
+            is_dir: name.ends_with('/'),
+            problem: None,
+            name_hash: fnv1a(name.as_bytes()),
+            data_start: OnceLock::new(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
