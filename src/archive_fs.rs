@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::attr::{Attr, BLOCK_SIZE, DirEntry, FOREVER, FsStats, Kind, Shown};
 use crate::bytes::Archive;
 use crate::bytes::ReadDone;
-use crate::cache::{ArchiveCache, Cache};
+use crate::cache::{ArchiveCache, Cache, Phase};
 use crate::error::{Error, Result};
 use crate::handles::Served;
 use crate::info::{self, Facts};
@@ -221,7 +221,12 @@ impl ArchiveFs {
     /// on a member, its ZIP facts, its `.npy` header's where it is a valid `.npy` (only with
     /// `header`), and its bytes in the cache if it is compressed. Reading the header decodes
     /// only the member's first bytes (once; remembered), never its whole stream.
-    pub fn xattrs(&self, ino: Ino, header: bool) -> Result<Vec<(&'static str, String)>> {
+    pub fn xattrs(
+        &self,
+        ino: Ino,
+        header: bool,
+        passthrough: bool,
+    ) -> Result<Vec<(&'static str, String)>> {
         let number = match self.tree.node(self.local(ino))?.kind {
             NodeKind::Dir { .. } => return Ok(Vec::new()),
             NodeKind::File { member } => member,
@@ -232,12 +237,20 @@ impl ArchiveFs {
             false => None,
         };
         let facts = Facts::of(member, npy);
-        let cached = member.method.is_compressed().then(|| {
-            self.part
-                .get()
-                .map_or(0, |c: &ArchiveCache| c.cached_bytes(number))
-        });
-        Ok(info::xattrs(&facts, cached))
+        let cache = self.part.get();
+        let copied = member.method == Method::Stored
+            && cache.is_some_and(|c| self.materializes(member, c, passthrough));
+        let cached = (member.method.is_compressed() || copied)
+            .then(|| cache.map_or(0, |c: &ArchiveCache| c.cached_bytes(number)));
+        let state = match cache.map_or(Phase::Absent, |c| c.phase(number)) {
+            Phase::Absent => "archive",
+            Phase::Filling if member.method.is_compressed() => "decoding",
+            Phase::Filling => "copying",
+            Phase::Sparse => "sparse",
+            Phase::Complete if passthrough => "passthrough",
+            Phase::Complete => "cached",
+        };
+        Ok(info::xattrs(&facts, cached, state))
     }
 
     fn npy_header(&self, number: usize, member: &Member) -> Option<Arc<npy::Header>> {

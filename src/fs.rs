@@ -254,7 +254,7 @@ impl<B> NpzFs<B> {
             _ => self.archive_of(ino)?,
         };
         match in_archive {
-            Some(fs) => fs.xattrs(ino, header),
+            Some(fs) => fs.xattrs(ino, header, self.handles.passthrough()),
             None => Ok(Vec::new()),
         }
     }

@@ -4,8 +4,10 @@
 //! Names and formats (fixed; tools parse them): `user.npy.dtype` (the header's `descr` as
 //! numpy wrote it), `user.npy.shape` (a JSON array), `user.npy.fortran_order` (`true` or
 //! `false`) where the member is a valid `.npy`; `user.zip.method`, `user.zip.compressed_size`
-//! (decimal), `user.zip.crc32` (8 lowercase hex digits) on every member; `user.npzfs.cached`
-//! (decimal: the member's decoded bytes now in the cache) on compressed members.
+//! (decimal), `user.zip.crc32` (8 lowercase hex digits) and `user.npzfs.state` (where reads of
+//! it are served from now: `archive`, `decoding`, `copying`, `sparse`, `cached` or
+//! `passthrough`) on every member; `user.npzfs.cached` (decimal: the member's bytes now in
+//! the cache) on compressed members, and on stored ones that `-o materialize` copies.
 
 use crate::npy;
 use crate::zipfile::members::{Member, Method};
@@ -57,7 +59,7 @@ pub fn method_name(method: Method) -> String {
 
 /// Every extended attribute name npzfs answers; anything else (`security.selinux`,
 /// `system.posix_acl_access`, which `ls -l` asks of every entry) is ENODATA at once.
-pub const XATTR_NAMES: [&str; 7] = [
+pub const XATTR_NAMES: [&str; 8] = [
     "user.npy.dtype",
     "user.npy.shape",
     "user.npy.fortran_order",
@@ -65,6 +67,7 @@ pub const XATTR_NAMES: [&str; 7] = [
     "user.zip.compressed_size",
     "user.zip.crc32",
     "user.npzfs.cached",
+    "user.npzfs.state",
 ];
 
 /// Whether `name` needs the member's `.npy` header (its first bytes read, or inflated).
@@ -73,9 +76,10 @@ pub fn needs_header(name: &str) -> bool {
 }
 
 /// The extended attributes of a member with `facts`, in the order `listxattr` gives them;
-/// `cached` is the member's decoded bytes in the cache (compressed members only).
-pub fn xattrs(facts: &Facts, cached: Option<u64>) -> Vec<(&'static str, String)> {
-    let mut out = Vec::with_capacity(7);
+/// `cached` is the member's bytes in the cache (members the cache holds only), `state` where
+/// it is served from.
+pub fn xattrs(facts: &Facts, cached: Option<u64>, state: &str) -> Vec<(&'static str, String)> {
+    let mut out = Vec::with_capacity(8);
     if let Some(h) = &facts.npy {
         out.push(("user.npy.dtype", h.descr.clone()));
         out.push(("user.npy.shape", h.shape_json()));
@@ -90,6 +94,7 @@ pub fn xattrs(facts: &Facts, cached: Option<u64>) -> Vec<(&'static str, String)>
     if let Some(bytes) = cached {
         out.push(("user.npzfs.cached", bytes.to_string()));
     }
+    out.push(("user.npzfs.state", state.to_string()));
     out
 }
 
@@ -141,7 +146,7 @@ mod tests {
             crc32: 1,
             npy: Some(header),
         };
-        let made: Vec<&str> = xattrs(&facts, Some(0))
+        let made: Vec<&str> = xattrs(&facts, Some(0), "archive")
             .into_iter()
             .map(|(n, _)| n)
             .collect();

@@ -100,7 +100,13 @@ const XATTRS: &[(&str, &str)] = &[
     ("user.zip.crc32", "8 lowercase hex digits"),
     (
         "user.npzfs.cached",
-        "the member's decoded bytes now in the cache, decimal (compressed members only)",
+        "the member's bytes now in the cache, decimal (compressed members, and stored ones \
+         that -o materialize copies)",
+    ),
+    (
+        "user.npzfs.state",
+        "where reads of it are served from now: archive, decoding, copying, sparse, cached or \
+         passthrough",
     ),
 ];
 

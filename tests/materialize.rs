@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::mount::{BIN, Mounted, Need, require, test_user, wait_until};
+use common::mount::{BIN, Mounted, Need, getxattr, require, test_user, wait_until};
 use common::{Entry, cache_files, pattern, write_zip};
 
 const MIB: usize = 1 << 20;
@@ -39,13 +39,20 @@ fn a_stored_member_is_copied_checked_and_then_served_by_passthrough() {
     let data = pattern(1, 0, 24 * MIB);
     write_zip(&archive, b"", &[Entry::stored("x.npy", data.clone())]);
     let m = Mounted::foreground(&archive, &["-o", &opts(&cache, "1G")]);
+    let x = m.path("x.npy");
+    let state = || getxattr(&x, "user.npzfs.state", 64).map(|v| String::from_utf8(v).unwrap());
+    assert_eq!(state(), Ok("archive".into()), "before its first open");
     // The first open starts the copy and is served from the archive meanwhile.
-    assert!(fs::read(m.path("x.npy")).unwrap() == data);
+    assert!(fs::read(&x).unwrap() == data);
     assert!(
         wait_until(30, || copies(&cache).0.len() == 1),
         "{:?}",
         copies(&cache)
     );
+    // Complete: the attributes say so, and the next open passes through.
+    assert_eq!(state(), Ok("passthrough".into()));
+    let cached = getxattr(&x, "user.npzfs.cached", 64).unwrap();
+    assert_eq!(cached, (24 * MIB).to_string().as_bytes());
     let by_passthrough = |m: &Mounted| passthrough_read(m, 24 * MIB).as_deref() == Some(&data[..]);
     assert!(
         by_passthrough(&m),

@@ -114,6 +114,8 @@ fn with_an_index_any_offset_costs_one_span_and_the_cache_stays_in_its_bound() {
     let fs = f.remount(budget);
     let x = ino(&fs, "x.npy");
     let fh = fs.open(x, false).unwrap();
+    // With an index, the member is served span by span: user.npzfs.state says so.
+    assert_eq!(fs.getxattr(x, b"user.npzfs.state").unwrap(), b"sparse");
     // Far ahead first: the last bytes, then the middle, then the header.
     let mut spans = 0;
     for offset in [data.len() as u64 - 100, 13 * MIB as u64 + 5, 0] {
@@ -249,6 +251,9 @@ fn a_remount_reads_every_span_back_and_the_member_becomes_complete() {
         .cache_files()
         .iter()
         .any(|(n, _)| n.starts_with("0-"))));
+    // No passthrough without the kernel: a complete member is served from its cache file.
+    let state = || fs.getxattr(x, b"user.npzfs.state").unwrap();
+    assert!(wait_until(10, || state() == b"cached"), "{:?}", state());
     let third = f.remount(1 << 30);
     assert_eq!(read_all(&third, ino(&third, "x.npy")), data);
     assert!(stats(&third).reused == 1);

@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use common::fs::{OWNER, ino, mount_with_cache, stats};
-use common::mount::{Mounted, fuse_or_skip};
+use common::mount::{Mounted, fuse_or_skip, getxattr};
 use common::{Entry, build_zip, compressible, write_zip};
 
 /// A `.npy` file's bytes: numpy's version 1.0 header for `descr` and `shape`, then `data`.
@@ -27,27 +27,6 @@ fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(data);
     out
-}
-
-/// getxattr(2) with a buffer of `size` bytes: Ok(value) or Err(errno); size 0 probes.
-fn getxattr(path: &Path, name: &str, size: usize) -> Result<Vec<u8>, i32> {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    let mut buf = vec![0u8; size];
-    // SAFETY: valid C strings; the buffer is `size` bytes (null with size 0 is allowed).
-    let rc = unsafe {
-        let ptr = if size == 0 {
-            std::ptr::null_mut()
-        } else {
-            buf.as_mut_ptr().cast()
-        };
-        libc::getxattr(p.as_ptr(), n.as_ptr(), ptr, size)
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    buf.truncate(rc as usize);
-    Ok(if size == 0 { vec![0; rc as usize] } else { buf })
 }
 
 #[test]
@@ -69,6 +48,7 @@ fn xattrs_follow_the_man_page() {
     assert_eq!(getxattr(&w, "user.npy.dtype", 64).unwrap(), b"<f4");
     let crc = format!("{:08x}", crc32fast::hash(&data));
     assert_eq!(getxattr(&w, "user.zip.crc32", 64).unwrap(), crc.as_bytes());
+    assert_eq!(getxattr(&w, "user.npzfs.state", 64).unwrap(), b"archive");
     assert_eq!(getxattr(&w, "user.nothing", 64), Err(libc::ENODATA));
     assert_eq!(
         getxattr(&m.path("d"), "user.zip.method", 64),
@@ -84,7 +64,8 @@ fn xattrs_follow_the_man_page() {
             "user.npy.fortran_order",
             "user.zip.method",
             "user.zip.compressed_size",
-            "user.zip.crc32"
+            "user.zip.crc32",
+            "user.npzfs.state"
         ]
     );
     assert!(xattr_names(&m.path("d")).is_empty());
@@ -133,6 +114,7 @@ fn a_deflated_header_is_read_without_decoding_the_member() {
     assert_eq!(f.fs.getxattr(x, b"user.npy.dtype").unwrap(), b"<i2");
     assert_eq!(f.fs.getxattr(x, b"user.npy.shape").unwrap(), b"[4194304]");
     assert_eq!(f.fs.getxattr(x, b"user.npzfs.cached").unwrap(), b"0");
+    assert_eq!(f.fs.getxattr(x, b"user.npzfs.state").unwrap(), b"archive");
     assert_eq!(f.fs.getxattr(x, b"user.zip.method").unwrap(), b"deflated");
     let s = stats(&f.fs);
     assert_eq!((s.decoded, s.used), (0, 0), "no decode was started: {s}");

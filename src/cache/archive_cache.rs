@@ -36,6 +36,19 @@ impl ArchiveCache {
 }
 
 /// What an open found of a member already in the cache.
+/// How far a member is in the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Not there (or its first pass failed).
+    Absent,
+    /// Its first pass runs: decoding, or copying a stored member (`-o materialize`).
+    Filling,
+    /// Served span by span from seek points, some spans absent.
+    Sparse,
+    /// Whole and verified.
+    Complete,
+}
+
 enum InCache {
     /// A live slot, now pinned once more.
     Joined,
@@ -240,6 +253,19 @@ impl ArchiveCache {
                 what: format!("member {number}"),
                 cause: "read without an open handle".into(),
             })),
+        }
+    }
+
+    /// How far member `number` is in the cache now (`user.npzfs.state`).
+    pub fn phase(&self, number: usize) -> Phase {
+        let ledger = self.lock();
+        let id = self.id(number);
+        match (ledger.live(&id), ledger.kept_size(id)) {
+            (Some(slot), _) if slot.is_complete() => Phase::Complete,
+            (Some(slot), _) if slot.is_sparse() => Phase::Sparse,
+            (Some(slot), _) if !slot.has_failed() => Phase::Filling,
+            (None, Some(_)) => Phase::Complete,
+            _ => Phase::Absent,
         }
     }
 

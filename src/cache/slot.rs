@@ -195,6 +195,11 @@ impl Slot {
         matches!(*self.lock(), Fill::Complete)
     }
 
+    /// Whether its first pass failed (every read of it fails).
+    pub fn has_failed(&self) -> bool {
+        matches!(*self.lock(), Fill::Failed(_))
+    }
+
     /// Whether the member is served span by span (until every span is in).
     pub fn is_sparse(&self) -> bool {
         matches!(*self.lock(), Fill::Sparse(_))

@@ -217,3 +217,25 @@ pub fn as_user(user: &str, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// getxattr(2) with a buffer of `size` bytes: Ok(value) or Err(errno); size 0 probes.
+pub fn getxattr(path: &Path, name: &str, size: usize) -> Result<Vec<u8>, i32> {
+    let p =
+        std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; size];
+    // SAFETY: valid C strings; the buffer is `size` bytes (null with size 0 is allowed).
+    let rc = unsafe {
+        let ptr = if size == 0 {
+            std::ptr::null_mut()
+        } else {
+            buf.as_mut_ptr().cast()
+        };
+        libc::getxattr(p.as_ptr(), n.as_ptr(), ptr, size)
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    buf.truncate(rc as usize);
+    Ok(if size == 0 { vec![0; rc as usize] } else { buf })
+}
