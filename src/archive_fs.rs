@@ -219,7 +219,8 @@ impl ArchiveFs {
 
     /// The extended attributes of `ino` (ARCHITECTURE.md, `info.rs`): none on directories;
     /// on a member, its ZIP facts, its `.npy` header's where it is a valid `.npy` (only with
-    /// `header`), and its bytes in the cache if it is compressed. Reading the header decodes
+    /// `header`), where it is served from now, and its bytes in the cache where the cache holds it
+    /// (compressed, or copied by `-o materialize`). Reading the header decodes
     /// only the member's first bytes (once; remembered), never its whole stream.
     pub fn xattrs(
         &self,

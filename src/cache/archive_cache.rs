@@ -10,7 +10,7 @@ use std::sync::{Arc, MutexGuard};
 use super::job::Start;
 use super::ledger::{Ledger, Victims};
 use super::pool::Shared;
-use super::slot::{Slot, SlotId, Sparse};
+use super::slot::{Phase, Slot, SlotId, Sparse};
 use super::store::{self, FileKey};
 use super::{first_pass, span_fill};
 use crate::bytes::Archive;
@@ -36,19 +36,6 @@ impl ArchiveCache {
 }
 
 /// What an open found of a member already in the cache.
-/// How far a member is in the cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Not there (or its first pass failed).
-    Absent,
-    /// Its first pass runs: decoding, or copying a stored member (`-o materialize`).
-    Filling,
-    /// Served span by span from seek points, some spans absent.
-    Sparse,
-    /// Whole and verified.
-    Complete,
-}
-
 enum InCache {
     /// A live slot, now pinned once more.
     Joined,
@@ -261,11 +248,9 @@ impl ArchiveCache {
         let ledger = self.lock();
         let id = self.id(number);
         match (ledger.live(&id), ledger.kept_size(id)) {
-            (Some(slot), _) if slot.is_complete() => Phase::Complete,
-            (Some(slot), _) if slot.is_sparse() => Phase::Sparse,
-            (Some(slot), _) if !slot.has_failed() => Phase::Filling,
+            (Some(slot), _) => slot.phase(),
             (None, Some(_)) => Phase::Complete,
-            _ => Phase::Absent,
+            (None, None) => Phase::Absent,
         }
     }
 

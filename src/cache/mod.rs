@@ -39,7 +39,8 @@ mod stats;
 pub mod store;
 mod whole;
 
-pub use archive_cache::{ArchiveCache, Phase};
+pub use archive_cache::ArchiveCache;
 pub use config::{CacheConfig, DEFAULT_CACHE_SIZE};
+pub use slot::Phase;
 pub use stats::CacheStats;
 pub use whole::Cache;

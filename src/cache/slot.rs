@@ -54,6 +54,19 @@ enum Fill {
     Sparse(SpanBook),
 }
 
+/// How far a member is in the cache (`user.npzfs.state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Not there (or its first pass failed).
+    Absent,
+    /// Its first pass runs: decoding, or copying a stored member (`-o materialize`).
+    Filling,
+    /// Served span by span from seek points, some spans absent.
+    Sparse,
+    /// Whole and verified.
+    Complete,
+}
+
 /// What a sparse member is decoded from.
 pub struct Sparse {
     /// The member's seek points.
@@ -195,9 +208,14 @@ impl Slot {
         matches!(*self.lock(), Fill::Complete)
     }
 
-    /// Whether its first pass failed (every read of it fails).
-    pub fn has_failed(&self) -> bool {
-        matches!(*self.lock(), Fill::Failed(_))
+    /// How far the member is in its cache file now.
+    pub fn phase(&self) -> Phase {
+        match &*self.lock() {
+            Fill::FirstPass { .. } => Phase::Filling,
+            Fill::Sparse(_) => Phase::Sparse,
+            Fill::Complete => Phase::Complete,
+            Fill::Failed(_) => Phase::Absent,
+        }
     }
 
     /// Whether the member is served span by span (until every span is in).

@@ -69,8 +69,10 @@ fn reads_wait_for_the_first_pass_and_are_answered_as_it_advances() {
     let _ = slot.read(10, 20, now);
     assert_eq!(rx_now.try_recv().unwrap().unwrap(), bytes(10, 20));
     assert!(!slot.is_complete());
+    assert_eq!(slot.phase(), Phase::Filling);
     slot.publish();
     assert!(slot.is_complete() && slot.has_part());
+    assert_eq!(slot.phase(), Phase::Complete);
     let renamed = slot.settle(|part| {
         assert!(part.is_some(), "the first pass settles its own file");
         Ok(())
@@ -89,6 +91,7 @@ fn a_failed_first_pass_fails_every_waiting_read_and_every_later_one() {
     };
     let complete = slot.settle(|_| Err(err));
     assert!(!complete && !slot.is_complete());
+    assert_eq!(slot.phase(), Phase::Absent, "a failed pass holds nothing");
     let got = rx.try_recv().unwrap().unwrap_err();
     assert_eq!(got.to_string(), "cannot read x.npy: CRC-32 mismatch");
     assert_eq!(got.errno(), libc::EIO);
