@@ -35,6 +35,7 @@ from pathlib import Path
 
 from common import BIN, REPO, build, median, timed  # first: it sets the path up
 from mounters import daemon_pid, daemon_rss
+from remote_latency import drop_caches, unmount  # noqa: E402
 
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402  (after common: see there)
 
@@ -115,22 +116,10 @@ def epoch(shares: list, mnt: Path = None, endpoint: str = "") -> tuple:
     return seconds, sum(sums)
 
 
-def drop_caches():
-    if os.geteuid() == 0:
-        subprocess.run(["sync"], check=False)
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
 def mount(mnt: Path, cache: Path, env: dict) -> float:
     mnt.mkdir(parents=True, exist_ok=True)
     return timed(lambda: subprocess.run([BIN, f"s3://{BUCKET}/{PREFIX}", mnt, "-o",
                                          f"cache_dir={cache}"], check=True, env=env))
-
-
-def unmount(mnt: Path, pid: int):
-    subprocess.run(["fusermount3", "-u", "-z", mnt], capture_output=True)
-    while os.path.ismount(mnt) or Path(f"/proc/{pid}").exists():
-        time.sleep(0.01)
 
 
 def requests(front: Nginx, since: int) -> tuple:

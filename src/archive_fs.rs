@@ -69,8 +69,8 @@ impl ArchiveFs {
         let cached = members
             .iter()
             .any(|m| (m.method.is_compressed() || materialize) && !m.is_dir);
-        let tree = Tree::build(&members);
-        if let Some(line) = tree.oddities().summary() {
+        let (tree, oddities) = Tree::build(&members);
+        if let Some(line) = oddities.summary() {
             log::warn!("{}: {line}", archive.path().display());
         }
         let id = archive.identity();

@@ -24,19 +24,14 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// The slow lane of one session.
 #[derive(Default)]
 pub struct Lane {
-    jobs: OnceLock<Mutex<Sender<Job>>>,
+    jobs: OnceLock<Sender<Job>>,
 }
 
 impl Lane {
     /// Runs `job` on one of the lane's threads, later. If no thread can be started, it runs
     /// here and now: slower, never lost.
     pub fn run(&self, job: impl FnOnce() + Send + 'static) {
-        let jobs = self.jobs.get_or_init(|| Mutex::new(start()));
-        let sent = jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Box::new(job));
-        if let Err(unsent) = sent {
+        if let Err(unsent) = self.jobs.get_or_init(start).send(Box::new(job)) {
             (unsent.0)();
         }
     }

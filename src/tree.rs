@@ -41,7 +41,6 @@ pub struct Node {
 #[derive(Debug)]
 pub struct Tree {
     nodes: Vec<Node>,
-    oddities: Oddities,
 }
 
 /// Names the tree could not show as the archive gives them, counted by cause, for one log
@@ -117,8 +116,8 @@ impl Tree {
     /// for duplicate file paths the last entry wins (as in Python's `zipfile`); where a file
     /// and a directory share a path the directory keeps the name and the file is shown as
     /// `name (1)` (or the first free `name (N)`); a name with no usable component is skipped.
-    /// Each of these is counted in [`Tree::oddities`] and logged at debug.
-    pub fn build(members: &[Member]) -> Tree {
+    /// Each of these is logged at debug and counted in the [`Oddities`] returned beside it.
+    pub fn build(members: &[Member]) -> (Tree, Oddities) {
         // Room for every member and the root up front: growing a table of 10^6 inos rehashes
         // each key from its node (a cache miss apiece) about twenty times over.
         let mut b = Builder::default();
@@ -178,11 +177,6 @@ impl Tree {
             .ok()
             .and_then(|i| children.get(i).copied())
             .ok_or(Error::NotFound)
-    }
-
-    /// The names it could not show as given, by cause.
-    pub fn oddities(&self) -> &Oddities {
-        &self.oddities
     }
 
     /// Number of nodes, the root included.
@@ -312,7 +306,7 @@ impl Builder {
         }
     }
 
-    fn finish(mut self) -> Tree {
+    fn finish(mut self) -> (Tree, Oddities) {
         let mut children: Vec<Vec<Ino>> = (0..self.nodes.len()).map(|_| Vec::new()).collect();
         for (i, node) in self.nodes.iter().enumerate().skip(1) {
             children[(node.parent - 1) as usize].push(i as Ino + 1);
@@ -334,10 +328,7 @@ impl Builder {
                 *subdirs = count;
             }
         }
-        Tree {
-            nodes: self.nodes,
-            oddities: self.oddities,
-        }
+        (Tree { nodes: self.nodes }, self.oddities)
     }
 }
 
@@ -352,8 +343,7 @@ mod tests {
             ["a.npy", "a.npy", "a.npy", "clash", "clash/x.npy", "ok.npy"].map(String::from),
         );
         let members: Vec<Member> = names.iter().map(|n| Member::named(n)).collect();
-        let tree = Tree::build(&members);
-        let odd = tree.oddities();
+        let (tree, odd) = Tree::build(&members);
         assert_eq!(odd.unnamed.count, 40);
         assert_eq!(odd.unnamed.first, [r#""/""#, r#""//""#, r#""///""#]);
         assert_eq!((odd.duplicates.count, odd.clashes.count), (2, 1));
@@ -370,7 +360,7 @@ mod tests {
         assert!(tree.lookup(ROOT, b"clash (1)").is_ok());
         assert!(
             Tree::build(&[Member::named("ok.npy")])
-                .oddities()
+                .1
                 .summary()
                 .is_none()
         );

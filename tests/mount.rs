@@ -161,14 +161,8 @@ fn a_busy_mount_is_detached_on_sigterm_and_its_users_keep_reading() {
     file.read_exact_at(&mut buf, 2 << 20).unwrap();
     assert_eq!(buf, pattern(1, 2 << 20, 4096));
     drop(file);
-    let child = m.daemon.as_mut().unwrap();
-    assert!(
-        wait_until(10, || child.try_wait().unwrap().is_some()),
-        "daemon outlived its users"
-    );
-    let code = child.wait().unwrap().code();
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    // The daemon does not outlive its users.
+    let (code, log) = m.exit_log();
     assert_eq!(code, Some(0), "{log}");
 }
 
@@ -405,10 +399,7 @@ fn an_archive_of_hostile_names_logs_one_line_for_all_of_them() {
     let mut m = Mounted::foreground(&archive, &[]);
     assert_eq!(fs::read(m.path("ok.npy")).unwrap(), pattern(3, 0, 30));
     common::mount::unmount(&m.mnt);
-    let child = m.daemon.as_mut().unwrap();
-    assert!(wait_until(10, || child.try_wait().unwrap().is_some()));
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let (_, log) = m.exit_log();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("hostile.npz")).collect();
     assert_eq!(lines.len(), 1, "{log}");
     assert!(

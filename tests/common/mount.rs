@@ -161,6 +161,20 @@ impl Mounted {
         self.mnt.join(rel)
     }
 
+    /// Waits up to 10 s for a foreground daemon to exit (panics if it does not): its exit code
+    /// and everything it logged.
+    pub fn exit_log(&mut self) -> (Option<i32>, String) {
+        let child = self.daemon.as_mut().unwrap();
+        assert!(
+            wait_until(10, || child.try_wait().unwrap().is_some()),
+            "the daemon did not exit"
+        );
+        let code = child.wait().unwrap().code();
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+        (code, log)
+    }
+
     /// The daemon's pid (foreground mounts only).
     pub fn pid(&self) -> i32 {
         self.daemon.as_ref().unwrap().id() as i32
