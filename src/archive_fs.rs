@@ -20,6 +20,7 @@ use crate::cache::{ArchiveCache, Cache, Phase};
 use crate::error::{Error, Result};
 use crate::handles::Served;
 use crate::info::{self, Facts};
+use crate::metrics::{METRICS, Warning};
 use crate::npy;
 use crate::tree::{self, Ino, NodeKind, Tree};
 use crate::zipfile::members::{Member, Method, Problem};
@@ -71,6 +72,7 @@ impl ArchiveFs {
             .any(|m| (m.method.is_compressed() || materialize) && !m.is_dir);
         let (tree, oddities) = Tree::build(&members);
         if let Some(line) = oddities.summary() {
+            METRICS.warned(Warning::OddNames, oddities.count());
             log::warn!("{}: {line}", archive.path().display());
         }
         let id = archive.identity();

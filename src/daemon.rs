@@ -7,6 +7,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fuser::{Config, MountOption, SessionACL};
@@ -18,6 +19,7 @@ use crate::mounted::{self, Service};
 use crate::options::Options;
 use crate::owner::Owner;
 use crate::preflight::{self, Needs};
+use crate::stats::endpoint;
 use crate::{logging, mountpoint};
 
 /// How long the mount may take to answer its first `stat` before we give up on it.
@@ -38,7 +40,10 @@ pub fn run(opts: &Options) -> Result<()> {
         },
     )?;
     let service = mounted::prepare(opts)?;
-    let plan = plan(opts, watched);
+    // Bound now, so that a port in use is the mount's failure, told by the parent.
+    let metrics = opts.metrics.map(endpoint::bind).transpose()?;
+    let mut plan = plan(opts, watched);
+    plan.metrics = metrics;
     let ready = Readiness {
         mountpoint,
         under_dev,
@@ -107,6 +112,8 @@ struct MountPlan {
     owner: Option<Owner>,
     /// `rmdir`: remove the mount point once unmounted.
     rmdir: bool,
+    /// `metrics=`: the address to serve the figures at, bound already.
+    metrics: Option<std::net::TcpListener>,
 }
 
 fn plan(opts: &Options, owner: Option<Owner>) -> MountPlan {
@@ -145,6 +152,7 @@ fn plan(opts: &Options, owner: Option<Owner>) -> MountPlan {
         passthrough: opts.passthrough,
         owner,
         rmdir: opts.rmdir,
+        metrics: None,
     }
 }
 
@@ -262,7 +270,7 @@ fn serve(service: Service, plan: MountPlan, ready: Readiness) -> Result<()> {
     // Blocked before any thread exists (a remote client's start with the build), so that
     // every thread inherits the mask and only the signal thread takes them.
     let signals = block_signals();
-    let fs = service.build()?;
+    let fs = Arc::new(service.build()?);
     let path = ready.mountpoint.clone();
     let mount_err = |e: std::io::Error| preflight::explain(&path, &e);
     let request = mount::Request {
@@ -271,13 +279,22 @@ fn serve(service: Service, plan: MountPlan, ready: Readiness) -> Result<()> {
         fusermount: plan.fusermount,
     };
     let (session, unmounter) = mount::mount(
-        Fuse::new(fs, plan.passthrough),
+        Fuse::new(fs.clone(), plan.passthrough),
         &path,
         &plan.config,
         &request,
     )
     .map_err(mount_err)?;
     let ours = matches!(unmounter, Unmounter::Kernel);
+    if let Some(listener) = plan.metrics {
+        let figures = fs.clone();
+        if let Err(e) = endpoint::serve(listener, Arc::new(move || figures.snapshot())) {
+            if ours {
+                mount::unmount(&path, true).ok();
+            }
+            return Err(e);
+        }
+    }
     let signal_path = path.clone();
     let rmdir = plan.rmdir;
     spawn("npzfs-signals", move || {

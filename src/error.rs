@@ -31,6 +31,8 @@ pub mod exit {
     pub const CACHE_DIR: i32 = 8;
     /// A remote source cannot be reached or read.
     pub const REMOTE: i32 = 9;
+    /// The metrics address (`-o metrics=`) cannot be listened on.
+    pub const METRICS: i32 = 10;
 }
 
 /// The exit codes and what each means: the one table `--help`, the man page and the README
@@ -61,6 +63,11 @@ pub const EXIT_CODES: &[(i32, &str)] = &[
         exit::REMOTE,
         "a remote source cannot be read: no such bucket or object, credentials missing or \
          refused, no Range support, or no answer in time",
+    ),
+    (
+        exit::METRICS,
+        "the metrics address (-o metrics=) cannot be listened on: the port is in use, or \
+         the address is not this machine's",
     ),
 ];
 
@@ -96,6 +103,8 @@ pub enum Error {
     Session { path: PathBuf, cause: String },
     /// The cache directory cannot be created or used.
     CacheDir { path: PathBuf, cause: String },
+    /// The metrics address cannot be listened on.
+    Metrics { addr: String, cause: String },
     /// A startup failure the background daemon reported to the waiting parent.
     Daemon { code: i32, message: String },
     /// No such node (lookup of a missing name, an unknown inode).
@@ -175,6 +184,7 @@ impl Error {
             | Error::ArchiveFormat { .. }
             | Error::Mountpoint { .. }
             | Error::CacheDir { .. }
+            | Error::Metrics { .. }
             | Error::AlreadyMounted { .. }
             | Error::Mount { .. }
             | Error::Session { .. }
@@ -193,6 +203,7 @@ impl Error {
             Error::AlreadyMounted { .. } => exit::ALREADY_MOUNTED,
             Error::Mount { .. } | Error::Session { .. } => exit::MOUNT,
             Error::CacheDir { .. } => exit::CACHE_DIR,
+            Error::Metrics { .. } => exit::METRICS,
             Error::Remote { .. } | Error::RemoteRead { .. } => exit::REMOTE,
             Error::Daemon { code, .. } => *code,
             _ => exit::INTERNAL,
@@ -291,6 +302,9 @@ impl fmt::Display for Error {
             Error::CacheDir { path, cause } => {
                 write!(f, "cannot use cache directory {}: {cause}", path.display())
             }
+            Error::Metrics { addr, cause } => {
+                write!(f, "cannot serve metrics at {addr}: {cause}")
+            }
             Error::Mountpoint { path, cause } => {
                 write!(f, "cannot use mount point {}: {cause}", path.display())
             }
@@ -377,6 +391,11 @@ mod tests {
                 cause: s(),
             }
             .exit_code(),
+            Error::Metrics {
+                addr: "127.0.0.1:9477".into(),
+                cause: s(),
+            }
+            .exit_code(),
         ];
         let mut sorted = codes.to_vec();
         sorted.sort();
@@ -390,7 +409,7 @@ mod tests {
         );
         assert_eq!(
             table,
-            (0..=9).collect::<Vec<_>>(),
+            (0..=10).collect::<Vec<_>>(),
             "one row per code, in order"
         );
     }

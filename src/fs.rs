@@ -21,7 +21,9 @@ use crate::error::{Error, Result};
 use crate::forest::{Forest, Overrides};
 use crate::handles::{Handles, Opened, Served};
 use crate::info;
+use crate::metrics::METRICS;
 use crate::remote::Remote;
+use crate::stats::{self, Snapshot};
 use crate::tree::{self, Ino};
 use crate::zipfile::members::Member;
 
@@ -262,6 +264,9 @@ impl<B> NpzFs<B> {
     /// The value of extended attribute `name` of `ino`. A name that is not npzfs's costs
     /// nothing; only `user.npy.*` reads the member's header.
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        if ino == tree::ROOT && name == stats::XATTR.as_bytes() {
+            return Ok(self.snapshot().to_json().to_string().into_bytes());
+        }
         let name = std::str::from_utf8(name)
             .ok()
             .filter(|n| info::XATTR_NAMES.contains(n))
@@ -275,11 +280,19 @@ impl<B> NpzFs<B> {
 
     /// The names of `ino`'s extended attributes, each ending in NUL, as `listxattr` wants.
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
+        let root = (ino == tree::ROOT).then_some(stats::XATTR);
         Ok(self
             .xattrs(ino, true)?
             .into_iter()
-            .flat_map(|(n, _)| n.bytes().chain([0]))
+            .map(|(n, _)| n)
+            .chain(root)
+            .flat_map(|n| n.bytes().chain([0]))
             .collect())
+    }
+
+    /// Every figure of the mount now (`user.npzfs.stats` of the root, `-o metrics=`).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::take(self.cache_stats(), self.open_archives() as u64)
     }
 
     /// Opens `ino` for reading, for callers that never pass through (tests, tools): returns
@@ -334,6 +347,13 @@ impl<B> NpzFs<B> {
         let Some(handle) = self.handles.get(fh) else {
             return done(Err(Error::NotFound));
         };
+        let path = handle.served.path();
+        let done: ReadDone = Box::new(move |bytes| {
+            if let Ok(b) = &bytes {
+                METRICS.read(path, b.len());
+            }
+            done(bytes)
+        });
         match &handle.target {
             Target::Member(fs, number) => fs.read(*number, handle.served, offset, size, done),
             Target::Plain(plain) => plain.read(offset, size, done),

@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use fuser::{
     BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::fs::{Attr, BLOCK_SIZE, Kind, NpzFs};
 use crate::handles::{Opened, Served};
 use crate::lane::Lane;
+use crate::metrics::{METRICS, Op, errno_name, often};
 
 type Core = NpzFs<BackingId>;
 
@@ -36,9 +37,9 @@ pub struct Fuse {
 
 impl Fuse {
     /// Wraps the core for `fuser`.
-    pub fn new(fs: NpzFs<BackingId>, passthrough: bool) -> Fuse {
+    pub fn new(fs: Arc<NpzFs<BackingId>>, passthrough: bool) -> Fuse {
         Fuse {
-            fs: Arc::new(fs),
+            fs,
             passthrough,
             lane: Lane::default(),
         }
@@ -57,42 +58,64 @@ impl Fuse {
     }
 }
 
-/// Logs `err` once, with the operation, the inode and the errno, at the level its kind
-/// deserves, and returns the errno.
-fn fail(op: &str, ino: u64, err: &Error) -> Errno {
-    let errno = err.errno();
-    let name = errno_name(errno);
-    if err.is_expected() {
-        log::debug!("{op} ino {ino}: {name}: {err}");
-    } else {
-        log::warn!("{op} ino {ino}: {name}: {err}");
+/// One request being answered: its operation and when it arrived, counted (with its errno
+/// and latency) once it is answered, wherever that happens.
+#[derive(Clone, Copy)]
+struct Call {
+    op: Op,
+    since: Instant,
+}
+
+impl Call {
+    fn new(op: Op) -> Call {
+        Call {
+            op,
+            since: Instant::now(),
+        }
     }
-    Errno::from_i32(errno)
+
+    /// Answered.
+    fn ok(self) {
+        METRICS.answered(self.op, self.since, None);
+    }
+
+    /// Refused with `errno`, which is the answer itself (EROFS to a write), not a failure
+    /// worth a log line.
+    fn refuse(self, errno: Errno) -> Errno {
+        METRICS.answered(self.op, self.since, Some(errno.code()));
+        errno
+    }
+
+    /// Failed with `err`: counted, logged with the operation, the inode and the errno, and
+    /// its errno returned. ENOENT and friends go to debug; anything else to warn at the 1st,
+    /// 10th, 100th, ... time this operation fails with this errno (the rest to debug), so a
+    /// cause that repeats on every read stays a few lines, each with its count.
+    fn fail(self, ino: u64, err: &Error) -> Errno {
+        let errno = err.errno();
+        let n = METRICS.answered(self.op, self.since, Some(errno));
+        let (op, name) = (self.op.name(), errno_name(errno));
+        match (err.is_expected(), often(n), n) {
+            (false, true, 1) => log::warn!("{op} ino {ino}: {name}: {err}"),
+            (false, true, n) => log::warn!("{op} ino {ino}: {name}: {err} ({n} times so far)"),
+            _ => log::debug!("{op} ino {ino}: {name}: {err}"),
+        }
+        Errno::from_i32(errno)
+    }
 }
 
 /// getxattr(2)/listxattr(2): a size of 0 asks for the length; a buffer too small is ERANGE.
-fn xattr_reply(bytes: Vec<u8>, size: u32, reply: ReplyXattr) {
+fn xattr_reply(call: Call, bytes: Vec<u8>, size: u32, reply: ReplyXattr) {
     match u32::try_from(bytes.len()) {
         Ok(len) if size == 0 => reply.size(len),
         Ok(len) if len <= size => reply.data(&bytes),
-        _ => reply.error(Errno::from_i32(libc::ERANGE)),
+        _ => return reply.error(call.refuse(Errno::from_i32(libc::ERANGE))),
     }
+    call.ok();
 }
 
-/// The symbolic name of the errnos npzfs answers with.
-fn errno_name(errno: i32) -> String {
-    match errno {
-        libc::ENOENT => "ENOENT".into(),
-        libc::ENOTDIR => "ENOTDIR".into(),
-        libc::EISDIR => "EISDIR".into(),
-        libc::EROFS => "EROFS".into(),
-        libc::EOPNOTSUPP => "EOPNOTSUPP".into(),
-        libc::ENOSPC => "ENOSPC".into(),
-        libc::EINVAL => "EINVAL".into(),
-        libc::EIO => "EIO".into(),
-        libc::ENODATA => "ENODATA".into(),
-        n => format!("errno {n}"),
-    }
+/// An operation npzfs refuses (a write on a read-only mount, ioctl, ...): counted as `other`.
+fn refused(errno: Errno) -> Errno {
+    Call::new(Op::Other).refuse(errno)
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -125,7 +148,7 @@ fn file_type(kind: Kind) -> FileType {
 
 /// Opens `ino` and replies: by passthrough to a complete cache file, or a handle of the
 /// core's.
-fn open(fs: &Core, ino: INodeNo, write: bool, reply: ReplyOpen) {
+fn open(fs: &Core, call: Call, ino: INodeNo, write: bool, reply: ReplyOpen) {
     // KEEP_CACHE with passthrough makes the kernel fail the open (EIO): empty flags there.
     match fs.open_with(ino.0, write, |file| reply.open_backing(file)) {
         Ok(Opened {
@@ -143,8 +166,9 @@ fn open(fs: &Core, ino: INodeNo, write: bool, reply: ReplyOpen) {
         // A member's open keeps the page cache across opens and processes; never
         // DIRECT_IO, which breaks shared mmap (the kernel then answers mmap with ENODEV).
         Ok(opened) => reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE),
-        Err(e) => reply.error(fail("open", ino.0, &e)),
+        Err(e) => return reply.error(call.fail(ino.0, &e)),
     }
+    call.ok();
 }
 
 impl Filesystem for Fuse {
@@ -176,23 +200,33 @@ impl Filesystem for Fuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = name.as_bytes().to_vec();
+        let (call, name) = (Call::new(Op::Lookup), name.as_bytes().to_vec());
         self.answer(parent.0, move |fs| match fs.lookup(parent.0, &name) {
-            Ok(a) => reply.entry(&a.ttl, &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(fail("lookup", parent.0, &e)),
+            Ok(a) => {
+                reply.entry(&a.ttl, &file_attr(&a), Generation(0));
+                call.ok();
+            }
+            Err(e) => reply.error(call.fail(parent.0, &e)),
         });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let call = Call::new(Op::Getattr);
         self.answer(ino.0, move |fs| match fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&a.ttl, &file_attr(&a)),
-            Err(e) => reply.error(fail("getattr", ino.0, &e)),
+            Ok(a) => {
+                reply.attr(&a.ttl, &file_attr(&a));
+                call.ok();
+            }
+            Err(e) => reply.error(call.fail(ino.0, &e)),
         });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
-        self.answer(ino.0, move |fs| open(fs, ino, write, reply));
+        let (call, write) = (
+            Call::new(Op::Open),
+            !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY),
+        );
+        self.answer(ino.0, move |fs| open(fs, call, ino, write, reply));
     }
 
     fn read(
@@ -209,14 +243,17 @@ impl Filesystem for Fuse {
         // Stored bytes are a slice of the archive mapping that goes straight into the reply's
         // writev: the kernel copies it, so a truncated archive gives the reader EIO instead of
         // SIGBUS here. Compressed ranges may be answered later, from the cache's writer thread.
-        let ino = ino.0;
+        let (call, ino) = (Call::new(Op::Read), ino.0);
         self.fs.read(
             fh.0,
             offset,
             size,
             Box::new(move |result| match result {
-                Ok(bytes) => reply.data(bytes),
-                Err(e) => reply.error(fail("read", ino, &e)),
+                Ok(bytes) => {
+                    reply.data(bytes);
+                    call.ok();
+                }
+                Err(e) => reply.error(call.fail(ino, &e)),
             }),
         );
     }
@@ -231,23 +268,31 @@ impl Filesystem for Fuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let call = Call::new(Op::Release);
         self.fs.release(fh.0);
         reply.ok();
+        call.ok();
     }
 
     fn flush(&self, _: &Request, _: INodeNo, _: FileHandle, _: LockOwner, reply: ReplyEmpty) {
+        let call = Call::new(Op::Flush);
         reply.ok();
+        call.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.answer(ino.0, move |fs| match fs.opendir(ino.0) {
-            // An archive's listing never changes: the kernel may keep it across opendir calls.
-            Ok((fh, true)) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-            ),
-            Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(fail("opendir", ino.0, &e)),
+        let call = Call::new(Op::Opendir);
+        self.answer(ino.0, move |fs| {
+            match fs.opendir(ino.0) {
+                // An archive's listing never changes: the kernel may keep it across opendirs.
+                Ok((fh, true)) => reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+                ),
+                Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => return reply.error(call.fail(ino.0, &e)),
+            }
+            call.ok();
         });
     }
 
@@ -259,14 +304,18 @@ impl Filesystem for Fuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let call = Call::new(Op::Readdir);
         self.answer(ino.0, move |fs| {
             let listed = fs.readdir(ino.0, fh.0, offset, &mut |e| {
                 let name = OsStr::from_bytes(&e.name);
                 reply.add(INodeNo(e.ino), e.next_offset, file_type(e.kind), name)
             });
             match listed {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail("readdir", ino.0, &e)),
+                Ok(()) => {
+                    reply.ok();
+                    call.ok();
+                }
+                Err(e) => reply.error(call.fail(ino.0, &e)),
             }
         });
     }
@@ -279,6 +328,7 @@ impl Filesystem for Fuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let call = Call::new(Op::Readdirplus);
         self.answer(ino.0, move |fs| {
             let listed = fs.readdir(ino.0, fh.0, offset, &mut |e| {
                 let Some(a) = e.attr.or_else(|| fs.getattr(e.ino).ok()) else {
@@ -296,8 +346,11 @@ impl Filesystem for Fuse {
                 )
             });
             match listed {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail("readdirplus", ino.0, &e)),
+                Ok(()) => {
+                    reply.ok();
+                    call.ok();
+                }
+                Err(e) => reply.error(call.fail(ino.0, &e)),
             }
         });
     }
@@ -310,34 +363,42 @@ impl Filesystem for Fuse {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let call = Call::new(Op::Releasedir);
         self.fs.releasedir(fh.0);
         reply.ok();
+        call.ok();
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let call = Call::new(Op::Readlink);
         match self.fs.readlink(ino.0) {
-            Ok(target) => reply.data(&target),
-            Err(e) => reply.error(fail("readlink", ino.0, &e)),
+            Ok(target) => {
+                reply.data(&target);
+                call.ok();
+            }
+            Err(e) => reply.error(call.fail(ino.0, &e)),
         }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let s = self.fs.statfs();
+        let (call, s) = (Call::new(Op::Statfs), self.fs.statfs());
         reply.statfs(s.blocks, 0, 0, s.files, 0, BLOCK_SIZE, 255, BLOCK_SIZE);
+        call.ok();
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let name = name.as_bytes().to_vec();
+        let (call, name) = (Call::new(Op::Getxattr), name.as_bytes().to_vec());
         self.answer(ino.0, move |fs| match fs.getxattr(ino.0, &name) {
-            Ok(value) => xattr_reply(value, size, reply),
-            Err(e) => reply.error(fail("getxattr", ino.0, &e)),
+            Ok(value) => xattr_reply(call, value, size, reply),
+            Err(e) => reply.error(call.fail(ino.0, &e)),
         });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let call = Call::new(Op::Listxattr);
         self.answer(ino.0, move |fs| match fs.listxattr(ino.0) {
-            Ok(names) => xattr_reply(names, size, reply),
-            Err(e) => reply.error(fail("listxattr", ino.0, &e)),
+            Ok(names) => xattr_reply(call, names, size, reply),
+            Err(e) => reply.error(call.fail(ino.0, &e)),
         });
     }
 
@@ -352,12 +413,12 @@ impl Filesystem for Fuse {
         _: u32,
         reply: ReplyIoctl,
     ) {
-        reply.error(Errno::from_i32(libc::ENOTTY));
+        reply.error(refused(Errno::from_i32(libc::ENOTTY)));
     }
 
     fn lseek(&self, _: &Request, _: INodeNo, _: FileHandle, _: i64, _: i32, reply: ReplyLseek) {
         // ENOSYS once makes the kernel use its generic lseek, exact for files without holes.
-        reply.error(Errno::ENOSYS);
+        reply.error(refused(Errno::ENOSYS));
     }
 
     fn poll(
@@ -370,7 +431,7 @@ impl Filesystem for Fuse {
         _: PollFlags,
         reply: ReplyPoll,
     ) {
-        reply.error(Errno::ENOSYS);
+        reply.error(refused(Errno::ENOSYS));
     }
 
     fn copy_file_range(
@@ -387,7 +448,7 @@ impl Filesystem for Fuse {
         reply: ReplyWrite,
     ) {
         // The destination is never on this read-only mount; ENOSYS lets the kernel fall back.
-        reply.error(Errno::ENOSYS);
+        reply.error(refused(Errno::ENOSYS));
     }
 
     // Everything below modifies the tree. The mount is MS_RDONLY, so the kernel answers EROFS
@@ -411,7 +472,7 @@ impl Filesystem for Fuse {
         _: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(refused(Errno::EROFS));
     }
 
     fn write(
@@ -426,7 +487,7 @@ impl Filesystem for Fuse {
         _: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(refused(Errno::EROFS));
     }
 
     fn create(
@@ -439,27 +500,27 @@ impl Filesystem for Fuse {
         _: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(refused(Errno::EROFS));
     }
 
     fn mknod(&self, _: &Request, _: INodeNo, _: &OsStr, _: u32, _: u32, _: u32, r: ReplyEntry) {
-        r.error(Errno::EROFS);
+        r.error(refused(Errno::EROFS));
     }
 
     fn mkdir(&self, _: &Request, _: INodeNo, _: &OsStr, _: u32, _: u32, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+        reply.error(refused(Errno::EROFS));
     }
 
     fn unlink(&self, _: &Request, _: INodeNo, _: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        reply.error(refused(Errno::EROFS));
     }
 
     fn rmdir(&self, _: &Request, _: INodeNo, _: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        reply.error(refused(Errno::EROFS));
     }
 
     fn symlink(&self, _: &Request, _: INodeNo, _: &OsStr, _: &Path, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+        reply.error(refused(Errno::EROFS));
     }
 
     fn rename(
@@ -472,11 +533,11 @@ impl Filesystem for Fuse {
         _: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(refused(Errno::EROFS));
     }
 
     fn link(&self, _: &Request, _: INodeNo, _: INodeNo, _: &OsStr, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+        reply.error(refused(Errno::EROFS));
     }
 
     fn setxattr(
@@ -489,11 +550,11 @@ impl Filesystem for Fuse {
         _: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(refused(Errno::EROFS));
     }
 
     fn removexattr(&self, _: &Request, _: INodeNo, _: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        reply.error(refused(Errno::EROFS));
     }
 
     fn fallocate(
@@ -506,6 +567,6 @@ impl Filesystem for Fuse {
         _: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(refused(Errno::EROFS));
     }
 }

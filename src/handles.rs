@@ -21,6 +21,7 @@ use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
+use crate::metrics::{METRICS, Path};
 use crate::tree::Ino;
 
 /// How a handle is served.
@@ -37,6 +38,18 @@ pub enum Served {
     Copying,
     /// A regular file of a source tree, read from it.
     Source,
+}
+
+impl Served {
+    /// Where its bytes come from, as the metrics count them.
+    pub fn path(self) -> Path {
+        match self {
+            Served::Stored | Served::Copying => Path::Archive,
+            Served::Cached => Path::Cache,
+            Served::Passthrough => Path::Passthrough,
+            Served::Source => Path::Source,
+        }
+    }
 }
 
 /// One open handle; `T` says what it reads (for the core: a member of an archive, or a file
@@ -143,6 +156,7 @@ impl<B, T: Clone> Handles<B, T> {
             served,
         };
         st.by_fh.insert(fh, (handle, backing.clone()));
+        METRICS.opened(served.path());
         Opened {
             fh,
             served,

@@ -1,10 +1,10 @@
-//! `npzfs [OPTIONS] ARCHIVE MOUNTPOINT` (or `npzfs --list [--json] ARCHIVE`): parse, start
-//! logging, run, map errors to exit codes.
+//! `npzfs [OPTIONS] ARCHIVE MOUNTPOINT` (or `npzfs --list [--json] ARCHIVE`, or
+//! `npzfs --stats [--json] MOUNTPOINT`): parse, start logging, run, map errors to exit codes.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use npzfs::options::{self, Parsed};
-use npzfs::{daemon, list, logging, manpage};
+use npzfs::{daemon, list, logging, manpage, stats};
 
 fn main() {
     let opts = match options::parse(std::env::args_os()) {
@@ -19,6 +19,12 @@ fn main() {
         }
         Ok(Parsed::List { archive, json }) => {
             if let Err(e) = list::run(&archive, json, &mut std::io::stdout().lock()) {
+                fail(&e);
+            }
+            return;
+        }
+        Ok(Parsed::Stats { mountpoint, json }) => {
+            if let Err(e) = stats::table::run(&mountpoint, json, &mut std::io::stdout().lock()) {
                 fail(&e);
             }
             return;

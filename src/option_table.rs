@@ -84,6 +84,12 @@ pub const MOUNT_OPTIONS: &[OptionSpec] = &[
          request never waits for them",
     ),
     valued(
+        "metrics",
+        "ADDR:PORT",
+        "serve the mount's figures in the Prometheus text format at http://ADDR:PORT/metrics \
+         (a port alone listens on 127.0.0.1; off by default; npzfs --stats needs no port)",
+    ),
+    valued(
         "max_archives",
         "N",
         "archives of directory sources held open at once (a descriptor and a mapping each), \

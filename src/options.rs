@@ -13,6 +13,7 @@ use crate::cache::{CacheConfig, DEFAULT_CACHE_SIZE};
 use crate::error::{Error, Result};
 use crate::option_table::after_help;
 pub use crate::option_table::{GENERIC_HELP, GENERIC_OPTIONS, MOUNT_OPTIONS, OptionSpec};
+use crate::stats::endpoint;
 
 /// Request threads when `threads=` is not given: two with `clone_fd` cut cold page-fault
 /// latency from 48 to 18 us here (ARCHITECTURE.md).
@@ -42,10 +43,15 @@ struct Cli {
     paths: Vec<PathBuf>,
     /// Print what is in ARCHIVE instead of mounting it: per member its name, dtype, shape,
     /// compression method, size, compressed size and ratio (sizes in human units).
-    #[arg(long, conflicts_with_all = ["options", "foreground"])]
+    #[arg(long, conflicts_with_all = ["options", "foreground", "stats"])]
     list: bool,
+    /// Print what the mount at MOUNTPOINT has done and holds (cache, bytes read by path,
+    /// remote requests and their latency, FUSE requests) instead of mounting: read from the
+    /// mount itself, no port needed.
+    #[arg(long, conflicts_with_all = ["options", "foreground"])]
+    stats: bool,
     /// With --list: a JSON array of objects (name, dtype, shape, fortran_order, method, size,
-    /// compressed_size, crc32), for scripts.
+    /// compressed_size, crc32); with --stats: every figure as JSON. For scripts.
     #[arg(long)]
     json: bool,
     /// Mount options, comma separated; see below.
@@ -69,7 +75,8 @@ pub fn command() -> clap::Command {
     Cli::command()
         .override_usage(
             "npzfs [OPTIONS] SOURCE... MOUNTPOINT   (a SOURCE is an ARCHIVE, a directory or a URL)\n       \
-             npzfs --list [--json] ARCHIVE",
+             npzfs --list [--json] ARCHIVE\n       \
+             npzfs --stats [--json] MOUNTPOINT",
         )
         .after_help(after_help())
 }
@@ -118,6 +125,8 @@ pub struct Options {
     pub remote_timeout: std::time::Duration,
     /// `remote_requests=`: readahead requests of remote sources in flight at once.
     pub remote_requests: usize,
+    /// `metrics=`: where to serve the Prometheus text (None: nowhere).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The outcome of parsing: options, or text that clap already formatted (help, version,
@@ -133,6 +142,13 @@ pub enum Parsed {
     List {
         /// The archive.
         archive: PathBuf,
+        /// `--json`.
+        json: bool,
+    },
+    /// `--stats [--json] MOUNTPOINT`: print the mount's figures.
+    Stats {
+        /// The mount point.
+        mountpoint: PathBuf,
         /// `--json`.
         json: bool,
     },
@@ -156,10 +172,19 @@ where
         Ok(cli) => cli,
         Err(e) => return Ok(Parsed::Exit(e)),
     };
-    if cli.json && !cli.list {
-        return Err(Error::Usage("--json goes with --list".into()));
+    if cli.json && !cli.list && !cli.stats {
+        return Err(Error::Usage("--json goes with --list or --stats".into()));
     }
     let mut paths = std::mem::take(&mut cli.paths);
+    if cli.stats {
+        return match <[PathBuf; 1]>::try_from(paths) {
+            Ok([mountpoint]) => Ok(Parsed::Stats {
+                mountpoint,
+                json: cli.json,
+            }),
+            Err(_) => Err(Error::Usage("--stats takes one MOUNTPOINT".into())),
+        };
+    }
     if cli.list {
         return match <[PathBuf; 1]>::try_from(paths) {
             Ok([archive]) => Ok(Parsed::List {
@@ -208,6 +233,7 @@ fn mount_options(cli: &Cli, sources: Vec<PathBuf>, mountpoint: PathBuf) -> Resul
         max_archives: None,
         remote_timeout: crate::remote::DEFAULT_TIMEOUT,
         remote_requests: crate::remote::DEFAULT_REQUESTS,
+        metrics: None,
     };
     for opt in cli.options.iter().flat_map(|list| list.split(',')) {
         apply(&mut o, opt.trim())?;
@@ -253,6 +279,12 @@ fn apply(o: &mut Options, opt: &str) -> Result<()> {
         }
         ("remote_requests", Some(v)) => {
             o.remote_requests = number(key, v, 10, 1024)?.max(1) as usize
+        }
+        ("metrics", Some(v)) => {
+            o.metrics = Some(
+                endpoint::parse(v)
+                    .map_err(|why| Error::Usage(format!("mount option 'metrics={v}': {why}")))?,
+            )
         }
         ("threads", Some(v)) => o.threads = number(key, v, 10, 64)?.max(1) as usize,
         ("read_ahead_kb", Some(v)) => o.read_ahead_kb = number(key, v, 10, 1 << 20)? as u32,
@@ -334,6 +366,7 @@ mod tests {
             Parsed::Exit(e) => panic!("clap exit: {e}"),
             Parsed::ManPage => panic!("man page"),
             Parsed::List { .. } => panic!("list"),
+            Parsed::Stats { .. } => panic!("stats"),
         }
     }
 
@@ -357,6 +390,35 @@ mod tests {
         assert_eq!(two.err().map(|e| e.exit_code()), Some(2));
         let alone = parse(vec!["npzfs", "a.npz"]);
         assert!(matches!(alone, Err(Error::Usage(m)) if m.contains("MOUNTPOINT")));
+    }
+
+    #[test]
+    fn stats_takes_one_mount_point_and_json() {
+        let stats = |args: &[&str]| match parse(args.to_vec()) {
+            Ok(Parsed::Stats { mountpoint, json }) => Some((mountpoint, json)),
+            _ => None,
+        };
+        assert_eq!(
+            stats(&["npzfs", "--stats", "/m"]),
+            Some(("/m".into(), false))
+        );
+        assert_eq!(
+            stats(&["npzfs", "--stats", "--json", "/m"]),
+            Some(("/m".into(), true))
+        );
+        let two = parse(vec!["npzfs", "--stats", "a.npz", "/m"]);
+        assert_eq!(two.err().map(|e| e.exit_code()), Some(2));
+    }
+
+    #[test]
+    fn metrics_is_an_address_on_the_loopback_unless_said() {
+        let at = |v: &str| run(&["-o", &format!("metrics={v}")]).map(|o| o.metrics);
+        assert_eq!(at("9477").unwrap().unwrap().to_string(), "127.0.0.1:9477");
+        assert_eq!(at("0.0.0.0:80").unwrap().unwrap().to_string(), "0.0.0.0:80");
+        assert_eq!(run(&[]).unwrap().metrics, None);
+        let bad = at("nope").unwrap_err();
+        assert_eq!(bad.exit_code(), 2);
+        assert!(bad.to_string().contains("metrics=nope"), "{bad}");
     }
 
     #[test]

@@ -77,6 +77,14 @@ impl Noted {
 }
 
 impl Oddities {
+    /// How many names were not shown as given.
+    pub fn count(&self) -> u64 {
+        [&self.unnamed, &self.duplicates, &self.clashes]
+            .iter()
+            .map(|n| n.count as u64)
+            .sum()
+    }
+
     /// One line for all of them (None if there are none), e.g. `2 member names not shown as
     /// given: 1 without a usable name, not shown ("/"); 1 duplicated, the last entry wins
     /// ("a.npy")`.

@@ -171,7 +171,7 @@ fn evicted_spans_leave_no_disk_behind_what_the_budget_counts() {
             assert!(got[..] == data[offset as usize..][..5000], "at {offset}");
         }
         fs.release(fh);
-        let accounted = || f.cache_bytes() <= stats(&fs).used.min(budget);
+        let accounted = || f.cache_bytes() <= stats(&fs).held.used.min(budget);
         assert!(
             wait_until(10, accounted),
             "round {round}: {:?} {}",
@@ -195,7 +195,7 @@ fn a_first_pass_through_a_window_leaves_no_disk_behind_it() {
     assert_eq!(read_all(&f.fs, ino(&f.fs, "x.npy")), data);
     let whole = || stats(&f.fs).decoded == 1;
     assert!(wait_until(10, whole), "{}", stats(&f.fs));
-    let accounted = || f.cache_bytes() <= stats(&f.fs).used;
+    let accounted = || f.cache_bytes() <= stats(&f.fs).held.used;
     assert!(
         wait_until(10, accounted),
         "{:?} {}",

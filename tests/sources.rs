@@ -194,7 +194,7 @@ fn every_archive_shares_one_cache_budget() {
         let y = ino(&fs, &format!("{i}/y.npy"));
         assert_eq!(read_all(&fs, y), compressible(i, 50_000));
         let stats = fs.cache_stats().unwrap();
-        assert!(stats.used <= 120_000, "{stats}");
+        assert!(stats.held.used <= 120_000, "{stats}");
     }
     let stats = fs.cache_stats().unwrap();
     assert_eq!(stats.decoded, 6, "{stats}");

@@ -233,8 +233,9 @@ impl ArchiveCache {
         match slot {
             Some(slot) => {
                 // A sparse member's read may need spans decoded: the slot says which.
-                let spans = slot.read(offset, end, done);
-                span_fill::start(&self.shared, &slot, &self.archive, spans);
+                let found = slot.read(offset, end, done);
+                self.shared.stats().count_read(&found);
+                span_fill::start(&self.shared, &slot, &self.archive, found.spans());
             }
             None => done(Err(Error::Corrupt {
                 what: format!("member {number}"),

@@ -17,6 +17,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::copy;
 use super::decoder;
@@ -57,7 +58,18 @@ fn run(
     let writer = seek_file.map(seek_index::Writer::new);
     let job = start.resolve(archive).map(|at| start.job(at));
     let decoded = match &job {
-        Ok(job) => decoder::run(slot, archive, job, writer),
+        Ok(job) => {
+            let began = Instant::now();
+            let decoded = decoder::run(slot, archive, job, writer);
+            match job.method {
+                Method::Stored if decoded.is_ok() => {
+                    shared.stats().count_copy(slot.key.size, began.elapsed())
+                }
+                Method::Stored => {}
+                _ => shared.stats().count_decode_time(began.elapsed()),
+            }
+            decoded
+        }
         Err(e) => {
             log::warn!("{e}");
             Err(Stop::Failed(e.clone()))
@@ -222,7 +234,8 @@ fn make_sparse(
         slot.name
     );
     for (offset, end, done) in late {
-        let spans = slot.read(offset, end, done);
+        // Counted as misses when they first came.
+        let spans = slot.read(offset, end, done).spans();
         span_fill::start(shared, slot, archive, spans);
     }
     true

@@ -25,7 +25,7 @@ use std::sync::{Arc, Weak};
 use lru::LruCache;
 
 use super::slot::{Slot, SlotId};
-use super::stats::Stats;
+use super::stats::{Held, Stats};
 use super::store::{FileKey, Store, remove};
 use crate::bytes::{Blocks, SetId};
 
@@ -113,8 +113,28 @@ impl Ledger {
     }
 
     /// Bytes charged now.
+    #[cfg(test)]
     pub fn used(&self) -> u64 {
         self.used
+    }
+
+    /// What the books hold now, for the metrics.
+    pub fn held(&self) -> Held {
+        let count = |n: usize| n as u64;
+        Held {
+            budget: self.budget,
+            used: self.used,
+            live: count(self.live.len()),
+            pinned: count(
+                self.live
+                    .values()
+                    .filter(|s| s.pins.load(Ordering::Relaxed) > 0)
+                    .count(),
+            ),
+            kept: count(self.kept.len()),
+            spans: count(self.spans.len()),
+            blocks: count(self.blocks.len()),
+        }
     }
 
     // Charging and refunding.

@@ -76,6 +76,27 @@ pub struct Sparse {
     pub start: Start,
 }
 
+/// What a read found in a slot.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Its bytes were there: answered now (a hit).
+    Present,
+    /// It waits for them (a miss); these spans of a sparse member must be started for it.
+    Waits(Vec<usize>),
+    /// The member failed: answered with the error.
+    Failed,
+}
+
+impl Found {
+    /// The spans to start decoding.
+    pub fn spans(self) -> Vec<usize> {
+        match self {
+            Found::Waits(spans) => spans,
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// A member in the cache.
 pub struct Slot {
     /// The id in the mount of the archive the member belongs to.
@@ -268,10 +289,11 @@ impl Slot {
         self.cancelled.load(Ordering::Relaxed)
     }
 
-    /// Reads `[offset, end)`: now if its bytes are in the file, else once they are. For a
-    /// sparse member, returns the spans the caller must start decoding for it.
+    /// Reads `[offset, end)`: now if its bytes are in the file, else once they are. Says
+    /// which (a hit or a miss), and for a sparse member the spans the caller must start
+    /// decoding for it.
     #[must_use]
-    pub fn read(&self, offset: u64, end: u64, done: ReadDone) -> Vec<usize> {
+    pub fn read(&self, offset: u64, end: u64, done: ReadDone) -> Found {
         let mut fill = self.lock();
         let now = match &mut *fill {
             Fill::Complete => Ok(()),
@@ -282,35 +304,40 @@ impl Slot {
             } => {
                 if *decoded < end || offset < *kept_from {
                     parked.push((offset, end, done));
-                    return Vec::new();
+                    return Found::Waits(Vec::new());
                 }
                 if self.window.is_some() {
                     // Copied under the lock: `trim` cannot punch under this read.
                     let bytes = self.pread(offset, end);
                     drop(fill);
                     answer(done, bytes);
-                    return Vec::new();
+                    return Found::Present;
                 }
                 Ok(())
             }
             Fill::Failed(e) => Err(e.clone()),
             Fill::Sparse(book) => {
                 return match book.read(&self.file, &self.name, (offset, end), done) {
-                    ReadPlan::Parked(start) => start,
+                    ReadPlan::Parked(start) => Found::Waits(start),
                     ReadPlan::Now(done, bytes) => {
                         drop(fill);
                         answer(done, bytes);
-                        Vec::new()
+                        Found::Present
                     }
                 };
             }
         };
         drop(fill);
         match now {
-            Ok(()) => answer(done, self.pread(offset, end)),
-            Err(e) => done(Err(e)),
+            Ok(()) => {
+                answer(done, self.pread(offset, end));
+                Found::Present
+            }
+            Err(e) => {
+                done(Err(e));
+                Found::Failed
+            }
         }
-        Vec::new()
     }
 
     // The first pass.

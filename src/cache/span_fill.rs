@@ -20,6 +20,7 @@ use super::spans::footprint;
 use super::store::{FileKey, Store};
 use crate::bytes::Archive;
 use crate::error::{Error, Result, cause};
+use crate::metrics::{METRICS, Warning, often};
 use crate::zipfile::inflate::inflate_at;
 use crate::zipfile::members::Member;
 
@@ -63,7 +64,10 @@ fn fill(shared: &Arc<Shared>, slot: &Arc<Slot>, archive: &Arc<Archive>, i: usize
     let Some(sparse) = slot.source() else {
         return;
     };
-    let bytes = match decode(sparse, archive, &slot.name, i, end - start) {
+    let began = std::time::Instant::now();
+    let decoded = decode(sparse, archive, &slot.name, i, end - start);
+    shared.stats().count_decode_time(began.elapsed());
+    let bytes = match decoded {
         Ok(bytes) => bytes,
         Err(e) => return fail(slot, i, start, e),
     };
@@ -109,7 +113,12 @@ fn fill(shared: &Arc<Shared>, slot: &Arc<Slot>, archive: &Arc<Archive>, i: usize
 }
 
 fn fail(slot: &Slot, i: usize, start: u64, e: Error) {
-    log::warn!("{e} (span {i} at {start})");
+    // A damaged span fails every read of it: one warning per power of ten, with the count.
+    let n = METRICS.warned(Warning::SpanFailed, 1);
+    match often(n) {
+        true => log::warn!("{e} (span {i} at {start}; {n} spans failed so far)"),
+        false => log::debug!("{e} (span {i} at {start})"),
+    }
     slot.span_failed(i, &e);
 }
 

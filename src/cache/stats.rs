@@ -1,6 +1,9 @@
 //! The cache's counters: bumped without a lock, read as [`CacheStats`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::slot::Found;
 
 /// The counters behind [`CacheStats`], bumped without the lock.
 #[derive(Default)]
@@ -21,6 +24,18 @@ pub struct Stats {
     pub evicted_spans: AtomicU64,
     /// Bytes evicted (members, spans and blocks).
     pub evicted_bytes: AtomicU64,
+    /// Reads of compressed members answered from bytes already decoded.
+    pub hits: AtomicU64,
+    /// Reads that waited for their bytes to be decoded.
+    pub misses: AtomicU64,
+    /// Time spent decoding (first passes and spans), in nanoseconds.
+    pub decode_ns: AtomicU64,
+    /// Stored members copied for passthrough (`-o materialize`).
+    pub copied: AtomicU64,
+    /// Their bytes.
+    pub copied_bytes: AtomicU64,
+    /// Time spent copying them, in nanoseconds.
+    pub copy_ns: AtomicU64,
 }
 
 impl Stats {
@@ -30,9 +45,31 @@ impl Stats {
         self.decoded_bytes.fetch_add(size, Ordering::Relaxed);
     }
 
-    /// The counters now, with the books' `used` and `budget`.
-    pub fn read(&self, used: u64, budget: u64) -> CacheStats {
+    /// A read found what `found` says: a hit or a miss.
+    pub fn count_read(&self, found: &Found) {
+        match found {
+            Found::Present => self.hits.fetch_add(1, Ordering::Relaxed),
+            Found::Waits(_) => self.misses.fetch_add(1, Ordering::Relaxed),
+            Found::Failed => 0,
+        };
+    }
+
+    /// Decoding took `took` (a first pass or a span).
+    pub fn count_decode_time(&self, took: Duration) {
+        self.decode_ns.fetch_add(nanos(took), Ordering::Relaxed);
+    }
+
+    /// A copy of `size` bytes for passthrough took `took`.
+    pub fn count_copy(&self, size: u64, took: Duration) {
+        self.copied.fetch_add(1, Ordering::Relaxed);
+        self.copied_bytes.fetch_add(size, Ordering::Relaxed);
+        self.copy_ns.fetch_add(nanos(took), Ordering::Relaxed);
+    }
+
+    /// The counters now, with the books' figures.
+    pub fn read(&self, held: Held) -> CacheStats {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let secs = |c: &AtomicU64| n(c) as f64 / 1e9;
         CacheStats {
             decoded: n(&self.decoded),
             decoded_bytes: n(&self.decoded_bytes),
@@ -42,15 +79,43 @@ impl Stats {
             evicted: n(&self.evicted),
             evicted_spans: n(&self.evicted_spans),
             evicted_bytes: n(&self.evicted_bytes),
-            used,
-            budget,
+            hits: n(&self.hits),
+            misses: n(&self.misses),
+            decode_seconds: secs(&self.decode_ns),
+            copied: n(&self.copied),
+            copied_bytes: n(&self.copied_bytes),
+            copy_seconds: secs(&self.copy_ns),
+            held,
         }
     }
 }
 
-/// What the cache has done so far, and what it holds: the log's summary at unmount, and what
-/// tests read.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What the books hold now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    /// The budget.
+    pub budget: u64,
+    /// Bytes the budget counts now.
+    pub used: u64,
+    /// Members with an open cache file (held open, or decoding).
+    pub live: u64,
+    /// Of those, members held open by a handle.
+    pub pinned: u64,
+    /// Complete files no one holds, kept for reuse.
+    pub kept: u64,
+    /// Spans of sparse members present.
+    pub spans: u64,
+    /// Blocks of remote archives present.
+    pub blocks: u64,
+}
+
+/// What the cache has done so far, and what it holds: the log's summary at unmount, the
+/// metrics, and what tests read.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CacheStats {
     /// Members decoded whole (a first pass, windowed or not).
     pub decoded: u64,
@@ -66,12 +131,22 @@ pub struct CacheStats {
     pub evicted: u64,
     /// Spans evicted.
     pub evicted_spans: u64,
-    /// Bytes evicted (members and spans).
+    /// Bytes evicted (members, spans and blocks).
     pub evicted_bytes: u64,
-    /// Bytes the budget counts now.
-    pub used: u64,
-    /// The budget.
-    pub budget: u64,
+    /// Reads of compressed members answered from bytes already decoded.
+    pub hits: u64,
+    /// Reads that waited for their bytes to be decoded.
+    pub misses: u64,
+    /// Seconds spent decoding (first passes and spans).
+    pub decode_seconds: f64,
+    /// Stored members copied for passthrough (`-o materialize`).
+    pub copied: u64,
+    /// Their bytes.
+    pub copied_bytes: u64,
+    /// Seconds spent copying them.
+    pub copy_seconds: f64,
+    /// What the books hold now.
+    pub held: Held,
 }
 
 impl std::fmt::Display for CacheStats {
@@ -89,8 +164,8 @@ impl std::fmt::Display for CacheStats {
             self.evicted,
             self.evicted_spans,
             self.evicted_bytes,
-            self.used,
-            self.budget
+            self.held.used,
+            self.held.budget
         )
     }
 }

@@ -153,10 +153,7 @@ impl Cache {
 
     /// The cache's counters now.
     pub fn stats(&self) -> CacheStats {
-        let (used, budget) = {
-            let ledger = self.pool.lock();
-            (ledger.used(), ledger.budget())
-        };
-        self.pool.stats.read(used, budget)
+        let held = self.pool.lock().held();
+        self.pool.stats.read(held)
     }
 }

@@ -22,6 +22,7 @@ use crate::attr::Shown;
 use crate::bytes::Archive;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
+use crate::metrics::METRICS;
 use crate::zipfile::members;
 
 /// The open archives, by id.
@@ -77,6 +78,7 @@ impl Archives {
                 let half = open.len() / 2;
                 (0..half).for_each(|_| drop(open.pop_lru()));
                 drop(open);
+                METRICS.archives_closed(half as u64);
                 log::info!("out of file descriptors: closed {half} archives");
                 self.open(id, entity, dir, shown())
             }
@@ -89,7 +91,10 @@ impl Archives {
                     return Ok(raced.clone());
                 }
                 let fs = Arc::new(fs);
-                open.push(id, fs.clone());
+                METRICS.archive_opened();
+                if open.push(id, fs.clone()).is_some_and(|(old, _)| old != id) {
+                    METRICS.archives_closed(1);
+                }
                 Ok(fs)
             }
             Err(e) if e.is_expected() => Err(e),

@@ -16,6 +16,7 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig,
 };
 
+use super::counted::Counted;
 use super::names::{display, explain};
 use super::object::{Remote, Version};
 use super::profile;
@@ -293,6 +294,7 @@ fn client(url: &str, timeout: Duration, retries: usize) -> Result<Client> {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_client_options(options)
+            .with_http_connector(Counted)
             .with_retry(retry);
         for (key, value) in profile::profile() {
             builder = builder.with_config(key, value);
@@ -307,6 +309,7 @@ fn client(url: &str, timeout: Duration, retries: usize) -> Result<Client> {
     let store = HttpBuilder::new()
         .with_url(format!("{base}/"))
         .with_client_options(options)
+        .with_http_connector(Counted)
         .with_retry(retry)
         .build()
         .map_err(|e| fail(explain(&e)))?;

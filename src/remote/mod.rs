@@ -6,10 +6,12 @@
 //!   stores built for it.
 //! * [`object`]: one object opened at one version (ETag), fetched by range on the I/O threads.
 //! * [`dir`]: a prefix of a bucket served as a directory tree.
+//! * [`counted`]: every HTTP request counted for the metrics (the client's connector, wrapped).
 //! * [`runtime`]: the I/O threads every request runs on.
 //! * [`names`]: URLs without credentials, errors in a user's words, stable hashes.
 //! * `profile`: settings from `~/.aws` profiles, which the `object_store` crate does not read.
 
+pub mod counted;
 pub mod dir;
 pub mod location;
 pub mod names;

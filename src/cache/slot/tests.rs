@@ -52,8 +52,8 @@ fn reads_wait_for_the_first_pass_and_are_answered_as_it_advances() {
     let (slot, _dir) = first_pass(None);
     let (early, rx_early) = done();
     let (late, rx_late) = done();
-    assert!(slot.read(0, 100, early).is_empty());
-    assert!(slot.read(40_000, 50_000, late).is_empty());
+    assert_eq!(slot.read(0, 100, early), Found::Waits(Vec::new()));
+    assert_eq!(slot.read(40_000, 50_000, late), Found::Waits(Vec::new()));
     assert!(
         rx_early.try_recv().is_err() && rx_late.try_recv().is_err(),
         "parked"
@@ -66,7 +66,7 @@ fn reads_wait_for_the_first_pass_and_are_answered_as_it_advances() {
     assert_eq!(rx_late.try_recv().unwrap().unwrap(), bytes(40_000, 50_000));
     // Written ranges answer at once; the rest of the member too once published.
     let (now, rx_now) = done();
-    let _ = slot.read(10, 20, now);
+    assert_eq!(slot.read(10, 20, now), Found::Present);
     assert_eq!(rx_now.try_recv().unwrap().unwrap(), bytes(10, 20));
     assert!(!slot.is_complete());
     assert_eq!(slot.phase(), Phase::Filling);
@@ -96,7 +96,7 @@ fn a_failed_first_pass_fails_every_waiting_read_and_every_later_one() {
     assert_eq!(got.to_string(), "cannot read x.npy: CRC-32 mismatch");
     assert_eq!(got.errno(), libc::EIO);
     let (d, rx) = done();
-    let _ = slot.read(0, 1, d);
+    assert_eq!(slot.read(0, 1, d), Found::Failed);
     assert!(rx.try_recv().unwrap().is_err());
 }
 
@@ -107,8 +107,8 @@ fn a_windowed_first_pass_parks_reads_behind_its_window() {
     slot.trim((48 << 10) - (16 << 10)).unwrap();
     let (behind, rx_behind) = done();
     let (inside, rx_inside) = done();
-    let _ = slot.read(100, 200, behind);
-    let _ = slot.read(40_000, 41_000, inside);
+    assert_eq!(slot.read(100, 200, behind), Found::Waits(Vec::new()));
+    assert_eq!(slot.read(40_000, 41_000, inside), Found::Present);
     assert_eq!(
         rx_inside.try_recv().unwrap().unwrap(),
         bytes(40_000, 41_000)
