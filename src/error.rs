@@ -67,7 +67,7 @@ pub const EXIT_CODES: &[(i32, &str)] = &[
     (
         exit::METRICS,
         "the metrics address (-o metrics=) cannot be listened on: the port is in use, or \
-         the address is not this machine's",
+         no interface here has the address",
     ),
 ];
 

@@ -2,7 +2,8 @@
 //! file that `np.load(path, mmap_mode='r')`, `mmap(2)` or any other reader can use through the
 //! kernel. ARCHITECTURE.md (beside Cargo.toml) draws the whole design.
 //!
-//! Layers, each using only those below it: the remote client ([`remote`]); an archive as
+//! Layers, each using only those below it: the counters every layer bumps ([`metrics`]); the
+//! remote client ([`remote`]); an archive as
 //! bytes, local or remote, with its identity and ranged reads ([`bytes`]); the ZIP format over
 //! those bytes: central directory, members, inflate and the other methods ([`zipfile`]); the
 //! decompression [`cache`]; what a mount shows (member names become an immutable inode table,
@@ -11,7 +12,8 @@
 //! of the archive at `data_start + offset`, handed to the kernel; a compressed one goes to the
 //! cache, whose slot for it answers from its cache file, or parks the read until the thread
 //! decoding that range (a first pass from the start, or one span from its seek point) answers
-//! it. The thin FUSE adapter ([`fuse`]) only translates. [`daemon`] runs the process
+//! it. The thin FUSE adapter ([`fuse`]) only translates. [`stats`] reads the counters out
+//! (the root's `user.npzfs.stats`, `npzfs --stats`, `-o metrics=` for Prometheus). [`daemon`] runs the process
 //! (readiness, signals, owner), [`preflight`] tells why FUSE cannot be had, and [`mount`]
 //! mounts it as `fuse.npzfs`.
 //!

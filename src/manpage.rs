@@ -137,6 +137,13 @@ const EXAMPLES: &[(&str, &str)] = &[
          npzfs https://example.org/data/weights.npz /mnt/w",
     ),
     (
+        "What a mount has done and holds (cache, bytes by path, remote requests, FUSE \
+         requests), from any shell; the same as JSON; and for Prometheus:",
+        "npzfs --stats /mnt/data\n\
+         npzfs --stats --json /mnt/data\n\
+         npzfs data.npz /mnt/data -o metrics=127.0.0.1:9477",
+    ),
+    (
         "Through mount(8), and the same as an fstab line:",
         "mount -t fuse.npzfs /data/x.npz /mnt/x -o allow_other,cache_size=4G\n\
          /data/x.npz /mnt/x fuse.npzfs ro,allow_other,cache_size=4G,nofail 0 0",
@@ -193,7 +200,8 @@ pub fn render(w: &mut dyn Write) -> io::Result<()> {
         "Every member file shows what npzfs knows of it without reading its data (a \
          compressed member's header is inflated from its first bytes only; nothing else is \
          decoded). Directories have none; an unknown name is ENODATA; setting or removing \
-         one fails with EROFS.",
+         one fails with EROFS. The mount's root has user.npzfs.stats: every figure of the \
+         mount as JSON, what npzfs --stats prints.",
     )]);
     tagged(&mut roff, XATTRS.iter().map(|(n, w)| (n.to_string(), *w)));
     roff.control("SH", ["ENVIRONMENT"]);

@@ -117,7 +117,11 @@ fn a_deflated_header_is_read_without_decoding_the_member() {
     assert_eq!(f.fs.getxattr(x, b"user.npzfs.state").unwrap(), b"archive");
     assert_eq!(f.fs.getxattr(x, b"user.zip.method").unwrap(), b"deflated");
     let s = stats(&f.fs);
-    assert_eq!((s.decoded, s.held.used), (0, 0), "no decode was started: {s}");
+    assert_eq!(
+        (s.decoded, s.held.used),
+        (0, 0),
+        "no decode was started: {s}"
+    );
     assert!(f.cache_files().is_empty(), "{:?}", f.cache_files());
 }
 

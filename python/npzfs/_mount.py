@@ -11,6 +11,7 @@ remove a temporary mount point it leaves behind.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from ._binary import find_npzfs_bin
 from ._errors import Error, from_exit
@@ -35,6 +36,8 @@ Options = Union[str, Iterable[str], Mapping[str, Union[str, int, bool]]]
 READY_TIMEOUT = 60.0
 #: How long ``unmount()`` waits for the mount to leave the mount table.
 UNMOUNT_TIMEOUT = 10.0
+#: The mount root's extended attribute that holds its figures (JSON).
+STATS_XATTR = "user.npzfs.stats"
 
 log = logging.getLogger("npzfs")
 # A library adds no handler of its own: the application decides what is shown.
@@ -84,6 +87,28 @@ class Mount:
     def mounted(self) -> bool:
         """Whether the mount is still in this process's mount table."""
         return _is_mounted(self.path)
+
+    def stats(self) -> Dict[str, Any]:
+        """What the mount has done and holds, as ``npzfs --stats --json`` prints it.
+
+        Keys: ``read`` (opens and bytes by the path that served them: ``archive``, ``cache``,
+        ``passthrough``, ``source``), ``cache`` (``budget_bytes``, ``used_bytes``, ``hits``,
+        ``misses``, ``decoded_bytes``, evictions, ...; None when nothing mounted uses the
+        cache), ``remote`` (requests by kind and outcome, bytes, retries, latencies), ``fuse``
+        (requests, errors by errno and latency by operation), ``sources``, ``warnings``,
+        ``version``. Counters count from the mount's start.
+
+        Raises
+        ------
+        Error
+            If the mount is gone.
+        """
+        try:
+            raw = os.getxattr(self.path, STATS_XATTR)
+        except OSError as e:
+            raise Error(f"cannot read the figures of {self.path}: {e.strerror}", 5) from e
+        figures: Dict[str, Any] = json.loads(raw)
+        return figures
 
     def unmount(self, timeout: float = UNMOUNT_TIMEOUT) -> None:
         """Unmount, lazily if the mount is busy; safe to call more than once.

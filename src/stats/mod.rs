@@ -8,7 +8,4 @@ pub mod openmetrics;
 pub mod snapshot;
 pub mod table;
 
-pub use snapshot::Snapshot;
-
-/// The root's extended attribute that holds the figures as JSON.
-pub const XATTR: &str = "user.npzfs.stats";
+pub use snapshot::{Snapshot, XATTR};

@@ -9,6 +9,9 @@ use serde_json::{Map, Value, json};
 use crate::cache::CacheStats;
 use crate::metrics::{ERRNOS, HistogramSnapshot, Kind, METRICS, Op, Path, Status, Warning};
 
+/// The root's extended attribute that holds the figures as JSON.
+pub const XATTR: &str = "user.npzfs.stats";
+
 /// One FUSE operation's figures.
 #[derive(Clone, Debug)]
 pub struct OpFigures {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::XATTR;
+use super::snapshot::XATTR;
 use crate::error::{Error, Result, cause};
 use crate::list::human;
 

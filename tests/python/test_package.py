@@ -144,6 +144,21 @@ def test_mount_on_a_temporary_directory_and_unmount_on_leaving(compressed):
     assert "unmounted" in repr(m)
 
 
+def test_stats_are_the_mounts_own_figures(compressed, tmp_path):
+    with npzfs.mount(compressed, cache_dir=tmp_path / "cache", options="nopassthrough") as m:
+        before = m.stats()
+        data = (m.path / "int32.npy").read_bytes()
+        after = m.stats()
+    assert after["version"] == npzfs.__version__
+    assert after["read"]["cache"]["bytes"] - before["read"]["cache"]["bytes"] == len(data)
+    assert after["read"]["cache"]["opens"] == before["read"]["cache"]["opens"] + 1
+    assert after["cache"]["decoded_bytes"] >= len(data) > 0
+    assert after["cache"]["misses"] + after["cache"]["hits"] > 0
+    assert after["fuse"]["read"]["requests"] > 0
+    with pytest.raises(npzfs.Error, match="cannot read the figures"):
+        m.stats()
+
+
 def test_mount_on_a_given_directory_with_options(stored, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()

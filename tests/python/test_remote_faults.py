@@ -7,6 +7,7 @@ fetch again and again: nothing wrong is served, every read ends within the docum
 the faults really happened (the front end's log), and the daemon's memory and descriptors do
 not grow."""
 
+import json
 import os
 import random
 import subprocess
@@ -98,6 +99,36 @@ def soak(mnt: Path, want: dict, secs: float) -> list:
     return out
 
 
+def check_counted(mnt: Path, front: Nginx) -> dict:
+    """The daemon's own count of its requests (the root's user.npzfs.stats) against the front
+    end's log, once nothing is in flight: every attempt counted once, 503s as throttled."""
+    def figures() -> dict:
+        return json.loads(os.getxattr(mnt, "user.npzfs.stats"))["remote"]
+
+    def by_status(f: dict) -> dict:
+        total: dict = {}
+        for statuses in f["requests"].values():
+            for status, n in statuses.items():
+                total[status] = total.get(status, 0) + n
+        return total
+
+    def agree() -> bool:
+        f = figures()
+        lines = front.log.read_text().splitlines()
+        return f["in_flight"] == 0 and sum(by_status(f).values()) == len(lines)
+
+    assert wait_until(agree, 30), (figures(), len(front.log.read_text().splitlines()))
+    f, seen = figures(), faults_seen(front)
+    counted = by_status(f)
+    assert counted.get("throttled", 0) == seen["503"], (counted, seen)
+    # A response shorter than the cut's 64 KiB arrives whole: cut by the front end, not for us.
+    assert 0 < counted.get("cut", 0) <= seen["cut"], (counted, seen)
+    failed = sum(counted.get(k, 0) for k in ("throttled", "server_error", "cut", "timeout"))
+    assert f["retries"] == failed, (f["retries"], counted)
+    return {"requests": counted, "retries": f["retries"],
+            "GET first byte p50": f["first_byte_seconds"]["get"]["p50"]}
+
+
 def faults_seen(front: Nginx) -> dict:
     """What the front end's log shows of the faults: 503s, bodies cut short, stalls."""
     lines = front.log.read_text().splitlines()
@@ -138,6 +169,7 @@ def check_soak(sources: list, mnt: Path, cache: Path, want: dict, front: Nginx, 
         before = footprint(daemon.pid)
         rest = soak(mnt, want, SOAK)
         after = footprint(daemon.pid)
+        counted = check_counted(mnt, front)
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
         assert daemon.wait(30) == 0, log.read_text()[-2000:]
@@ -150,7 +182,8 @@ def check_soak(sources: list, mnt: Path, cache: Path, want: dict, front: Nginx, 
     seen = faults_seen(front)
     reads = sum(n for _, _, n in first + rest)
     print(f"{reads} reads checked, longest {longest:.2f} s; front end: {seen}; daemon RSS "
-          f"{before[0] >> 20} -> {after[0] >> 20} MiB, descriptors {before[1]} -> {after[1]}")
+          f"{before[0] >> 20} -> {after[0] >> 20} MiB, descriptors {before[1]} -> {after[1]}; "
+          f"the daemon counted {counted}")
     assert seen["503"] > 0 and seen["cut"] > 0 and seen["stall"] > 0, seen
     assert after[0] - before[0] < 24 << 20, f"RSS grew from {before[0]} to {after[0]} bytes"
     assert after[1] - before[1] <= READERS, f"descriptors grew from {before[1]} to {after[1]}"
