@@ -169,3 +169,33 @@ impl std::fmt::Display for CacheStats {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_decodes_and_copies_are_counted() {
+        let s = Stats::default();
+        s.count_read(&Found::Present);
+        s.count_read(&Found::Present);
+        s.count_read(&Found::Waits(vec![3]));
+        s.count_read(&Found::Failed);
+        s.count_decode(1000);
+        s.count_decode_time(Duration::from_millis(1500));
+        s.count_copy(4096, Duration::from_millis(250));
+        let held = Held {
+            budget: 10,
+            used: 4,
+            ..Held::default()
+        };
+        let got = s.read(held);
+        assert_eq!((got.hits, got.misses), (2, 1));
+        assert_eq!((got.decoded, got.decoded_bytes), (1, 1000));
+        assert_eq!((got.copied, got.copied_bytes), (1, 4096));
+        assert!((got.decode_seconds - 1.5).abs() < 1e-9);
+        assert!((got.copy_seconds - 0.25).abs() < 1e-9);
+        assert_eq!(got.held, held);
+        assert!(got.to_string().ends_with("4 of 10 bytes in use"), "{got}");
+    }
+}

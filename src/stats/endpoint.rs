@@ -77,7 +77,7 @@ pub fn serve(listener: TcpListener, source: Source) -> Result<()> {
         let _entered = runtime.enter();
         tokio::net::TcpListener::from_std(listener).map_err(fail)?
     };
-    log::info!("metrics at http://{addr}/metrics");
+    log::debug!("metrics at http://{addr}/metrics");
     std::thread::Builder::new()
         .name("npzfs-metrics".into())
         .spawn(move || runtime.block_on(accept(listener, source)))
