@@ -1,7 +1,7 @@
 """What counting costs: the same reads through a build without the counters, this build, and
 this build scraped by Prometheus's client as fast as it answers.
 
-    .venv/bin/python bench/metrics.py --before BIN [--mib 1024] [--cmib 256] [--runs 5]
+    .venv/bin/python bench/metrics.py --before BIN [--mib 1024] [--cmib 256] [--runs 6]
 
 BIN is npzfs built from a commit before the counters (a git worktree of it, `cargo build
 --release`). The daemons take turns within each run, in a rotating order. Cases:
@@ -86,12 +86,13 @@ def main():
     ap.add_argument("--before", type=Path, required=True, help="npzfs without the counters")
     ap.add_argument("--mib", type=int, default=1024, help="stored member, MiB")
     ap.add_argument("--cmib", type=int, default=256, help="deflated member, MiB")
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=6)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="npzfs-bench-metrics-"))
     try:
         stored, _, n = float32_member(work, args.mib)
-        deflated = int16_npz(work, args.cmib)
+        (work / "deflated").mkdir()
+        deflated = int16_npz(work / "deflated", args.cmib)  # its own data.npz
         mnt, cache = work / "mnt", work / "cache"
         common = ["-o", f"cache_dir={cache},cache_size=8G,nopassthrough"]
         # Decode the deflated member once: every later mount finds its cache file complete.
@@ -129,6 +130,12 @@ def main():
                 value = f"{member[case] / t / 1e6:7.0f} MB/s" if case in member else f"{t * 1e3:7.1f} ms"
                 cells.append(value if name == "before" else f"{value} {base / t:5.2f}x")
             print(f"{case:14} {cells[0]:>14} {cells[1]:>20} {cells[2]:>20}")
+        print("each run's ratios to before (paired within the run):")
+        for case in cases:
+            before = times[(case, "before")]
+            pairs = [", ".join(f"{b / t:.2f}" for b, t in zip(before, times[(case, name)]))
+                     for name in ("counting", "scraped")]
+            print(f"  {case:14} counting {pairs[0]}; scraped {pairs[1]}")
     finally:
         subprocess.run(["fusermount3", "-u", "-z", work / "mnt"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
