@@ -317,6 +317,16 @@ impl ArchiveFs {
         Ok((number, served, complete))
     }
 
+    /// The complete, verified cache file of the member at `ino`, when it has one now.
+    pub fn cache_file(&self, ino: Ino) -> Option<std::path::PathBuf> {
+        let NodeKind::File { member: number } = self.tree.node(self.local(ino)).ok()?.kind else {
+            return None;
+        };
+        self.part
+            .get()?
+            .complete_file(number, self.member(number).ok()?)
+    }
+
     /// Lets go of one open of member `number`, served as `served`.
     pub fn release(&self, number: usize, served: Served) {
         let pinned = matches!(

@@ -329,6 +329,12 @@ impl<B> NpzFs<B> {
         Ok(self.handles.open(ino, target, served, complete, register))
     }
 
+    /// The complete, verified cache file of member `ino`, when it has one now (`npzfs
+    /// extract --into-cache` hands it to a process that maps it).
+    pub fn cache_file(&self, ino: Ino) -> Result<Option<PathBuf>> {
+        Ok(self.archive_of(ino)?.and_then(|fs| fs.cache_file(ino)))
+    }
+
     /// Lets go of handle `fh`.
     pub fn release(&self, fh: u64) {
         if let Some(handle) = self.handles.release(fh)

@@ -47,6 +47,7 @@ pub mod bytes;
 pub mod cache;
 pub mod daemon;
 pub mod error;
+pub mod extract;
 pub mod forest;
 pub mod fs;
 pub mod fuse;

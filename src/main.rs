@@ -4,7 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use npzfs::options::{self, Parsed};
-use npzfs::{daemon, list, logging, manpage, stats};
+use npzfs::{daemon, extract, list, logging, manpage, stats};
 
 fn main() {
     let opts = match options::parse(std::env::args_os()) {
@@ -19,6 +19,13 @@ fn main() {
         }
         Ok(Parsed::List { archive, json }) => {
             if let Err(e) = list::run(&archive, json, &mut std::io::stdout().lock()) {
+                fail(&e);
+            }
+            return;
+        }
+        Ok(Parsed::Extract(request)) => {
+            logging::init(log::LevelFilter::Warn);
+            if let Err(e) = extract::run(&request, &mut std::io::stdout().lock()) {
                 fail(&e);
             }
             return;

@@ -76,7 +76,8 @@ pub fn command() -> clap::Command {
         .override_usage(
             "npzfs [OPTIONS] SOURCE... MOUNTPOINT   (a SOURCE is an ARCHIVE, a directory or a URL)\n       \
              npzfs --list [--json] ARCHIVE\n       \
-             npzfs --stats [--json] MOUNTPOINT",
+             npzfs --stats [--json] MOUNTPOINT\n       \
+             npzfs extract ARCHIVE [MEMBER...] [--all] -o PATH   (npzfs extract --help)",
         )
         .after_help(after_help())
 }
@@ -129,6 +130,36 @@ pub struct Options {
     pub metrics: Option<std::net::SocketAddr>,
 }
 
+impl Options {
+    /// The defaults for serving `sources` on `mountpoint` (`npzfs extract` serves them to
+    /// itself, with no mount point).
+    pub fn new(sources: Vec<PathBuf>, mountpoint: PathBuf) -> Options {
+        Options {
+            sources,
+            mountpoint,
+            foreground: false,
+            log_level: log::LevelFilter::Info,
+            allow_other: false,
+            allow_root: false,
+            auto_unmount: false,
+            uid: None,
+            gid: None,
+            umask: 0,
+            threads: DEFAULT_THREADS,
+            read_ahead_kb: DEFAULT_READ_AHEAD_KB,
+            fsname: None,
+            cache: CacheConfig::with_default_dirs(DEFAULT_CACHE_SIZE),
+            passthrough: true,
+            owner_pid: None,
+            rmdir: false,
+            max_archives: None,
+            remote_timeout: crate::remote::DEFAULT_TIMEOUT,
+            remote_requests: crate::remote::DEFAULT_REQUESTS,
+            metrics: None,
+        }
+    }
+}
+
 /// The outcome of parsing: options, or text that clap already formatted (help, version,
 /// usage errors) with the exit code it belongs to.
 pub enum Parsed {
@@ -145,6 +176,8 @@ pub enum Parsed {
         /// `--json`.
         json: bool,
     },
+    /// `extract ...`: write members as files.
+    Extract(Box<crate::extract::Request>),
     /// `--stats [--json] MOUNTPOINT`: print the mount's figures.
     Stats {
         /// The mount point.
@@ -164,6 +197,12 @@ where
     // Not a clap flag: it would make the two paths optional in the usage line.
     if args.len() == 2 && args[1] == MAN_PAGE_FLAG {
         return Ok(Parsed::ManPage);
+    }
+    if args.get(1).is_some_and(|a| a == "extract") {
+        return Ok(match crate::extract::parse(args[2..].to_vec())? {
+            Ok(request) => Parsed::Extract(Box::new(request)),
+            Err(clap_says) => Parsed::Exit(clap_says),
+        });
     }
     let mut cli = match command()
         .try_get_matches_from(args)
@@ -213,27 +252,9 @@ fn mount_options(cli: &Cli, sources: Vec<PathBuf>, mountpoint: PathBuf) -> Resul
         (false, _) => log::LevelFilter::Trace,
     };
     let mut o = Options {
-        sources,
-        mountpoint,
         foreground: cli.foreground,
         log_level,
-        allow_other: false,
-        allow_root: false,
-        auto_unmount: false,
-        uid: None,
-        gid: None,
-        umask: 0,
-        threads: DEFAULT_THREADS,
-        read_ahead_kb: DEFAULT_READ_AHEAD_KB,
-        fsname: None,
-        cache: CacheConfig::with_default_dirs(DEFAULT_CACHE_SIZE),
-        passthrough: true,
-        owner_pid: None,
-        rmdir: false,
-        max_archives: None,
-        remote_timeout: crate::remote::DEFAULT_TIMEOUT,
-        remote_requests: crate::remote::DEFAULT_REQUESTS,
-        metrics: None,
+        ..Options::new(sources, mountpoint)
     };
     for opt in cli.options.iter().flat_map(|list| list.split(',')) {
         apply(&mut o, opt.trim())?;
@@ -314,7 +335,7 @@ fn is_generic(key: &str, value: Option<&str>) -> bool {
 }
 
 /// A byte count with an optional binary suffix: `512`, `64K`, `20G`, `1.5T`, `4GiB`.
-fn size(key: &str, value: &str) -> Result<u64> {
+pub(crate) fn size(key: &str, value: &str) -> Result<u64> {
     let v = value.trim_end_matches(['B', 'b']).trim_end_matches('i');
     let (digits, shift) = match v.chars().last().map(|c| c.to_ascii_uppercase()) {
         Some('K') => (&v[..v.len() - 1], 10),
@@ -367,6 +388,7 @@ mod tests {
             Parsed::ManPage => panic!("man page"),
             Parsed::List { .. } => panic!("list"),
             Parsed::Stats { .. } => panic!("stats"),
+            Parsed::Extract(_) => panic!("extract"),
         }
     }
 

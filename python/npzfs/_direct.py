@@ -1,26 +1,35 @@
-"""Where FUSE cannot be had: stored members mapped straight from the archive.
+"""Where FUSE cannot be had: stored members mapped straight from the archive, compressed
+ones from npzfs's cache.
 
 A stored member's bytes lie unchanged in the archive, at its local header's offset plus that
 header's length, so its ``.npy`` header can be read there and its data mapped with
 ``np.memmap`` at the right offset: the same array the mount would serve, with no daemon. A
-compressed member cannot be mapped; it raises :class:`FuseUnavailableError` rather than being
-decoded into memory, which is what ``npzfs.load()`` exists to avoid.
+compressed member is decoded into the cache by the binary (``_cached``) and mapped from its
+complete, checked file, never decoded into memory.
+
+For remote archives (``RemoteReader``) the members are listed by the binary
+(``npzfs --list --json``) and compressed ones go through the cache the same way; a stored
+member of a remote archive needs a mount.
 
 This is the one place the package reads an archive itself; everything else is the daemon's.
 """
 
 from __future__ import annotations
 
+import json
 import struct
+import subprocess
 import zipfile
 from typing import Any, Dict, List
 
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ._errors import Error, FuseUnavailableError
+from ._cached import map_cached
+from ._errors import Error, FuseUnavailableError, from_exit
+from ._binary import find_npzfs_bin
 
-__all__ = ["DirectReader"]
+__all__ = ["DirectReader", "RemoteReader"]
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, 22 bytes, name length, extra length
 _LOCAL_SIGNATURE = b"PK\x03\x04"
@@ -29,9 +38,10 @@ _LOCAL_SIGNATURE = b"PK\x03\x04"
 class DirectReader:
     """Members of an archive read without a mount (stored ones only)."""
 
-    def __init__(self, path: str, why: FuseUnavailableError) -> None:
+    def __init__(self, path: str, why: FuseUnavailableError, cache: List[str]) -> None:
         self.path = path
         self.why = why
+        self.cache = cache
         try:
             with zipfile.ZipFile(path) as z:
                 infos = z.infolist()
@@ -49,11 +59,7 @@ class DirectReader:
     def load(self, name: str) -> Any:
         info = self.infos[name]
         if info.compress_type != zipfile.ZIP_STORED:
-            raise FuseUnavailableError(
-                f"cannot read {name}: it is compressed, and compressed members are served "
-                f"only through a mount: {self.why.message}",
-                self.why.exit_code,
-            )
+            return map_cached(self.path, name, self.cache)
         with open(self.path, "rb") as f:
             f.seek(info.header_offset)
             sig, name_len, extra_len = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
@@ -78,6 +84,39 @@ class DirectReader:
             shape=shape,
             order="F" if fortran else "C",
         )
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteReader:
+    """Members of a remote archive without a mount: compressed ones through the cache."""
+
+    def __init__(self, url: str, why: FuseUnavailableError, cache: List[str]) -> None:
+        self.url = url
+        self.why = why
+        self.cache = cache
+        run = subprocess.run([find_npzfs_bin(), "--list", "--json", url], capture_output=True,
+                             text=True)
+        if run.returncode != 0:
+            message = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else ""
+            raise from_exit(run.returncode, message.removeprefix("npzfs: "))
+        self.methods: Dict[str, str] = {m["name"]: m["method"] for m in json.loads(run.stdout)}
+
+    def names(self) -> List[str]:
+        return list(self.methods)
+
+    def has(self, name: str) -> bool:
+        return name in self.methods
+
+    def load(self, name: str) -> Any:
+        if self.methods[name] == "stored":
+            raise FuseUnavailableError(
+                f"cannot read {name}: a stored member of a remote archive is served only "
+                f"through a mount: {self.why.message}",
+                self.why.exit_code,
+            )
+        return map_cached(self.url, name, self.cache)
 
     def close(self) -> None:
         pass

@@ -3,7 +3,7 @@
 The archive is mounted (one mount per archive version and cache setting, shared by every
 ``load()`` of it in this process) and each array is ``np.load(member, mmap_mode="r")`` of its
 file in the mount. Where FUSE cannot be had, stored members are mapped straight from the
-archive instead (``_direct``), and compressed ones raise :class:`FuseUnavailableError`.
+archive instead (``_direct``), and compressed ones from npzfs's cache (``_cached``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from ._direct import DirectReader
+from ._cached import cache_options
+from ._direct import DirectReader, RemoteReader
 from ._errors import FuseUnavailableError
 from ._mount import Mount, mount
 
@@ -61,6 +62,9 @@ class _MountReader:
 
     def close(self) -> None:
         self.shared.release()
+
+
+_Reader = Union[_MountReader, DirectReader, RemoteReader]
 
 
 class _Shared:
@@ -128,12 +132,12 @@ class NpzFile(Mapping[str, Any]):
     is not an ``.npy`` file is returned as its bytes, as numpy does.
     """
 
-    def __init__(self, source: str, reader: Union[_MountReader, DirectReader]) -> None:
+    def __init__(self, source: str, reader: _Reader) -> None:
         self.source = source
-        self._reader: Optional[Union[_MountReader, DirectReader]] = reader
+        self._reader: Optional[_Reader] = reader
         self._names: Optional[List[str]] = None
 
-    def _open_reader(self) -> Union[_MountReader, DirectReader]:
+    def _open_reader(self) -> _Reader:
         if self._reader is None:
             raise ValueError(f"{self.source} is closed")
         return self._reader
@@ -251,9 +255,13 @@ def load(
 
     Notes
     -----
-    Where FUSE is unavailable (no ``/dev/fuse``, a container that forbids mounting), stored
-    members (``np.savez``) are mapped straight from the archive, after one warning; reading
-    a compressed member then raises :class:`FuseUnavailableError`.
+    Where FUSE is unavailable (no ``/dev/fuse``, a container that forbids mounting), after
+    one warning, stored members (``np.savez``) are mapped straight from the archive, and a
+    compressed member is decoded into npzfs's cache on first use (checked against its
+    CRC-32, shared with mounts and other processes) and mapped from there; a shared
+    ``flock`` on its cache file keeps any evictor from deleting it while mapped. A member
+    larger than ``cache_size`` raises :class:`Error`. A stored member of a remote archive
+    then raises :class:`FuseUnavailableError`.
 
     Examples
     --------
@@ -267,8 +275,13 @@ def load(
             raise IsADirectoryError(
                 errno.EISDIR, f"{source} is a prefix, not an archive: npzfs.mount() mounts it"
             )
-        # A remote archive (s3://, http(s)://): no fallback without FUSE, it is not a file.
-        return NpzFile(source, _MountReader(_Shared.acquire(source, cache_dir, cache_size)))
+        try:
+            shared = _Shared.acquire(source, cache_dir, cache_size)
+        except FuseUnavailableError as e:
+            reader = RemoteReader(source, e, cache_options(cache_dir, cache_size))
+            _warn_once(e)
+            return NpzFile(source, reader)
+        return NpzFile(source, _MountReader(shared))
     path = os.path.abspath(source)
     with open(path, "rb"):  # the built-in exceptions for a missing or unreadable archive
         pass
@@ -276,7 +289,7 @@ def load(
         shared = _Shared.acquire(path, cache_dir, cache_size)
     except FuseUnavailableError as e:
         _warn_once(e)
-        return NpzFile(path, DirectReader(path, e))
+        return NpzFile(path, DirectReader(path, e, cache_options(cache_dir, cache_size)))
     return NpzFile(path, _MountReader(shared))
 
 
@@ -288,7 +301,7 @@ def _warn_once(e: FuseUnavailableError) -> None:
         _warned = True
     warnings.warn(
         f"npzfs: FUSE is unavailable, so stored members are mapped straight from the archive "
-        f"and compressed members cannot be read: {e.message}",
+        f"and compressed members from npzfs's cache, decoded there first: {e.message}",
         RuntimeWarning,
         stacklevel=3,
     )

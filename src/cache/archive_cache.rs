@@ -255,6 +255,21 @@ impl ArchiveCache {
         }
     }
 
+    /// The complete, verified cache file of member `number` (`member`), when it has one now:
+    /// once its own first pass has renamed it complete (another process may have put a file
+    /// of the same name there before: ours replaces it).
+    pub fn complete_file(&self, number: usize, member: &Member) -> Option<PathBuf> {
+        let path = self.shared.store.complete_path(FileKey::of(number, member));
+        let renamed = {
+            let ledger = self.lock();
+            match ledger.live(&self.id(number)) {
+                Some(slot) => slot.phase() == Phase::Complete && !slot.has_part(),
+                None => ledger.kept_size(self.id(number)).is_some(),
+            }
+        };
+        (renamed && path.exists()).then_some(path)
+    }
+
     /// Decoded bytes of member `number` in the cache now (`user.npzfs.cached`).
     pub fn cached_bytes(&self, number: usize) -> u64 {
         let ledger = self.lock();

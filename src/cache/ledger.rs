@@ -26,7 +26,7 @@ use lru::LruCache;
 
 use super::slot::{Slot, SlotId};
 use super::stats::{Held, Stats};
-use super::store::{FileKey, Store, remove};
+use super::store::{self, FileKey, Store, remove};
 use crate::bytes::{Blocks, SetId};
 
 /// The books of one mount's cache, every archive of the mount in one budget and one LRU.
@@ -426,8 +426,15 @@ impl Ledger {
         victims
     }
 
+    /// The least recently used kept file that no process has mapped: a file some process
+    /// maps holds a shared flock for the map's life (`npzfs extract --into-cache`'s users),
+    /// and eviction goes on past it.
     fn evict_kept(&mut self, victims: &mut Victims) -> bool {
-        let Some((id, key)) = self.kept.pop_lru() else {
+        let free = self.kept.iter().rev().find_map(|(id, key)| {
+            let path = self.complete_path(id.0, *key);
+            (!path.as_deref().is_some_and(store::is_mapped)).then_some(*id)
+        });
+        let Some((id, key)) = free.and_then(|id| self.kept.pop_entry(&id)) else {
             return false;
         };
         self.adopted.remove(&id);

@@ -381,6 +381,17 @@ fn part_owner_alive(name: &str) -> bool {
 }
 
 /// Every subdirectory of `cache_dir` by the archive path its `archive` file names.
+/// Whether a process holds a flock on the file at `path` (a process that maps a complete
+/// cache file holds a shared one for the map's life): such a file is never evicted.
+pub fn is_mapped(path: &Path) -> bool {
+    use rustix::fs::{FlockOperation, flock};
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    // Ours for a moment if no one else has it; closing the file lets it go.
+    flock(&file, FlockOperation::NonBlockingLockExclusive).is_err()
+}
+
 fn read_versions(cache_dir: &Path) -> std::collections::HashMap<Vec<u8>, Vec<PathBuf>> {
     let mut by_archive: std::collections::HashMap<Vec<u8>, Vec<PathBuf>> = Default::default();
     for entry in fs::read_dir(cache_dir).into_iter().flatten().flatten() {

@@ -108,3 +108,46 @@ fn a_kept_file_taken_again_is_pending_until_refunded() {
     assert_eq!(l.used(), 0);
     assert!(l.take_kept((1, 2)).is_none());
 }
+
+#[test]
+fn a_kept_file_some_process_maps_is_passed_over() {
+    use crate::bytes::Identity;
+    use rustix::fs::{FlockOperation, flock};
+    let root = tempfile::tempdir().unwrap();
+    let archive = root.path().join("a.npz");
+    std::fs::write(&archive, b"x").unwrap();
+    let identity = Identity {
+        dev: 1,
+        ino: 2,
+        size: 1,
+        mtime: 3,
+        mtime_nsec: 4,
+    };
+    let versions = super::super::store::Versions::default();
+    let store = Store::open(&root.path().join("cache"), &archive, identity, 9, &versions).unwrap();
+    let mut l = ledger(100);
+    let store = l.add_store(9, Arc::new(store));
+    let (old, new) = (key(1, 40), key(2, 40));
+    for k in [old, new] {
+        std::fs::write(store.complete_path(k), vec![0u8; 40]).unwrap();
+        l.keep_found((9, k.number), k);
+    }
+    // The least recently used one is mapped (a shared flock): the other one goes instead.
+    let mapped = std::fs::File::open(store.complete_path(old)).unwrap();
+    flock(&mapped, FlockOperation::LockShared).unwrap();
+    let victims = l.charge(40);
+    assert_eq!(victims.files, [store.complete_path(new)]);
+    assert_eq!(l.kept_size((9, 1)), Some(40));
+    balanced(&l);
+    // Only the mapped one is left: it stays, over the budget rather than under a map.
+    l.refund(40);
+    let victims = l.charge(61);
+    assert!(victims.files.is_empty());
+    assert_eq!(l.kept_size((9, 1)), Some(40));
+    l.refund(61);
+    // Its map gone, it goes.
+    drop(mapped);
+    let victims = l.charge(61);
+    assert_eq!(victims.files, [store.complete_path(old)]);
+    balanced(&l);
+}

@@ -1,0 +1,95 @@
+"""Compressed members without a mount: decoded into npzfs's cache by the binary, then mapped.
+
+``npzfs extract SOURCE MEMBER --into-cache`` decodes the member into the same cache a mount
+would use (directory, layout, budget, CRC-32 check), or finds it there already decoded, and
+names its complete file. This process maps that file and holds a shared ``flock`` on it for
+as long as the map lives: every evictor (a daemon, another ``load()``) passes over a file
+someone holds, so a map never loses its file. The binary holds its own shared lock until this
+process has taken its lock (``--hold``: until its standard input closes), so there is no
+moment in which the file is held by no one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import weakref
+from typing import Any, List, Union
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from ._binary import find_npzfs_bin
+from ._errors import from_exit
+
+__all__ = ["map_cached", "cache_options"]
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def cache_options(cache_dir: Any, cache_size: Union[int, str, None]) -> List[str]:
+    """The extract command's cache options for ``load()``'s arguments."""
+    opts: List[str] = []
+    if cache_dir is not None:
+        opts += ["--cache-dir", os.fspath(cache_dir)]
+    if cache_size is not None:
+        opts += ["--cache-size", str(cache_size)]
+    return opts
+
+
+def map_cached(source: str, name: str, options: List[str]) -> Any:
+    """Member `name` of `source`, decoded into the cache and mapped from there: an
+    ``np.memmap`` (or the member's bytes when it is not an ``.npy``)."""
+    with subprocess.Popen(
+        [find_npzfs_bin(), "extract", source, name, "--into-cache", "--hold", *options],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        try:
+            # The binary holds its own shared lock on the file until we close its stdin: ours
+            # is taken before its goes, so no evictor can come in between.
+            line = proc.stdout.readline()
+            mapped = _map_locked(json.loads(line)["path"]) if line else None
+        finally:
+            proc.stdin.close()
+            err = proc.stderr.read()
+            code = proc.wait()
+    if code != 0 or mapped is None:
+        message = err.strip().splitlines()[-1] if err.strip() else f"npzfs exited with {code}"
+        raise from_exit(code or 1, message.removeprefix("npzfs: "))
+    return mapped
+
+
+def _map_locked(path: str) -> Any:
+    """The file at `path` mapped under a shared flock that lives as long as the map."""
+    f = open(path, "rb")
+    try:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+            f.seek(0)
+            data = f.read()
+            f.close()
+            return data
+        f.seek(0)
+        version = npy_format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = npy_format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = npy_format.read_array_header_2_0(f)
+        if dtype.hasobject:
+            raise ValueError("Array can't be memory-mapped: Python objects in dtype.")
+        offset = f.tell()
+        array: Any = np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=shape,
+                               order="F" if fortran else "C")
+    except BaseException:
+        f.close()
+        raise
+    # The lock goes when the file closes: when the array (and every view, which holds it as
+    # its .base) is gone.
+    weakref.finalize(array, f.close)
+    return array
