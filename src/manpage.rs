@@ -144,6 +144,11 @@ const EXAMPLES: &[(&str, &str)] = &[
          npzfs data.npz /mnt/data -o metrics=127.0.0.1:9477",
     ),
     (
+        "Members as .npy files without a mount (CRC-32 checked, renamed into place):",
+        "npzfs extract data.npz weights -o weights.npy\n\
+         npzfs extract s3://bucket/run42.npz --all -o outdir/",
+    ),
+    (
         "Through mount(8), and the same as an fstab line:",
         "mount -t fuse.npzfs /data/x.npz /mnt/x -o allow_other,cache_size=4G\n\
          /data/x.npz /mnt/x fuse.npzfs ro,allow_other,cache_size=4G,nofail 0 0",
