@@ -268,7 +268,10 @@ def _start(source: str, path: Path, opts: List[str]) -> "subprocess.Popen[bytes]
         notify = os.path.join(d, "notify")
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.bind(notify)
-            sock.settimeout(0.05)
+            # Short waits first: a daemon that cannot mount here (no FUSE) exits within a few
+            # milliseconds, and load() falls back at once; then up to 50 ms between looks.
+            wait = 0.002
+            sock.settimeout(wait)
             env = dict(os.environ, NOTIFY_SOCKET=notify)
             env.pop("JOURNAL_STREAM", None)
             proc = subprocess.Popen(
@@ -285,7 +288,8 @@ def _start(source: str, path: Path, opts: List[str]) -> "subprocess.Popen[bytes]
                     if b"READY=1" in sock.recv(4096).split(b"\n"):
                         break
                 except socket.timeout:
-                    pass
+                    wait = min(wait * 2, 0.05)
+                    sock.settimeout(wait)
                 if proc.poll() is not None:
                     raise _failure(proc)
                 if time.monotonic() > deadline:
