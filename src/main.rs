@@ -24,7 +24,8 @@ fn main() {
             return;
         }
         Ok(Parsed::Extract(request)) => {
-            logging::init(log::LevelFilter::Warn);
+            // The failure is its one line; what the cache logs on the way says it again.
+            logging::init(log::LevelFilter::Error);
             if let Err(e) = extract::run(&request, &mut std::io::stdout().lock()) {
                 fail(&e);
             }

@@ -23,7 +23,18 @@ const CHUNK: u32 = 1 << 20;
 const PUBLISH_WITHIN: Duration = Duration::from_secs(60);
 
 /// Runs `request`; what it made goes to `out` (one line per file, or the cache file's JSON).
+/// A damaged member is the archive's fault: exit 4, as for an unreadable archive.
 pub fn run(request: &Request, out: &mut impl Write) -> Result<()> {
+    extract(request, out).map_err(|e| match e {
+        Error::Corrupt { .. } => Error::ArchiveFormat {
+            path: request.options.sources[0].clone(),
+            cause: e.to_string(),
+        },
+        other => other,
+    })
+}
+
+fn extract(request: &Request, out: &mut impl Write) -> Result<()> {
     let source = &request.options.sources[0];
     if source.is_dir() {
         return Err(Error::Usage(format!(

@@ -212,6 +212,8 @@ def test_a_daemon_and_load_share_one_cache(tmp_path):
         assert np.array_equal(np.load(m.path / "x.npy", mmap_mode="r"), b)
         assert wait_until(lambda: os.getxattr(m.path / "x.npy", "user.npzfs.state")
                           in (b"cached", b"passthrough"))
+    # The daemon names its file complete once synced, possibly after the unmount returned.
+    assert wait_until(lambda: len(complete_files(cache)) == 2, 30), complete_files(cache)
     before = {p: p.stat().st_mtime_ns for p in complete_files(cache)}
     got = no_fuse("import sys, npzfs, numpy as np; z = npzfs.load(sys.argv[1], cache_dir="
                   "sys.argv[2]); print(z['x'].filename)", tmp_path / "b.npz", cache)
@@ -238,3 +240,34 @@ def test_extract_writes_what_np_save_writes(archives, tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.strip() == str(one), run.stderr
     assert_same(np.load(one), ARRAYS["float32"])
+
+
+@pytest.mark.skipif(not have_nginx(), reason="nginx is not installed (scripts/test installs it)")
+def test_extract_from_a_server_and_a_damaged_member_leaves_nothing(archives, tmp_path):
+    import io
+
+    nginx = Nginx(tmp_path / "nginx", root=archives)
+    try:
+        out = tmp_path / "remote"
+        run = subprocess.run([npzfs_bin(), "extract", nginx.url("compressed.npz"), "float64",
+                              "nested/dir/deep", "-o", out], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        for key in ("float64", "nested/dir/deep"):
+            want = io.BytesIO()
+            np.save(want, ARRAYS[key])
+            assert (out / f"{key}.npy").read_bytes() == want.getvalue(), key
+    finally:
+        nginx.stop()
+    # A member whose bytes were damaged in the archive: one line, exit 4, no file.
+    damaged = tmp_path / "damaged.npz"
+    np.savez_compressed(damaged, x=np.arange(200_000, dtype=np.int64))
+    data = bytearray(damaged.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64)
+    damaged.write_bytes(bytes(data))
+    dest = tmp_path / "x.npy"
+    run = subprocess.run([npzfs_bin(), "extract", damaged, "x", "-o", dest, "--cache-dir",
+                          tmp_path / "cache"], capture_output=True, text=True)
+    assert run.returncode == 4, run.stderr
+    assert run.stderr.count("\n") == 1 and "x.npy" in run.stderr, run.stderr
+    assert not dest.exists() and not list(tmp_path.glob(".x.npy*"))
