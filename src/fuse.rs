@@ -1,6 +1,7 @@
-//! `impl fuser::Filesystem`: each operation calls one core function and replies; a failure
-//! is logged once, here, with the operation, the inode and the errno (ENOENT and friends at
-//! debug, everything else at warn). The core (`fs.rs`) owns the handles, passthrough
+//! `impl fuser::Filesystem`: each operation calls one core function and replies; every answer
+//! is counted here (operation, errno, latency: `metrics`), and a failure is logged once, here,
+//! with the operation, the inode and the errno (ENOENT and friends at debug, everything else
+//! at warn the 1st, 10th, 100th, ... time). The core (`fs.rs`) owns the handles, passthrough
 //! included; this file only turns its answers into fuser's replies. An operation whose answer
 //! may wait on the network (an inode of a remote source) is answered from the slow lane
 //! (`lane.rs`), never on the request thread.

@@ -24,7 +24,7 @@ from numpy.lib import format as npy_format
 from ._binary import find_npzfs_bin
 from ._errors import from_exit
 
-__all__ = ["map_cached", "cache_options"]
+__all__ = ["map_cached", "cache_options", "failure"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -60,9 +60,14 @@ def map_cached(source: str, name: str, options: List[str]) -> Any:
             err = proc.stderr.read()
             code = proc.wait()
     if code != 0 or mapped is None:
-        message = err.strip().splitlines()[-1] if err.strip() else f"npzfs exited with {code}"
-        raise from_exit(code or 1, message.removeprefix("npzfs: "))
+        raise failure(code, err)
     return mapped
+
+
+def failure(code: int, stderr: str) -> OSError:
+    """The exception for a run of the binary that failed: its one line, its exit code."""
+    message = stderr.strip().splitlines()[-1] if stderr.strip() else f"npzfs exited with {code}"
+    return from_exit(code or 1, message.removeprefix("npzfs: "))
 
 
 def _map_locked(path: str) -> Any:

@@ -25,8 +25,8 @@ from typing import Any, Dict, List
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ._cached import map_cached
-from ._errors import Error, FuseUnavailableError, from_exit
+from ._cached import failure, map_cached
+from ._errors import Error, FuseUnavailableError
 from ._binary import find_npzfs_bin
 
 __all__ = ["DirectReader", "RemoteReader"]
@@ -99,8 +99,7 @@ class RemoteReader:
         run = subprocess.run([find_npzfs_bin(), "--list", "--json", url], capture_output=True,
                              text=True)
         if run.returncode != 0:
-            message = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else ""
-            raise from_exit(run.returncode, message.removeprefix("npzfs: "))
+            raise failure(run.returncode, run.stderr)
         self.methods: Dict[str, str] = {m["name"]: m["method"] for m in json.loads(run.stdout)}
 
     def names(self) -> List[str]:
