@@ -89,11 +89,12 @@ impl Call {
 
     /// Failed with `err`: counted, logged with the operation, the inode and the errno, and
     /// its errno returned. ENOENT and friends go to debug; anything else to warn at the 1st,
-    /// 10th, 100th, ... time this operation fails with this errno (the rest to debug), so a
-    /// cause that repeats on every read stays a few lines, each with its count.
+    /// 10th, 100th, ... time this operation fails with this errno on this inode (the rest to
+    /// debug), so a cause that repeats on every read stays a few lines, each with its count.
     fn fail(self, ino: u64, err: &Error) -> Errno {
         let errno = err.errno();
-        let n = METRICS.answered(self.op, self.since, Some(errno));
+        METRICS.answered(self.op, self.since, Some(errno));
+        let n = METRICS.failed(self.op, errno, ino);
         let (op, name) = (self.op.name(), errno_name(errno));
         match (err.is_expected(), often(n), n) {
             (false, true, 1) => log::warn!("{op} ino {ino}: {name}: {err}"),

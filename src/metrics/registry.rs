@@ -296,6 +296,9 @@ pub fn often(n: u64) -> bool {
     p == n
 }
 
+/// Slots of the table that counts failures by cause for the log ([`Metrics::failed`]).
+const CAUSES: usize = 1024;
+
 /// Every counter of the process.
 pub struct Metrics {
     pub fuse: Fuse,
@@ -303,6 +306,9 @@ pub struct Metrics {
     pub remote: Remote,
     pub sources: Sources,
     pub warnings: [AtomicU64; Warning::ALL.len()],
+    /// Failures by cause (operation, errno, inode), hashed into a fixed table: two causes that
+    /// share a slot only share their log lines' count.
+    causes: [AtomicU64; CAUSES],
 }
 
 /// The process's counters.
@@ -340,19 +346,26 @@ impl Metrics {
                 archives_closed: ZERO,
             },
             warnings: [ZERO; Warning::ALL.len()],
+            causes: [ZERO; CAUSES],
         }
     }
 
-    /// FUSE request `op`, which arrived at `since`, was answered: with `errno` if it failed,
-    /// and then how many times `op` has failed with it so far.
-    pub fn answered(&self, op: Op, since: Instant, errno: Option<i32>) -> u64 {
+    /// FUSE request `op`, which arrived at `since`, was answered: with `errno` if it failed.
+    pub fn answered(&self, op: Op, since: Instant, errno: Option<i32>) {
         let i = op as usize;
         self.fuse.requests[i].fetch_add(1, Ordering::Relaxed);
-        let failed = errno.map_or(0, |n| {
-            self.fuse.errors[i][errno_slot(n)].fetch_add(1, Ordering::Relaxed) + 1
-        });
+        if let Some(n) = errno {
+            self.fuse.errors[i][errno_slot(n)].fetch_add(1, Ordering::Relaxed);
+        }
         self.fuse.latency[i].observe(since.elapsed());
-        failed
+    }
+
+    /// `op` on inode `ino` failed with `errno` once more: how many times so far (for the
+    /// log: a cause that repeats on every read is logged at its 1st, 10th, 100th, ... time).
+    pub fn failed(&self, op: Op, errno: i32, ino: u64) -> u64 {
+        let key = (ino ^ (u64::from(errno as u32) << 40) ^ ((op as u64) << 56))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.causes[(key >> 54) as usize % CAUSES].fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// A member or file was opened, to be served by `path`.
@@ -486,12 +499,12 @@ mod tests {
             .collect();
         assert_eq!(logged, [1, 10, 100, 1000]);
         assert_eq!(m.warned(Warning::OddNames, 222), 222);
-        let t = Instant::now();
-        let failures: Vec<u64> = (0..3)
-            .map(|_| m.answered(Op::Read, t, Some(libc::EIO)))
-            .collect();
+        let failures: Vec<u64> = (0..3).map(|_| m.failed(Op::Read, libc::EIO, 7)).collect();
         assert_eq!(failures, [1, 2, 3]);
-        assert_eq!(m.answered(Op::Read, t, None), 0);
+        // Another inode, errno or operation is another cause.
+        assert_eq!(m.failed(Op::Read, libc::EIO, 8), 1);
+        assert_eq!(m.failed(Op::Read, libc::ESTALE, 7), 1);
+        assert_eq!(m.failed(Op::Open, libc::EIO, 7), 1);
     }
 
     #[test]
