@@ -317,6 +317,26 @@ impl ArchiveFs {
         Ok((number, served, complete))
     }
 
+    /// Stored member `ino` copied into the cache by `write` ([`ArchiveCache::copy_in`]).
+    pub fn copy_in(
+        &self,
+        ino: Ino,
+        write: impl FnOnce(&File) -> Result<()>,
+    ) -> Result<(std::path::PathBuf, File)> {
+        let number = match self.tree.node(self.local(ino))?.kind {
+            NodeKind::File { member } => member,
+            NodeKind::Dir { .. } => return Err(Error::IsDir),
+        };
+        let member = self.member(number)?;
+        match self.cache()? {
+            Some(cache) if member.method == Method::Stored => cache.copy_in(number, member, write),
+            _ => Err(Error::Unsupported {
+                what: member.name.clone(),
+                cause: "only a stored member is copied into the cache".into(),
+            }),
+        }
+    }
+
     /// The complete, verified cache file of the member at `ino`, when it has one now.
     pub fn cache_file(&self, ino: Ino) -> Option<std::path::PathBuf> {
         let NodeKind::File { member: number } = self.tree.node(self.local(ino)).ok()?.kind else {

@@ -39,7 +39,7 @@ pub fn run(opts: &Options) -> Result<()> {
             auto_unmount: opts.auto_unmount,
         },
     )?;
-    let service = mounted::prepare(opts)?;
+    let service = mounted::prepare(opts, true)?;
     // Bound now, so that a port in use is the mount's failure, told by the parent.
     let metrics = opts.metrics.map(endpoint::bind).transpose()?;
     let mut plan = plan(opts, watched);

@@ -335,6 +335,19 @@ impl<B> NpzFs<B> {
         Ok(self.archive_of(ino)?.and_then(|fs| fs.cache_file(ino)))
     }
 
+    /// Stored member `ino` copied into the cache by `write` (`npzfs extract --into-cache`):
+    /// its complete file, and that file held with a shared flock.
+    pub fn copy_into_cache(
+        &self,
+        ino: Ino,
+        write: impl FnOnce(&File) -> Result<()>,
+    ) -> Result<(PathBuf, File)> {
+        match self.archive_of(ino)? {
+            Some(fs) => fs.copy_in(ino, write),
+            None => Err(Error::NotFound),
+        }
+    }
+
     /// Lets go of handle `fh`.
     pub fn release(&self, fh: u64) {
         if let Some(handle) = self.handles.release(fh)

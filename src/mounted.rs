@@ -76,8 +76,10 @@ fn remote_sources(
     }
 }
 
-/// Reads the sources of `opts` as far as can be done before the daemon forks.
-pub fn prepare(opts: &Options) -> Result<Service> {
+/// Reads the sources of `opts` as far as can be done before the daemon forks. Without
+/// `mounting` (`npzfs extract`), `materialize` only makes every archive's cache available for
+/// copies, whatever passthrough can do here.
+pub fn prepare(opts: &Options, mounting: bool) -> Result<Service> {
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let owner = Ownership {
@@ -86,7 +88,7 @@ pub fn prepare(opts: &Options) -> Result<Service> {
         umask: opts.umask,
     };
     let mut cache = opts.cache.clone();
-    if cache.materialize && !(opts.passthrough && preflight::passthrough_possible()) {
+    if mounting && cache.materialize && !(opts.passthrough && preflight::passthrough_possible()) {
         // Known before mounting: the kernel would refuse the copies' passthrough.
         log::info!(
             "option materialize ignored: FUSE passthrough is unavailable here (it needs root in \

@@ -1,8 +1,8 @@
-"""Compressed members without a mount: decoded into npzfs's cache by the binary, then mapped.
+"""Members without a mount: put in npzfs's cache by the binary, then mapped from there.
 
-``npzfs extract SOURCE MEMBER --into-cache`` decodes the member into the same cache a mount
-would use (directory, layout, budget, CRC-32 check), or finds it there already decoded, and
-names its complete file. This process maps that file and holds a shared ``flock`` on it for
+``npzfs extract SOURCE MEMBER --into-cache`` decodes a compressed member (or copies a stored
+one of a remote archive) into the same cache a mount would use (directory, layout, budget,
+CRC-32 check), or finds it there already, and names its complete file. This process maps that file and holds a shared ``flock`` on it for
 as long as the map lives: every evictor (a daemon, another ``load()``) passes over a file
 someone holds, so a map never loses its file. The binary holds its own shared lock until this
 process has taken its lock (``--hold``: until its standard input closes), so there is no

@@ -8,8 +8,8 @@ compressed member is decoded into the cache by the binary (``_cached``) and mapp
 complete, checked file, never decoded into memory.
 
 For remote archives (``RemoteReader``) the members are listed by the binary
-(``npzfs --list --json``) and compressed ones go through the cache the same way; a stored
-member of a remote archive needs a mount.
+(``npzfs --list --json``) and every member goes through the cache: a compressed one decoded,
+a stored one copied (fetched by range, once).
 
 This is the one place the package reads an archive itself; everything else is the daemon's.
 """
@@ -90,7 +90,7 @@ class DirectReader:
 
 
 class RemoteReader:
-    """Members of a remote archive without a mount: compressed ones through the cache."""
+    """Members of a remote archive without a mount, each through the cache."""
 
     def __init__(self, url: str, why: FuseUnavailableError, cache: List[str]) -> None:
         self.url = url
@@ -109,12 +109,6 @@ class RemoteReader:
         return name in self.methods
 
     def load(self, name: str) -> Any:
-        if self.methods[name] == "stored":
-            raise FuseUnavailableError(
-                f"cannot read {name}: a stored member of a remote archive is served only "
-                f"through a mount: {self.why.message}",
-                self.why.exit_code,
-            )
         return map_cached(self.url, name, self.cache)
 
     def close(self) -> None:

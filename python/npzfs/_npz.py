@@ -260,8 +260,8 @@ def load(
     compressed member is decoded into npzfs's cache on first use (checked against its
     CRC-32, shared with mounts and other processes) and mapped from there; a shared
     ``flock`` on its cache file keeps any evictor from deleting it while mapped. A member
-    larger than ``cache_size`` raises :class:`Error`. A stored member of a remote archive
-    then raises :class:`FuseUnavailableError`.
+    larger than ``cache_size`` raises :class:`Error`. Members of a remote archive all go
+    through the cache (a stored one copied there, fetched by range once).
 
     Examples
     --------

@@ -270,6 +270,53 @@ impl ArchiveCache {
         (renamed && path.exists()).then_some(path)
     }
 
+    /// Stored member `number` (`member`) copied into the cache by `write` (which fills the
+    /// file it is given, checked), outside any slot: synced, locked (a shared flock, so that
+    /// no evictor takes it from whoever maps it), named complete and kept. An earlier copy is
+    /// taken as it is.
+    pub fn copy_in(
+        &self,
+        number: usize,
+        member: &Member,
+        write: impl FnOnce(&File) -> Result<()>,
+    ) -> Result<(PathBuf, File)> {
+        let key = FileKey::of(number, member);
+        let path = self.shared.store.complete_path(key);
+        let locked = |file: File| -> Result<File> {
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
+                .map_err(|e| Error::io("lock", path.display().to_string(), e.into()))?;
+            Ok(file)
+        };
+        if self.lock().kept_size(self.id(number)).is_some()
+            && let Ok(file) = File::open(&path)
+        {
+            return Ok((path.clone(), locked(file)?));
+        }
+        let io = |verb, e| Error::io(verb, format!("the copy of {}", member.name), e);
+        let (file, part) = self
+            .shared
+            .store
+            .create_part(key)
+            .map_err(|e| io("create", e))?;
+        let made = write(&file)
+            .and_then(|()| file.sync_data().map_err(|e| io("sync", e)))
+            .and_then(|()| locked(file))
+            .and_then(|file| {
+                std::fs::rename(&part, &path).map_err(|e| io("name", e))?;
+                Ok(file)
+            });
+        let file = match made {
+            Ok(file) => file,
+            Err(e) => {
+                store::remove(&part);
+                return Err(e);
+            }
+        };
+        let victims = self.lock().keep_made(self.id(number), key);
+        victims.apply();
+        Ok((path, file))
+    }
+
     /// Decoded bytes of member `number` in the cache now (`user.npzfs.cached`).
     pub fn cached_bytes(&self, number: usize) -> u64 {
         let ledger = self.lock();

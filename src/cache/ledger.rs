@@ -275,6 +275,16 @@ impl Ledger {
         self.check();
     }
 
+    /// A complete file made outside any slot (a stored member copied by `npzfs extract
+    /// --into-cache`, which holds a flock on it): kept, charged, and room made for it.
+    pub fn keep_made(&mut self, id: SlotId, key: FileKey) -> Victims {
+        self.kept.put(id, key);
+        self.used += key.size;
+        let victims = self.evict(0);
+        self.check();
+        victims
+    }
+
     /// Takes member `id`'s kept file out of the LRU to be opened again (its charge pending
     /// until [`Ledger::go_live`], or a [`Ledger::refund`] if it cannot be opened).
     pub fn take_kept(&mut self, id: SlotId) -> Option<FileKey> {

@@ -48,7 +48,10 @@ fn extract(request: &Request, out: &mut impl Write) -> Result<()> {
         (Target::Cache, [name]) => exclusive(&request.options.cache.dir, source, name)?,
         _ => None,
     };
-    let fs: NpzFs<fuser::BackingId> = mounted::prepare(&request.options)?.build()?;
+    let mut options = request.options.clone();
+    // Every archive gets its part of the cache: a stored member is copied there.
+    options.cache.materialize = matches!(request.to, Target::Cache);
+    let fs: NpzFs<fuser::BackingId> = mounted::prepare(&options, false)?.build()?;
     let members = match request.all {
         true => every_file(&fs, ROOT, "")?,
         false => request
@@ -182,10 +185,22 @@ fn write_member(fs: &NpzFs<fuser::BackingId>, name: &str, ino: Ino, dest: &Path)
 }
 
 fn copy_checked(fs: &NpzFs<fuser::BackingId>, name: &str, ino: Ino, part: &Path) -> Result<()> {
+    let file =
+        File::create(part).map_err(|e| Error::io("create", part.display().to_string(), e))?;
+    write_checked(fs, name, ino, &file)?;
+    file.sync_all()
+        .map_err(|e| Error::io("sync", part.display().to_string(), e))
+}
+
+/// Member `name` (`ino`) written to `file` from its start, its CRC-32 checked.
+fn write_checked(
+    fs: &NpzFs<fuser::BackingId>,
+    name: &str,
+    ino: Ino,
+    mut file: &File,
+) -> Result<()> {
     let size = fs.getattr(ino)?.size;
     let crc = declared_crc(fs, ino)?;
-    let mut file =
-        File::create(part).map_err(|e| Error::io("create", part.display().to_string(), e))?;
     let fh = fs.open(ino, false)?;
     let mut hasher = crc32fast::Hasher::new();
     let mut at = 0;
@@ -197,25 +212,25 @@ fn copy_checked(fs: &NpzFs<fuser::BackingId>, name: &str, ino: Ino, part: &Path)
             }
             hasher.update(&bytes);
             file.write_all(&bytes)
-                .map_err(|e| Error::io("write", part.display().to_string(), e))?;
+                .map_err(|e| Error::io("write", format!("the copy of {name}"), e))?;
             at += bytes.len() as u64;
         }
         Ok(())
     })();
     fs.release(fh);
     copied?;
-    if at != size || hasher.finalize() != crc {
-        return Err(Error::Corrupt {
+    match at == size && hasher.finalize() == crc {
+        true => Ok(()),
+        false => Err(Error::Corrupt {
             what: name.to_string(),
             cause: "CRC-32 mismatch (the archive is damaged)".into(),
-        });
+        }),
     }
-    file.sync_all()
-        .map_err(|e| Error::io("sync", part.display().to_string(), e))
 }
 
-/// Decodes member `name` (`ino`) into the cache and returns its complete, checked file, with
-/// a shared flock on it taken before the member is let go: no evictor takes it while held.
+/// Decodes member `name` (`ino`) into the cache (a stored one: copies it) and returns its
+/// complete, checked file, with a shared flock on it taken before the member is let go: no
+/// evictor takes it while held.
 fn into_cache(
     fs: &NpzFs<fuser::BackingId>,
     name: &str,
@@ -223,16 +238,13 @@ fn into_cache(
     budget: u64,
 ) -> Result<(PathBuf, File)> {
     let size = fs.getattr(ino)?.size;
-    let method = String::from_utf8_lossy(&fs.getxattr(ino, b"user.zip.method")?).to_string();
-    if method == "stored" {
-        return Err(Error::Usage(format!(
-            "{name} is stored, not compressed: it is mapped from the archive itself"
-        )));
-    }
     if size > budget {
         return Err(Error::Usage(format!(
             "{name} ({size} bytes) is larger than the cache ({budget} bytes): raise cache_size"
         )));
+    }
+    if fs.getxattr(ino, b"user.zip.method")? == b"stored" {
+        return fs.copy_into_cache(ino, |file| write_checked(fs, name, ino, file));
     }
     // Opened (pinned) first: a complete file found now stays until it is locked.
     let fh = fs.open(ino, false)?;
