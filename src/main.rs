@@ -7,7 +7,22 @@ use npzfs::options::{self, Parsed};
 use npzfs::{daemon, extract, list, logging, manpage, stats};
 
 fn main() {
-    let opts = match options::parse(std::env::args_os()) {
+    // `npzfs extract ...` has a command line of its own.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "extract") {
+        let request = match extract::parse(args[2..].to_vec()) {
+            Ok(Ok(request)) => request,
+            Ok(Err(clap_says)) => clap_says.exit(),
+            Err(e) => fail(&e),
+        };
+        // The failure is its one line; what the cache logs on the way says it again.
+        logging::init(log::LevelFilter::Error);
+        if let Err(e) = extract::run(&request, &mut std::io::stdout().lock()) {
+            fail(&e);
+        }
+        return;
+    }
+    let opts = match options::parse(args) {
         Ok(Parsed::Run(opts)) => opts,
         Ok(Parsed::Exit(clap_says)) => clap_says.exit(),
         Ok(Parsed::ManPage) => {
@@ -19,14 +34,6 @@ fn main() {
         }
         Ok(Parsed::List { archive, json }) => {
             if let Err(e) = list::run(&archive, json, &mut std::io::stdout().lock()) {
-                fail(&e);
-            }
-            return;
-        }
-        Ok(Parsed::Extract(request)) => {
-            // The failure is its one line; what the cache logs on the way says it again.
-            logging::init(log::LevelFilter::Error);
-            if let Err(e) = extract::run(&request, &mut std::io::stdout().lock()) {
                 fail(&e);
             }
             return;

@@ -176,8 +176,6 @@ pub enum Parsed {
         /// `--json`.
         json: bool,
     },
-    /// `extract ...`: write members as files.
-    Extract(Box<crate::extract::Request>),
     /// `--stats [--json] MOUNTPOINT`: print the mount's figures.
     Stats {
         /// The mount point.
@@ -197,12 +195,6 @@ where
     // Not a clap flag: it would make the two paths optional in the usage line.
     if args.len() == 2 && args[1] == MAN_PAGE_FLAG {
         return Ok(Parsed::ManPage);
-    }
-    if args.get(1).is_some_and(|a| a == "extract") {
-        return Ok(match crate::extract::parse(args[2..].to_vec())? {
-            Ok(request) => Parsed::Extract(Box::new(request)),
-            Err(clap_says) => Parsed::Exit(clap_says),
-        });
     }
     let mut cli = match command()
         .try_get_matches_from(args)
@@ -388,7 +380,6 @@ mod tests {
             Parsed::ManPage => panic!("man page"),
             Parsed::List { .. } => panic!("list"),
             Parsed::Stats { .. } => panic!("stats"),
-            Parsed::Extract(_) => panic!("extract"),
         }
     }
 
