@@ -51,7 +51,7 @@ fn every_counter_moves_by_what_was_read() {
     }
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("a.npz");
-    let (stored, deflated) = (pattern(3, 0, 3 * MIB + 5), compressible(4, 2 * MIB + 7));
+    let (stored, deflated) = (pattern(3, 0, 3 * MIB + 5), compressible(4, 32 * MIB + 7));
     write_zip(
         &archive,
         b"",
@@ -84,7 +84,11 @@ fn every_counter_moves_by_what_was_read() {
     );
     assert_eq!(n(&first, &["cache", "used_bytes"]), deflated.len() as u64);
     let cache_reads = n(&first, &["cache", "hits"]) + n(&first, &["cache", "misses"]);
-    assert!(cache_reads > 0 && n(&first, &["cache", "misses"]) > 0);
+    // 32 MiB: the reader catches up with the decoder, so some reads wait.
+    assert!(
+        cache_reads > 0 && n(&first, &["cache", "misses"]) > 0,
+        "{first}"
+    );
     assert!(n(&first, &["fuse", "read", "requests"]) > cache_reads);
     // Read again with its pages dropped: every read of the decoded member is a hit.
     drop_pages(&m.path("d.npy"));

@@ -220,7 +220,8 @@ def test_prometheus_scrapes_exactly_what_was_read(tmp_path):
     # in one directory source: one mount, one target.
     rng = np.random.default_rng(20261206)
     stored = rng.standard_normal(1 << 20).astype(np.float32)  # 4 MiB
-    deflated = rng.integers(0, 1000, 1 << 21, dtype=np.int32)  # 8 MiB, decoded at open
+    # 32 MiB: its reader catches up with its decoder (the first read waits) on any machine.
+    deflated = rng.integers(0, 1000, 1 << 23, dtype=np.int32)  # 32 MiB, decoded at open
     src = tmp_path / "src"
     src.mkdir()
     np.savez(src / "stored.npz", x=stored)
