@@ -35,7 +35,8 @@ install: $(BIN)
 	chmod 0644 $(DESTDIR)$(MANDIR)/man1/npzfs.1
 	sed 's|/usr/local/bin/npzfs|$(BINDIR)/npzfs|g' systemd/npzfs@.service > $(DESTDIR)$(UNITDIR)/npzfs@.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/npzfs@.service
-	$(INSTALL) -m 0644 systemd/npzfs.env.example systemd/mnt-data.mount systemd/README.md $(DESTDIR)$(DOCDIR)/
+	$(INSTALL) -m 0644 systemd/npzfs.env.example systemd/mnt-data.mount $(DESTDIR)$(DOCDIR)/
+	$(INSTALL) -m 0644 systemd/README.md $(DESTDIR)$(DOCDIR)/systemd.md
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/npzfs $(DESTDIR)$(MANDIR)/man1/npzfs.1 $(DESTDIR)$(UNITDIR)/npzfs@.service

@@ -20,3 +20,16 @@ venv() {
       || { apt_install python3-venv; rm -rf .venv; /usr/bin/python3 -m venv .venv; }
   fi
 }
+
+# Cargo.toml's version, the only place it is written.
+cargo_version() { sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1; }
+
+# cargo_tool NAME VERSION [cargo install flags]: a cargo subcommand at a pinned version,
+# installed (into cargo's bin directory) when missing or at another version.
+cargo_tool() {
+  local name=$1 want=$2
+  shift 2
+  if [ "$(cargo "${name#cargo-}" --version 2>/dev/null | awk '{print $NF}')" != "$want" ]; then
+    cargo install --quiet --locked "$name@$want" "$@"
+  fi
+}

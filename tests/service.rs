@@ -168,7 +168,7 @@ fn install_respects_prefix_and_destdir() {
         "{}",
         &man[..200.min(man.len())]
     );
-    for example in ["npzfs.env.example", "mnt-data.mount", "README.md"] {
+    for example in ["npzfs.env.example", "mnt-data.mount", "systemd.md"] {
         assert!(root.join("usr/share/doc/npzfs").join(example).is_file());
     }
 }
