@@ -1,5 +1,5 @@
-# Shared by scripts/test and scripts/demo (sourced): installing packages as root, and the
-# project's Python venv in .venv.
+# Shared by scripts/test, demo, package and release (sourced): installing packages as root, the
+# project's Python venv in .venv, Cargo.toml's version and pinned cargo subcommands.
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
