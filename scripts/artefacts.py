@@ -52,7 +52,7 @@ def sbom(src: Path, dst: Path) -> None:
     print(f"{dst}: the {len(keep)} crates of the binary ({listed} in cargo's resolve)")
 
 
-def versions(directory: Path, version: str) -> list[tuple[str, str]]:
+def versions(directory: Path) -> list[tuple[str, str]]:
     """(what, the version it says) for every artefact of the release in `directory`."""
     found: list[tuple[str, str]] = []
     wheels = sorted(directory.glob("npzfs-*.whl"))
@@ -92,7 +92,7 @@ def versions(directory: Path, version: str) -> list[tuple[str, str]]:
 
 
 def check(directory: Path, version: str) -> None:
-    wrong = [(what, said) for what, said in versions(directory, version) if said != version]
+    wrong = [(what, said) for what, said in versions(directory) if said != version]
     for what, said in wrong:
         print(f"error: {what} says {said}, Cargo.toml says {version}", file=sys.stderr)
     if wrong:

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -259,3 +260,22 @@ def test_an_upgrade_keeps_the_administrators_conffile(dpkg, tmp_path, upstream_c
         assert dist.read_bytes() == (REPO / "systemd" / "npzfs.env.example").read_bytes()
     run("dpkg", "-P", "npzfs")
     assert not CONFFILE.parent.exists()
+
+
+def test_the_release_check_names_an_artefact_of_another_version(deb, tmp_path):
+    """scripts/release's version check (scripts/artefacts.py) on a release whose .deb says an
+    older version: it fails and names that artefact; on the real release it passes."""
+    release = REPO / "dist" / "release"
+    if not (release / "SHA256SUMS").is_file():
+        missing(f"{release} is missing: run scripts/release")
+    run("sha256sum", "-c", "SHA256SUMS", cwd=release)
+    check = [sys.executable, str(REPO / "scripts" / "artefacts.py"), "check"]
+    run(*check, str(release), VERSION)
+    bad = tmp_path / "release"
+    bad.mkdir()
+    for f in release.glob("npzfs-*"):
+        shutil.copy(f, bad)
+    shutil.copy(previous_version(deb, tmp_path, None), bad / f"npzfs_{VERSION}_amd64.deb")
+    out = run(*check, str(bad), VERSION, check=False)
+    assert out.returncode == 1
+    assert f"npzfs_{VERSION}_amd64.deb control says 0.0.1" in out.stderr, out.stderr
