@@ -83,12 +83,10 @@ fn every_counter_moves_by_what_was_read() {
         deflated.len() as u64
     );
     assert_eq!(n(&first, &["cache", "used_bytes"]), deflated.len() as u64);
+    // Whether a read found its range decoded (a hit) or waited for it (a miss) is a race
+    // with the decoder; together they count every read of the decoded member.
     let cache_reads = n(&first, &["cache", "hits"]) + n(&first, &["cache", "misses"]);
-    // 32 MiB: the reader catches up with the decoder, so some reads wait.
-    assert!(
-        cache_reads > 0 && n(&first, &["cache", "misses"]) > 0,
-        "{first}"
-    );
+    assert!(cache_reads > 0, "{first}");
     assert!(n(&first, &["fuse", "read", "requests"]) > cache_reads);
     // Read again with its pages dropped: every read of the decoded member is a hit.
     drop_pages(&m.path("d.npy"));
