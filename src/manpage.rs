@@ -83,6 +83,33 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ),
 ];
 
+/// Where an installed npzfs keeps its files: the Debian package's paths, then `make install`'s.
+const FILES: &[(&str, &str)] = &[
+    (
+        "/etc/npzfs/INSTANCE.env",
+        "ARCHIVE, OPTIONS and other variables of npzfs@INSTANCE.service, where INSTANCE is \
+         the escaped mount point (systemd-escape --path /mnt/run42 prints mnt-run42)",
+    ),
+    (
+        "/etc/npzfs/npzfs.env.example",
+        "a commented example of such a file (the Debian package's; make install puts it in \
+         /usr/local/share/doc/npzfs)",
+    ),
+    (
+        "/lib/systemd/system/npzfs@.service",
+        "the service template (make install: /usr/local/lib/systemd/system)",
+    ),
+    (
+        "/var/cache/npzfs/INSTANCE",
+        "the service's cache directory (its CacheDirectory=), kept across restarts",
+    ),
+    (
+        "/usr/share/doc/npzfs",
+        "the systemd guide (systemd.md), an example mount unit, and the licences of npzfs \
+         and of every crate in the binary",
+    ),
+];
+
 /// The extended attributes of a member file (`info.rs` writes them).
 const XATTRS: &[(&str, &str)] = &[
     (
@@ -214,6 +241,8 @@ pub fn render(w: &mut dyn Write) -> io::Result<()> {
         &mut roff,
         ENVIRONMENT.iter().map(|(n, w)| (n.to_string(), *w)),
     );
+    roff.control("SH", ["FILES"]);
+    tagged(&mut roff, FILES.iter().map(|(n, w)| (n.to_string(), *w)));
     roff.control("SH", ["EXAMPLES"]);
     for (what, commands) in EXAMPLES {
         roff.control("PP", []).text([roman(*what)]);

@@ -9,7 +9,6 @@ machine where a package or a file it would replace is already there.
 import os
 import re
 import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -17,69 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO, is_mounted, wait_until
+# dpkg is a fixture: the package, installed by the test and purged after it.
+from debs import DEB, VERSION, WHEEL, built, dpkg, installed_status, missing, package_files, run
 
-VERSION = re.search(r'^version = "(.*)"$', (REPO / "Cargo.toml").read_text(), re.M).group(1)
-DEB = REPO / "dist" / f"npzfs_{VERSION}_amd64.deb"
-WHEEL = REPO / "dist" / f"npzfs-{VERSION}-py3-none-manylinux_2_28_x86_64.whl"
 CONFFILE = Path("/etc/npzfs/npzfs.env.example")
 # What a boot-time mount(8) has on PATH: mount.fuse3 runs the `npzfs` it finds there, and
 # the installed one must be the one found (not the venv's or /usr/local's).
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, **kw
-    )
-    if check:
-        assert done.returncode == 0, f"{cmd}: exit {done.returncode}\n{done.stdout}{done.stderr}"
-    return done
-
-
-def missing(what: str):
-    if os.environ.get("NPZFS_REQUIRE_FUSE") == "1":
-        pytest.fail(what)
-    pytest.skip(what)
-
-
 @pytest.fixture(scope="module")
 def deb() -> Path:
-    if not DEB.is_file():
-        missing(f"{DEB} is missing: run scripts/package")
-    return DEB
-
-
-def package_files(deb: Path) -> list[str]:
-    """The absolute paths of the regular files in the package."""
-    tar = subprocess.run(
-        f"dpkg-deb --fsys-tarfile '{deb}' | tar -t -v", shell=True, capture_output=True, text=True
-    )
-    assert tar.returncode == 0, tar.stderr
-    return [
-        line.split()[-1].lstrip(".") for line in tar.stdout.splitlines() if line.startswith("-")
-    ]
-
-
-def installed_status() -> str:
-    return run("dpkg-query", "-W", "-f=${db:Status-Abbrev}${Version}", "npzfs", check=False).stdout
-
-
-@pytest.fixture
-def dpkg(deb):
-    """Root, dpkg, and a machine without npzfs: purged again after the test."""
-    if os.geteuid() != 0:
-        missing("installing a package needs root")
-    if shutil.which("dpkg") is None:
-        missing("dpkg is not installed")
-    if installed_status().strip():
-        missing(f"a package npzfs is already on this machine: {installed_status()}")
-    foreign = [p for p in package_files(deb) if Path(p).exists()]
-    if foreign:
-        missing(f"files the package would replace are already here: {foreign}")
-    try:
-        yield deb
-    finally:
-        run("dpkg", "--purge", "npzfs", check=False)
+    return built(DEB, "scripts/package")
 
 
 def test_lintian_finds_nothing(deb):
@@ -184,6 +132,8 @@ def test_install_mount_remove_purge(dpkg, tmp_path):
     version = run("npzfs", "--version", env=env).stdout
     assert version.split() == ["npzfs", VERSION], version
     assert run("man", "-w", "npzfs", env=env).stdout.strip() == "/usr/share/man/man1/npzfs.1.gz"
+    page = run("man", "-P", "cat", "npzfs", env={**env, "MANWIDTH": "200"}).stdout
+    assert "/etc/npzfs/npzfs.env.example" in page.split("FILES", 1)[1], "FILES names the conffile"
     # The installed template, its ExecStart= binary and man page included. Warnings count.
     verify = run("systemd-analyze", "verify", "npzfs@mnt-run42.service", check=False)
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr

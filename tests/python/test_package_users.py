@@ -5,8 +5,6 @@ user's cache, with one warning."""
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,25 +117,3 @@ def test_an_archive_the_user_cannot_read_is_a_permission_error(shared):
     run = run_as(second_user(), "import sys, npzfs; npzfs.load(sys.argv[1])", str(archive))
     assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1].startswith("PermissionError: [Errno 13]")
-
-
-def test_pip_install_from_a_checkout(tmp_path):
-    """pip install . builds the binary with cargo and installs both, with no step by hand."""
-    repo = Path(__file__).resolve().parents[2]
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(repo)],
-        capture_output=True,
-        text=True,
-    )
-    assert pip.returncode == 0, pip.stderr
-    version = subprocess.run([str(venv / "bin" / "npzfs"), "--version"], capture_output=True, text=True)
-    assert version.stdout.startswith("npzfs "), version
-    imported = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import npzfs; print(npzfs.find_npzfs_bin())"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert imported.stdout.strip() == str(venv / "bin" / "npzfs"), imported
