@@ -19,14 +19,12 @@ import weakref
 from typing import Any, List, Union
 
 import numpy as np
-from numpy.lib import format as npy_format
 
 from ._binary import find_npzfs_bin
 from ._errors import from_exit
+from ._npy import map_npy
 
 __all__ = ["map_cached", "cache_options", "failure"]
-
-_NPY_MAGIC = b"\x93NUMPY"
 
 
 def cache_options(cache_dir: Any, cache_size: Union[int, str, None]) -> List[str]:
@@ -75,25 +73,13 @@ def _map_locked(path: str) -> Any:
     f = open(path, "rb")
     try:
         fcntl.flock(f, fcntl.LOCK_SH)
-        if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
-            f.seek(0)
-            data = f.read()
-            f.close()
-            return data
-        f.seek(0)
-        version = npy_format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = npy_format.read_array_header_1_0(f)
-        else:
-            shape, fortran, dtype = npy_format.read_array_header_2_0(f)
-        if dtype.hasobject:
-            raise ValueError("Array can't be memory-mapped: Python objects in dtype.")
-        offset = f.tell()
-        array: Any = np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=shape,
-                               order="F" if fortran else "C")
+        array: Any = map_npy(f, 0, -1, f)
     except BaseException:
         f.close()
         raise
+    if not isinstance(array, np.memmap):
+        f.close()
+        return array
     # The lock goes when the file closes: when the array (and every view, which holds it as
     # its .base) is gone.
     weakref.finalize(array, f.close)

@@ -22,12 +22,10 @@ import subprocess
 import zipfile
 from typing import Any, Dict, List
 
-import numpy as np
-from numpy.lib import format as npy_format
-
 from ._cached import failure, map_cached
 from ._errors import Error, FuseUnavailableError
 from ._binary import find_npzfs_bin
+from ._npy import map_npy
 
 __all__ = ["DirectReader", "RemoteReader"]
 
@@ -66,24 +64,7 @@ class DirectReader:
             if sig != _LOCAL_SIGNATURE:
                 raise Error(f"cannot read {name}: its local header is missing", 4)
             start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
-            f.seek(start)
-            if f.read(len(npy_format.MAGIC_PREFIX)) != npy_format.MAGIC_PREFIX:
-                f.seek(start)
-                return f.read(info.file_size)
-            f.seek(start)
-            version = npy_format.read_magic(f)
-            shape, fortran, dtype = _read_header(f, version)
-            offset = f.tell()
-        if dtype.hasobject:
-            raise ValueError("Array can't be memory-mapped: Python objects in dtype.")
-        return np.memmap(
-            self.path,
-            dtype=dtype,
-            mode="r",
-            offset=offset,
-            shape=shape,
-            order="F" if fortran else "C",
-        )
+            return map_npy(f, start, info.file_size, self.path)
 
     def close(self) -> None:
         pass
@@ -113,12 +94,3 @@ class RemoteReader:
 
     def close(self) -> None:
         pass
-
-
-def _read_header(f: Any, version: Any) -> Any:
-    if version == (1, 0):
-        return npy_format.read_array_header_1_0(f)
-    if version == (2, 0):
-        return npy_format.read_array_header_2_0(f)
-    # Version 3.0 (utf-8 field names) has no public reader.
-    return npy_format._read_array_header(f, version)  # type: ignore[attr-defined]
