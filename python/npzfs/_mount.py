@@ -138,6 +138,13 @@ class Mount:
             except ProcessLookupError:
                 pass
         gone = _wait(lambda: not _is_mounted(self.path), timeout)
+        if self._proc.poll() is None:
+            # Detached while busy: the daemon exits after its last user. A thread of its own
+            # waits for it, holding the Popen until then: no zombie once it exits, and no
+            # "subprocess is still running" warning when this object goes first.
+            threading.Thread(
+                target=self._proc.wait, name=f"npzfs-reap-{self.pid}", daemon=True
+            ).start()
         if self._temporary:
             try:
                 self.path.rmdir()

@@ -1,10 +1,12 @@
 """The Python package as a user installs it (the wheel, in this venv): npzfs.load() and
 npzfs.mount() against np.load, the command it carries, and the errors it raises."""
 
+import gc
 import os
 import subprocess
 import sys
 import sysconfig
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -121,6 +123,24 @@ def test_arrays_outlive_close_and_the_daemon_outlives_them(stored):
     assert pid_alive(m.pid)
     del a
     assert wait_until(lambda: not pid_alive(m.pid)), "the daemon exits after the last map"
+
+
+def test_a_mount_dropped_while_its_daemon_serves_warns_nothing_and_leaves_no_zombie(stored):
+    """A detached mount's daemon outlives its Mount object: dropping the object says nothing
+    of a subprocess still running, and the daemon, once its last map goes, is reaped."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = npzfs.mount(stored)
+        a = np.load(m.path / "float64.npy", mmap_mode="r")
+        pid = m.pid
+        m.unmount()  # busy: detached
+        del m
+        gc.collect()
+        assert pid_alive(pid)
+        del a
+        gc.collect()
+        assert wait_until(lambda: not Path(f"/proc/{pid}").exists()), "a zombie, never reaped"
+    assert not [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 def test_loading_twice_shares_one_mount(stored, compressed):
