@@ -24,6 +24,10 @@ venv() {
 # Cargo.toml's version, the only place it is written.
 cargo_version() { sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1; }
 
+# The release's file names (in dist/ and dist/release/), from Cargo.toml's version.
+wheel_file() { echo "npzfs-$(cargo_version)-py3-none-manylinux_2_28_x86_64.whl"; }
+deb_file() { echo "npzfs_$(cargo_version)_amd64.deb"; }
+
 # cargo_tool NAME VERSION [cargo install flags]: a cargo subcommand at a pinned version,
 # installed (into cargo's bin directory) when missing or at another version.
 cargo_tool() {

@@ -42,9 +42,9 @@ def install_lines() -> List[Tuple[str, str]]:
     return list(lines.items())
 
 
-def shell(line: str, tmp: Path, path: Tuple[Path, ...] = (), **env: str) -> str:
-    """Runs `line` with bash from the repository's root; `path` goes first on PATH. Returns
-    its output; fails the test with it if the line fails."""
+def shell(line: str, tmp: Path, path: Tuple[Path, ...] = (), **env: str) -> None:
+    """Runs `line` with bash from the repository's root; `path` goes first on PATH. Fails the
+    test with its output if the line fails."""
     if "sudo " in line:
         if os.geteuid() != 0:
             missing(f"{line!r} needs root")
@@ -64,7 +64,6 @@ def shell(line: str, tmp: Path, path: Tuple[Path, ...] = (), **env: str) -> str:
         timeout=BUILD_TIMEOUT, stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, f"{line!r}: exit {done.returncode}\n{done.stdout}{done.stderr}"
-    return done.stdout + done.stderr
 
 
 def says_its_version(binary: Path) -> None:
