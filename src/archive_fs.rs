@@ -36,6 +36,24 @@ pub struct Placement {
     pub parent: Ino,
 }
 
+/// What an operation asks about an inode, for the question whether answering it may wait on
+/// the network (the adapter then answers it off the request threads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asks<'a> {
+    /// The entry of this name in a directory.
+    Lookup(&'a [u8]),
+    /// A directory's entries: opendir, readdir.
+    Entries,
+    /// Its attributes.
+    Attr,
+    /// A directory's entries with their attributes (readdirplus), its parent's (`..`) too.
+    EntriesPlus,
+    /// To open it.
+    Open,
+    /// An extended attribute: a member's `.npy` header, which is in the member's bytes.
+    Xattr,
+}
+
 /// One archive, served.
 pub struct ArchiveFs {
     archive: Arc<Archive>,
@@ -99,6 +117,25 @@ impl ArchiveFs {
             part: OnceLock::new(),
             materialize,
             headers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether answering `asks` about `ino` may wait on the network. The tree and the
+    /// attributes are in memory, and a stored member finds its start with its first read (it
+    /// opens at once); a compressed member's cache entry and a header read the archive's
+    /// bytes, which for a remote archive may not be here yet.
+    pub fn may_wait(&self, ino: Ino, asks: Asks<'_>) -> bool {
+        if !self.archive.reads_wait() {
+            return false;
+        }
+        match asks {
+            Asks::Lookup(_) | Asks::Entries | Asks::Attr | Asks::EntriesPlus => false,
+            Asks::Open => !matches!(
+                self.tree.node(self.local(ino)).map(|n| &n.kind),
+                Ok(NodeKind::File { member }) if self.members.get(*member)
+                    .is_some_and(|m| m.method == Method::Stored && !self.materialize)
+            ),
+            Asks::Xattr => true,
         }
     }
 

@@ -10,6 +10,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use crate::archive_fs::Asks;
 use crate::archive_fs::{ArchiveFs, Placement};
 use crate::attr::Shown;
 pub use crate::attr::{Attr, BLOCK_SIZE, DirEntry, FsStats, Kind, Ownership};
@@ -166,12 +167,13 @@ impl<B> NpzFs<B> {
         }
     }
 
-    /// Whether an operation on `ino` may wait on the network (it is in a remote source): the
-    /// adapter then answers it off the request threads. Reads never wait.
-    pub fn may_wait(&self, ino: Ino) -> bool {
+    /// Whether answering `asks` about `ino` may wait on the network (it is in a remote source,
+    /// and the answer is not in memory): the adapter then answers it off the request threads.
+    /// Reads never wait.
+    pub fn may_wait(&self, ino: Ino, asks: Asks<'_>) -> bool {
         match &self.mount {
-            Mount::Archive(fs) => fs.archive().reads_wait(),
-            Mount::Forest(f) => f.may_wait(ino),
+            Mount::Archive(fs) => fs.may_wait(ino, asks),
+            Mount::Forest(f) => f.may_wait(ino, asks),
         }
     }
 

@@ -21,7 +21,7 @@ use fuser::{
 };
 
 use crate::error::Error;
-use crate::fs::{Attr, BLOCK_SIZE, Kind, NpzFs};
+use crate::fs::{Asks, Attr, BLOCK_SIZE, Kind, NpzFs};
 use crate::handles::{Opened, Served};
 use crate::lane::Lane;
 use crate::metrics::{METRICS, Op, errno_name, often};
@@ -46,10 +46,10 @@ impl Fuse {
         }
     }
 
-    /// Runs `op` (which answers the kernel) on the slow lane when answering about `ino` may
-    /// wait on the network, else here.
-    fn answer(&self, ino: u64, op: impl FnOnce(&Core) + Send + 'static) {
-        match self.fs.may_wait(ino) {
+    /// Runs `op` (which answers the kernel) on the slow lane when answering `asks` about `ino`
+    /// may wait on the network, else here.
+    fn answer(&self, ino: u64, asks: Asks<'_>, op: impl FnOnce(&Core) + Send + 'static) {
+        match self.fs.may_wait(ino, asks) {
             true => {
                 let fs = self.fs.clone();
                 self.lane.run(move || op(&fs));
@@ -149,9 +149,12 @@ fn file_type(kind: Kind) -> FileType {
 }
 
 /// Opens `ino` and replies: by passthrough to a complete cache file, or a handle of the
-/// core's.
+/// core's. Every open is NOFLUSH: nothing is ever written, so a close has nothing to flush,
+/// and the kernel spares a round trip per close(2) (numpy's np.load closes a member two or
+/// three times).
 fn open(fs: &Core, call: Call, ino: INodeNo, write: bool, reply: ReplyOpen) {
-    // KEEP_CACHE with passthrough makes the kernel fail the open (EIO): empty flags there.
+    // KEEP_CACHE with passthrough makes the kernel fail the open (EIO); NOFLUSH is allowed.
+    let flags = FopenFlags::FOPEN_NOFLUSH;
     match fs.open_with(ino.0, write, |file| reply.open_backing(file)) {
         Ok(Opened {
             fh,
@@ -159,15 +162,13 @@ fn open(fs: &Core, call: Call, ino: INodeNo, write: bool, reply: ReplyOpen) {
             ..
         }) => {
             log::debug!("open ino {}: passthrough to its cache file", ino.0);
-            reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+            reply.opened_passthrough(FileHandle(fh), flags, &id);
         }
         // A file of a source tree may change: its pages are dropped on open.
-        Ok(opened) if opened.served == Served::Source => {
-            reply.opened(FileHandle(opened.fh), FopenFlags::empty())
-        }
+        Ok(opened) if opened.served == Served::Source => reply.opened(FileHandle(opened.fh), flags),
         // A member's open keeps the page cache across opens and processes; never
         // DIRECT_IO, which breaks shared mmap (the kernel then answers mmap with ENODEV).
-        Ok(opened) => reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_KEEP_CACHE),
+        Ok(opened) => reply.opened(FileHandle(opened.fh), flags | FopenFlags::FOPEN_KEEP_CACHE),
         Err(e) => return reply.error(call.fail(ino.0, &e)),
     }
     call.ok();
@@ -202,8 +203,11 @@ impl Filesystem for Fuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let (call, name) = (Call::new(Op::Lookup), name.as_bytes().to_vec());
-        self.answer(parent.0, move |fs| match fs.lookup(parent.0, &name) {
+        let call = Call::new(Op::Lookup);
+        let name = name.as_bytes();
+        let asks = Asks::Lookup(name);
+        let name = name.to_vec();
+        self.answer(parent.0, asks, move |fs| match fs.lookup(parent.0, &name) {
             Ok(a) => {
                 reply.entry(&a.ttl, &file_attr(&a), Generation(0));
                 call.ok();
@@ -214,7 +218,7 @@ impl Filesystem for Fuse {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let call = Call::new(Op::Getattr);
-        self.answer(ino.0, move |fs| match fs.getattr(ino.0) {
+        self.answer(ino.0, Asks::Attr, move |fs| match fs.getattr(ino.0) {
             Ok(a) => {
                 reply.attr(&a.ttl, &file_attr(&a));
                 call.ok();
@@ -228,7 +232,9 @@ impl Filesystem for Fuse {
             Call::new(Op::Open),
             !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY),
         );
-        self.answer(ino.0, move |fs| open(fs, call, ino, write, reply));
+        self.answer(ino.0, Asks::Open, move |fs| {
+            open(fs, call, ino, write, reply)
+        });
     }
 
     fn read(
@@ -284,7 +290,7 @@ impl Filesystem for Fuse {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let call = Call::new(Op::Opendir);
-        self.answer(ino.0, move |fs| {
+        self.answer(ino.0, Asks::Entries, move |fs| {
             match fs.opendir(ino.0) {
                 // An archive's listing never changes: the kernel may keep it across opendirs.
                 Ok((fh, true)) => reply.opened(
@@ -307,7 +313,7 @@ impl Filesystem for Fuse {
         mut reply: ReplyDirectory,
     ) {
         let call = Call::new(Op::Readdir);
-        self.answer(ino.0, move |fs| {
+        self.answer(ino.0, Asks::Entries, move |fs| {
             let listed = fs.readdir(ino.0, fh.0, offset, &mut |e| {
                 let name = OsStr::from_bytes(&e.name);
                 reply.add(INodeNo(e.ino), e.next_offset, file_type(e.kind), name)
@@ -331,7 +337,7 @@ impl Filesystem for Fuse {
         mut reply: ReplyDirectoryPlus,
     ) {
         let call = Call::new(Op::Readdirplus);
-        self.answer(ino.0, move |fs| {
+        self.answer(ino.0, Asks::EntriesPlus, move |fs| {
             let listed = fs.readdir(ino.0, fh.0, offset, &mut |e| {
                 let Some(a) = e.attr.or_else(|| fs.getattr(e.ino).ok()) else {
                     return false;
@@ -390,15 +396,17 @@ impl Filesystem for Fuse {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let (call, name) = (Call::new(Op::Getxattr), name.as_bytes().to_vec());
-        self.answer(ino.0, move |fs| match fs.getxattr(ino.0, &name) {
-            Ok(value) => xattr_reply(call, value, size, reply),
-            Err(e) => reply.error(call.fail(ino.0, &e)),
+        self.answer(ino.0, Asks::Xattr, move |fs| {
+            match fs.getxattr(ino.0, &name) {
+                Ok(value) => xattr_reply(call, value, size, reply),
+                Err(e) => reply.error(call.fail(ino.0, &e)),
+            }
         });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let call = Call::new(Op::Listxattr);
-        self.answer(ino.0, move |fs| match fs.listxattr(ino.0) {
+        self.answer(ino.0, Asks::Xattr, move |fs| match fs.listxattr(ino.0) {
             Ok(names) => xattr_reply(call, names, size, reply),
             Err(e) => reply.error(call.fail(ino.0, &e)),
         });

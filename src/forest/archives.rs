@@ -57,6 +57,11 @@ impl Archives {
         self.lock().len()
     }
 
+    /// Archive `id` if it is open now (not made more recent, not opened).
+    pub fn open_now(&self, id: u64) -> Option<Arc<ArchiveFs>> {
+        self.lock().peek(&id).cloned()
+    }
+
     /// Archive `id` (`entity`, in `dir`), opened if it is not, showing `shown`.
     pub fn get(
         &self,

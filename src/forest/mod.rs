@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::SystemTime;
 
-use crate::archive_fs::ArchiveFs;
+use crate::archive_fs::{ArchiveFs, Asks};
 use crate::attr::{Attr, DirEntry, Kind};
 use crate::bytes::Plain;
 use crate::cache::Cache;
@@ -170,15 +170,34 @@ impl Forest {
         }
     }
 
-    /// Whether answering about `ino` may wait on the network: it is in a remote source (or is
-    /// the top of several sources, one of them remote).
-    pub fn may_wait(&self, ino: Ino) -> bool {
-        let Ok(e) = self.entity(ino::split(ino).0) else {
+    /// Whether answering `asks` about `ino` may wait on the network: it is in a remote source
+    /// (or is the top of several sources, one of them remote), and not in an archive open now
+    /// that has the answer in memory ([`ArchiveFs::may_wait`]), nor a lookup that a listing
+    /// kept answers. An archive's own attributes, and its parent's (the `..` of its listing),
+    /// are the source's, never in memory. An archive closed between this answer and the
+    /// operation is opened again by the operation, where it runs: rare (the least recently
+    /// used archive goes), and only slower.
+    pub fn may_wait(&self, ino: Ino, asks: Asks<'_>) -> bool {
+        let (id, local) = ino::split(ino);
+        let Ok(e) = self.entity(id) else {
             return false;
+        };
+        let dir = &self.sources[e.source].dir;
+        let in_memory = || match (e.is, asks) {
+            (Is::Dir, Asks::Lookup(name)) => {
+                let (full, stem) = names::looked_for(name);
+                dir.answers_now(&e.rel, &[name, &full, stem])
+            }
+            (Is::Archive, Asks::Attr | Asks::EntriesPlus) if local == 1 => false,
+            (Is::Archive, _) => self
+                .archives
+                .open_now(id)
+                .is_some_and(|fs| !fs.may_wait(ino, asks)),
+            _ => false,
         };
         match e.is {
             Is::Top => self.sources.iter().any(|s| s.dir.is_remote()),
-            _ => self.sources[e.source].dir.is_remote(),
+            _ => dir.is_remote() && !in_memory(),
         }
     }
 
@@ -381,10 +400,7 @@ impl Forest {
             }
             Is::Dir => {
                 let dir = &self.sources[e.source].dir;
-                // In one walk: the name itself, the archive `name.npz` it may stand for,
-                // and the short name an archive `name` would be shown under.
-                let full = [name, names::SUFFIX].concat();
-                let stem = names::stem(name).unwrap_or(name);
+                let (full, stem) = names::looked_for(name);
                 let [literal, archive, short] = dir.stat_in(&e.rel, [name, &full, stem])?;
                 let (found, meta, is) = match (literal, archive) {
                     (Some(meta), _) => match names::shows(name, &meta) {

@@ -34,6 +34,13 @@ pub fn shows(name: &[u8], meta: &Meta) -> Shows {
     }
 }
 
+/// What a lookup of `name` in a source directory asks the source for besides `name`, in one
+/// walk: the archive `name.npz` it may stand for, and the short name (`x` for `x.npz`) an
+/// archive `name` would be shown under.
+pub fn looked_for(name: &[u8]) -> (Vec<u8>, &[u8]) {
+    ([name, SUFFIX].concat(), stem(name).unwrap_or(name))
+}
+
 /// `x` for `x.npz` (never empty).
 pub fn stem(name: &[u8]) -> Option<&[u8]> {
     name.strip_suffix(SUFFIX).filter(|s| !s.is_empty())

@@ -65,6 +65,15 @@ impl Origin {
         }
     }
 
+    /// Whether [`Origin::stat_in`] of `names` in directory `rel` is answered without waiting
+    /// on the network: always on disk; in a bucket, when a listing kept has the answer.
+    pub fn answers_now(&self, rel: &Path, names: &[&[u8]]) -> bool {
+        match self {
+            Origin::Local(_) => true,
+            Origin::Remote(r) => r.answers_now(rel, names),
+        }
+    }
+
     /// The entries of directory `rel`, each with what it is.
     pub fn list(&self, rel: &Path) -> Result<Vec<(Box<[u8]>, Meta)>> {
         match self {

@@ -214,6 +214,15 @@ impl RemoteDir {
         Ok(self.meta(rel, &entry))
     }
 
+    /// Whether [`RemoteDir::stat_in`] of `names` in the level `rel` would be answered now, from
+    /// a listing kept, without a request.
+    pub fn answers_now(&self, rel: &Path, names: &[&[u8]]) -> bool {
+        self.lock().peek(rel).is_some_and(|l| {
+            let age = l.at.elapsed();
+            age <= KEEP_MISSING || age <= KEEP && names.iter().any(|n| l.get(n).is_some())
+        })
+    }
+
     /// What each of `names` in the level `rel` is, if it is there.
     pub fn stat_in<const N: usize>(
         &self,
@@ -416,5 +425,38 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!names(&dir, "").iter().any(|(n, _)| n == "x.npz"));
+    }
+
+    #[test]
+    fn a_kept_listing_answers_now_what_stat_in_would_answer_from_it() {
+        let (_, dir) = bucket(&[("ds/a.npz", b"a")], "ds");
+        let (root, a, b): (&Path, &[u8], &[u8]) = (Path::new(""), b"a.npz", b"b.npz");
+        assert!(!dir.answers_now(root, &[a]), "nothing is listed yet");
+        dir.stat_in(root, [a]).unwrap();
+        assert!(dir.answers_now(root, &[a]));
+        // A name the listing lacks is absent while the listing is at most a second old.
+        assert!(dir.answers_now(root, &[b]));
+        assert!(dir.answers_now(root, &[b, a]));
+        assert!(!dir.answers_now(Path::new("sub"), &[a]), "another level");
+        let age = |secs| {
+            let mut listings = dir.lock();
+            let l = listings.get(root).unwrap().clone();
+            let at = Instant::now()
+                .checked_sub(Duration::from_secs(secs))
+                .unwrap();
+            let entries = l.entries.clone();
+            listings.put(root.into(), Arc::new(Listing { at, entries }));
+        };
+        age(2);
+        assert!(dir.answers_now(root, &[a]));
+        assert!(
+            !dir.answers_now(root, &[b]),
+            "a missing name is looked for again"
+        );
+        age(KEEP.as_secs() + 1);
+        assert!(
+            !dir.answers_now(root, &[a]),
+            "a listing past KEEP is asked again"
+        );
     }
 }

@@ -9,6 +9,7 @@ import errno
 import mmap
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -206,6 +207,46 @@ def test_opening_a_member_never_waits_for_a_slow_server(tmp_path, compressed):
             assert head[:6] == b"\x93NUMPY"
             server.delay = 0
             assert_same(np.load(m.path / "x.npy", mmap_mode="r"), np.arange(BIG, dtype=np.float32))
+    finally:
+        server.shutdown()
+
+
+def test_what_an_open_archive_holds_answers_while_the_slow_lane_is_full(tmp_path):
+    """Operations that may wait on the network are answered on the slow lane (16 threads).
+    With more header reads (user.npy.* xattrs, which read each member's first bytes) waiting
+    there on a store that takes 3 s per GET than the lane has threads, what the open archive
+    holds in memory (its listing, a lookup, attributes, the open of a stored member) still
+    answers at once: it never queues behind the network."""
+    local = tmp_path / "many.npz"
+    n, size = 24, 300_000  # 1.2 MB each: every member starts in a block of its own
+    arrays = {f"m{i:02d}": np.full(size, i, dtype=np.float32) for i in range(n)}
+    np.savez(local, **arrays, other=np.arange(size, dtype=np.float32))
+    server = Flaky(local)
+    shapes = {}
+
+    def header(i):
+        shapes[i] = os.getxattr(m.path / f"m{i:02d}.npy", "user.npy.shape").decode()
+
+    try:
+        with npzfs.mount(server.url(), cache_dir=tmp_path / "cache") as m:
+            server.delay = 3.0
+            gets = server.gets
+            waiting = [threading.Thread(target=header, args=(i,)) for i in range(n)]
+            for t in waiting:
+                t.start()
+            assert wait_until(lambda: server.gets >= gets + 16), "the lane never filled"
+            started = time.monotonic()
+            assert "other.npy" in os.listdir(m.path)
+            assert os.stat(m.path / "other.npy").st_size == 128 + 4 * size
+            os.close(os.open(m.path / "other.npy", os.O_RDONLY))
+            took = time.monotonic() - started
+            for t in waiting:
+                t.join(60)
+            server.delay = 0
+            assert took < 1.5, f"the open archive waited {took:.2f} s behind the slow lane"
+            assert shapes == {i: f"[{size}]" for i in range(n)}
+            assert_same(np.load(m.path / "other.npy", mmap_mode="r"),
+                        np.arange(size, dtype=np.float32))
     finally:
         server.shutdown()
 
