@@ -36,6 +36,10 @@ pub struct Placement {
     pub parent: Ino,
 }
 
+/// Bytes past a first read's likely end fetched with it: a local header's extra field of up
+/// to this length (numpy's zip64 extra is 20 bytes) still finds the read's bytes on their way.
+const LIKELY_EXTRA: u64 = 4096;
+
 /// What an operation asks about an inode, for the question whether answering it may wait on
 /// the network (the adapter then answers it off the request threads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -430,6 +434,8 @@ impl ArchiveFs {
     /// Stored member `number`: bytes of the archive, handed to the kernel as they come. Its
     /// first read in an archive whose reads may wait resolves where it starts from its local
     /// header, read like any other bytes (the callback below): no request thread waits for it.
+    /// The bytes that read most likely wants are fetched beside the header, not after it: a
+    /// remote member's first read costs one round trip, not two.
     fn read_stored(self: &Arc<Self>, number: usize, offset: u64, end: u64, done: ReadDone) {
         let member = match self.member(number) {
             Ok(member) => member,
@@ -438,6 +444,9 @@ impl ArchiveFs {
         if let Some(start) = member.known_start() {
             return self.archive.reply(start + offset, start + end, done);
         }
+        let likely = member.likely_start();
+        self.archive
+            .prefetch(likely + offset, likely + end + LIKELY_EXTRA);
         let span = member.header_span(self.archive.size());
         let me = self.clone();
         let resolved: ReadDone = Box::new(move |header| {

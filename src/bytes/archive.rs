@@ -179,6 +179,14 @@ impl Archive {
         }
     }
 
+    /// Starts fetching bytes `[start, end)` where they are not here nor on their way, for a
+    /// read that will follow (nothing for a local archive, whose bytes are always here).
+    pub fn prefetch(&self, start: u64, end: u64) {
+        if let Backend::Remote(blocks) = &self.backend {
+            blocks.prefetch(start, end);
+        }
+    }
+
     /// `len` bytes of the mapping from `start`, to be handed to the kernel and nothing else.
     fn slice(&self, start: u64, len: u64) -> Result<&[u8]> {
         let out_of_range = || Error::Corrupt {

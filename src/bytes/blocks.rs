@@ -238,6 +238,27 @@ impl Blocks {
         self.start(&ahead, Fetch::Ahead);
     }
 
+    /// Starts fetching the blocks of `[offset, end)` that are neither here nor on their way,
+    /// without a read waiting for them and without counting as a read (the readahead does not
+    /// see it): a read that will need them finds them on their way. Nothing for an object of
+    /// at most [`SMALL`] bytes, which its first read fetches whole.
+    pub fn prefetch(self: &Arc<Self>, offset: u64, end: u64) {
+        let end = end.min(self.size);
+        if offset >= end || self.size <= SMALL {
+            return;
+        }
+        let mut st = self.lock();
+        let mut wanted = Vec::new();
+        for k in offset / BLOCK..=(end - 1) / BLOCK {
+            if st.have[k as usize] == Have::Absent {
+                st.have[k as usize] = Have::Fetching;
+                wanted.push(k);
+            }
+        }
+        drop(st);
+        self.start(&wanted, Fetch::Wanted);
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`, waiting for them (never call this on the
     /// remote client's I/O threads): for parsing and decoding, which run on threads of their
     /// own.

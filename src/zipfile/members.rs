@@ -107,6 +107,14 @@ impl Member {
         self.data_start.get().copied()
     }
 
+    /// Where the member's bytes most likely start, before its local header is read: after the
+    /// header and the name the central directory gives, with no extra field (numpy's zip64
+    /// extra is 20 bytes; the local header may carry up to 64 KiB). For fetching the bytes a
+    /// first read wants beside the header, never for serving them.
+    pub fn likely_start(&self) -> u64 {
+        self.header_start + LOCAL_HEADER_LEN + self.name.len() as u64
+    }
+
     /// The bytes from which [`Member::start_from`] can always resolve the start: the local
     /// header and the longest name it can give, within an archive of `size` bytes.
     pub fn header_span(&self, size: u64) -> std::ops::Range<u64> {

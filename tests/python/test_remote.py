@@ -184,6 +184,33 @@ def test_a_response_that_stalls_past_the_timeout_is_asked_again(tmp_path):
     assert 1.0 <= took < 2 * 1 + 1, f"the read took {took:.2f} s"
 
 
+def test_the_first_read_of_a_member_far_from_its_header_costs_one_round_trip(tmp_path):
+    """A stored member's first read needs its local header (where its bytes start) and its
+    own bytes, here 6 MiB apart: both are asked for at once, so with a store that takes 1 s
+    per GET the read takes one round trip, not two."""
+    server = Flaky(big(tmp_path))
+    try:
+        with npzfs.mount(server.url(), cache_dir=tmp_path / "cache") as m:
+            server.delay = 1.0
+            gets = server.gets
+            fd = os.open(m.path / "x.npy", os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+                started = time.monotonic()
+                got = os.pread(fd, 4096, 6 << 20)
+                took = time.monotonic() - started
+            finally:
+                os.close(fd)
+            server.delay = 0
+        want = np.arange(BIG, dtype=np.float32).tobytes()
+        at = (6 << 20) - 128  # the .npy header is 128 bytes
+        assert got == want[at : at + 4096]
+        assert server.gets - gets == 2, "the header's block and the read's"
+        assert 1.0 <= took < 1.8, f"the first read took {took:.2f} s"
+    finally:
+        server.shutdown()
+
+
 @pytest.mark.parametrize("compressed", [False, True], ids=["stored", "deflated"])
 def test_opening_a_member_never_waits_for_a_slow_server(tmp_path, compressed):
     """The first open of a member needs its local header (where its bytes start); it is

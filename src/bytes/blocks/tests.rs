@@ -550,6 +550,41 @@ fn a_sequential_reader_gets_a_window_that_grows_in_parts_and_a_jump_drops_it() {
 }
 
 #[test]
+fn a_prefetch_fetches_once_and_the_read_after_it_waits_for_that_fetch() {
+    let size = 10 * BLOCK;
+    let f = fixture(size);
+    let want = content(size);
+    f.store.close_gate();
+    f.blocks.prefetch(BLOCK + 5, 3 * BLOCK + 1);
+    wait_for("the prefetch asked", || f.store.count() == 1);
+    assert_eq!(f.store.gets(), [blocks_range(1..4, size)]);
+    // A read of those blocks, and a prefetch again, ask nothing more: they wait for it.
+    let rx = start_read(&f.blocks, 2 * BLOCK..2 * BLOCK + 10, false);
+    f.blocks.prefetch(BLOCK, 2 * BLOCK);
+    f.store.open_gate();
+    assert_eq!(answer_of(&rx).unwrap(), want[2 * BLOCK as usize..][..10]);
+    wait_for("every block landed", || f.blocks.fetching() == 0);
+    assert_eq!(f.store.count(), 1);
+    // Nor does a prefetch of blocks present. It is no read either: a read that continues it
+    // is not sequential (had the readahead counted 3 MiB in a row, it would fetch ahead).
+    f.blocks.prefetch(BLOCK, 4 * BLOCK);
+    assert_eq!(f.store.count(), 1);
+    assert_eq!(
+        read(&f.blocks, 4 * BLOCK..5 * BLOCK).unwrap(),
+        want[4 * BLOCK as usize..5 * BLOCK as usize]
+    );
+    assert_eq!(f.store.gets()[1..], [block_range(4, size)]);
+    wait_for("every block landed", || f.blocks.fetching() == 0);
+    assert_eq!(f.store.count(), 2, "{:?}", f.store.gets());
+    f.books.assert_balanced(&f.blocks);
+    // A small object is fetched whole by its first read: a prefetch leaves it to that read.
+    let small = fixture(SMALL);
+    small.blocks.prefetch(0, 10);
+    assert_eq!(read(&small.blocks, 0..10).unwrap(), content(SMALL)[..10]);
+    assert_eq!(small.store.gets(), [blocks_range(0..2, SMALL)]);
+}
+
+#[test]
 fn an_evicted_block_is_fetched_again() {
     let size = 2 * BLOCK + 7;
     let f = fixture(size);
