@@ -197,13 +197,7 @@ impl Blocks {
             true => 0..=st.have.len() as u64 - 1,
             false => first..=last,
         };
-        let mut wanted = Vec::new();
-        for k in fetch {
-            if st.have[k as usize] == Have::Absent {
-                st.have[k as usize] = Have::Fetching;
-                wanted.push(k);
-            }
-        }
+        let wanted = claim(&mut st.have, fetch);
         let BlockTable {
             have, readahead, ..
         } = &mut *st;
@@ -247,15 +241,7 @@ impl Blocks {
         if offset >= end || self.size <= SMALL {
             return;
         }
-        let mut st = self.lock();
-        let mut wanted = Vec::new();
-        for k in offset / BLOCK..=(end - 1) / BLOCK {
-            if st.have[k as usize] == Have::Absent {
-                st.have[k as usize] = Have::Fetching;
-                wanted.push(k);
-            }
-        }
-        drop(st);
+        let wanted = claim(&mut self.lock().have, offset / BLOCK..=(end - 1) / BLOCK);
         self.start(&wanted, Fetch::Wanted);
     }
 
@@ -477,6 +463,18 @@ impl Blocks {
     }
 }
 
+/// The blocks of `ks` that are absent, marked fetching: the caller fetches them.
+fn claim(have: &mut [Have], ks: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+    ks.filter(|&k| {
+        let absent = have[k as usize] == Have::Absent;
+        if absent {
+            have[k as usize] = Have::Fetching;
+        }
+        absent
+    })
+    .collect()
+}
+
 impl Drop for Blocks {
     /// The last reader of the object is gone before the unmount (its archive closed as least
     /// recently used): its blocks leave the books and the disk. Those of a set listed at
@@ -494,5 +492,7 @@ impl Drop for Blocks {
     }
 }
 
+#[cfg(test)]
+mod fixture;
 #[cfg(test)]
 mod tests;
